@@ -1,0 +1,65 @@
+"""`buildtool matrix`: expand matrix.yaml and show, export or explain its cells."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from buildtool.console import out, print_json
+from buildtool.matrix import github_matrix, load_matrix
+from buildtool.project import find_project
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("matrix", help="expand matrix.yaml into build cells")
+    p.add_argument("--file", type=Path, help="matrix file (default: the project's matrix.yaml)")
+    p.add_argument("--profile", help="select the cells of a named profile")
+    p.add_argument("--filter", action="append", default=[], metavar="AXIS=V[,V]",
+                   help="keep cells whose AXIS (platform, python, cuda, torch, package, tags) is one of the values")
+    p.add_argument("--format", choices=("table", "json", "github", "ids"), default="table")
+    p.add_argument("--explain", metavar="CELL_ID", help="say why a cell is built or excluded")
+    p.add_argument("--list-profiles", action="store_true", help="list the profiles")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    project = find_project()
+    matrix = load_matrix(project.root, args.file)
+    expansion = matrix.expand()
+    if args.list_profiles:
+        table = Table(title="profiles")
+        table.add_column("profile")
+        table.add_column("cells", justify="right")
+        table.add_column("description")
+        for name, prof in matrix.spec.profiles.items():
+            n = sum(1 for c in expansion.cells if prof.select.matches(c))
+            table.add_row(name, str(n), prof.description)
+        out.print(table)
+        return 0
+    if args.explain:
+        built, reasons = matrix.explain(args.explain, expansion)
+        if args.format == "json":
+            print_json({"id": args.explain, "built": built, "reasons": reasons})
+        else:
+            out.print(f"[bold]{args.explain}[/]: {'[green]built[/]' if built else '[red]excluded[/]'}")
+            for r in reasons:
+                out.print(f"  - {r}", highlight=False)
+        return 0
+    cells = matrix.select(expansion, args.profile, args.filter)
+    if args.format == "json":
+        print_json([c.summary() for c in cells])
+    elif args.format == "github":
+        print_json(github_matrix(cells))
+    elif args.format == "ids":
+        for c in cells:
+            print(c.id)
+    else:
+        table = Table(title=f"{len(cells)} cells" + (f" (profile {args.profile})" if args.profile else ""))
+        for col in ("id", "ABI", "C++", "archs", "triton"):
+            table.add_column(col, overflow="fold")
+        for c in cells:
+            table.add_row(c.id, "TRUE" if c.cxx11_abi else "FALSE", c.cxx_std, c.arch_list, c.triton or "-")
+        out.print(table)
+    return 0

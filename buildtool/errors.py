@@ -1,0 +1,60 @@
+"""User-facing errors: every mistake a user can make ends here, never in a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in a data file a problem sits (1-based line and column)."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.file
+        if self.column is None:
+            return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class UserError(Exception):
+    """An error caused by input the user controls; printed as one clear message, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.message}" if self.location else self.message
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class BuildError(UserError):
+    """A build step failed for a reason outside the user's input (compiler error, missing tool)."""
+
+    exit_code = 1
+
+
+def did_you_mean(value: object, allowed: Iterable[object]) -> str:
+    """`' (did you mean "x"?)'` when a close match exists, else ``''``."""
+    choices = [str(a) for a in allowed]
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def allowed_list(allowed: Iterable[object], limit: int = 12) -> str:
+    items = [str(a) for a in allowed]
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")

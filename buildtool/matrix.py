@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from buildtool import yamlsrc
 from buildtool.compat import PLATFORMS, Compat, load_compat, torch_minor
-from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.errors import Location, UserError, allowed_list, did_you_mean
 from buildtool.recipe import Recipe
 
 AXES = ("platform", "python", "cuda", "torch")
@@ -64,8 +64,9 @@ class Axes(_Frozen):
     @classmethod
     def _versions(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
         _check_versions(info.field_name, v)
-        if len(set(v)) != len(v):
-            raise ValueError("values must be unique")
+        dupes = sorted({x for x in v if v.count(x) > 1})
+        if dupes:
+            raise ValueError(f"values must be unique; listed more than once: {', '.join(dupes)}")
         return v
 
 
@@ -86,6 +87,13 @@ class Selector(_Frozen):
     def _platforms(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if v is not None:
             _check_platforms(v)
+        return v
+
+    @field_validator("python", "cuda")
+    @classmethod
+    def _versions(cls, v: tuple[str, ...] | None, info: Any) -> tuple[str, ...] | None:
+        if v is not None:
+            _check_versions(info.field_name, v)
         return v
 
     def matches(self, cell: Cell) -> bool:
@@ -148,6 +156,30 @@ class Profile(_Frozen):
     select: Selector
 
 
+class Runner(_Frozen):
+    """Where GitHub Actions builds and verifies a platform's cells."""
+
+    runs_on: str = Field(alias="runs-on", description="hosted runner label for builds")
+    container: str = Field("", description="build container image ('' = run on the host)")
+    gpu_runs_on: tuple[str, ...] = Field(alias="gpu-runs-on", description="self-hosted GPU runner labels for verify")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# Used when matrix.yaml has no `runners:` section.
+DEFAULT_RUNNERS: dict[str, Runner] = {
+    "linux-x86_64": Runner(
+        runs_on="ubuntu-22.04", container="quay.io/pypa/manylinux_2_28_x86_64",
+        gpu_runs_on=("self-hosted", "linux", "gpu"),
+    ),
+    "linux-aarch64": Runner(
+        runs_on="ubuntu-22.04-arm", container="quay.io/pypa/manylinux_2_28_aarch64",
+        gpu_runs_on=("self-hosted", "linux", "arm64", "gpu"),
+    ),
+    "windows-x86_64": Runner(runs_on="windows-2022", container="", gpu_runs_on=("self-hosted", "windows", "gpu")),
+}
+
+
 class MatrixFile(_Frozen):
     version: Literal[1]
     axes: Axes
@@ -157,6 +189,7 @@ class MatrixFile(_Frozen):
     arch_policy: dict[str, ArchPolicy]
     profiles: dict[str, Profile] = {}
     default_profile: str = "local"
+    runners: dict[str, Runner] = Field(default_factory=lambda: dict(DEFAULT_RUNNERS))
 
     _t = field_validator("packages", mode="before")(_as_tuple)
 
@@ -165,13 +198,22 @@ class MatrixFile(_Frozen):
     def _str_keys(cls, v: Any) -> Any:
         return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
 
-    @model_validator(mode="after")
-    def _default_profile_exists(self) -> MatrixFile:
-        if self.profiles and self.default_profile not in self.profiles:
+    @field_validator("default_profile")
+    @classmethod
+    def _default_profile_exists(cls, v: str, info: Any) -> str:
+        profiles = info.data.get("profiles") or {}
+        if profiles and v not in profiles:
             raise ValueError(
-                f'default_profile "{self.default_profile}" is not a profile{did_you_mean(self.default_profile, self.profiles)}'
+                f'"{v}" is not a profile{did_you_mean(v, profiles)}; profiles: {allowed_list(profiles)}'
             )
-        return self
+        return v
+
+    @field_validator("runners", mode="before")
+    @classmethod
+    def _runner_keys(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            _check_platforms(str(k) for k in v)
+        return v
 
 
 class Cell(_Frozen):
@@ -223,7 +265,15 @@ class Cell(_Frozen):
         data["id"] = self.id
         data["cxx11_abi"] = "TRUE" if self.cxx11_abi else "FALSE"
         data["arch_list"] = self.arch_list
+        data["triton_package"] = self.triton_package
         return data
+
+    @property
+    def triton_package(self) -> str | None:
+        """The triton distribution matched to the cell's torch: `triton` on Linux, `triton-windows` on Windows."""
+        if self.triton is None:
+            return None
+        return re.split(r"[=<>~!]", self.triton, maxsplit=1)[0]
 
 
 @dataclass(frozen=True)
@@ -252,11 +302,34 @@ class Matrix:
         return matrix
 
     def _check_references(self) -> None:
+        seen: dict[tuple[str, str], int] = {}
         for i, ref in enumerate(self.spec.packages):
-            self.resolve_packages(ref, ("packages", i))
+            for pv in self.resolve_packages(ref, ("packages", i)):
+                if pv in seen:
+                    raise UserError(
+                        f'packages[{i}]: "{ref}" selects {pv[0]} {pv[1]} again (already selected by '
+                        f'packages[{seen[pv]}] "{self.spec.packages[seen[pv]]}"): the cells would be duplicates',
+                        location=self.doc.location(("packages", i)),
+                        hint="list each package version once",
+                    )
+                seen[pv] = i
+        axes = self.spec.axes
+        for name in ("python", "cuda", "torch"):
+            for k, value in enumerate(getattr(axes, name)):
+                self._check_known(name, value, ("axes", name, k))
         for i, entry in enumerate(self.spec.include):
             for j, ref in enumerate(entry.packages):
                 self.resolve_packages(ref, ("include", i, "packages", j))
+            for name in ("python", "cuda", "torch"):
+                for k, value in enumerate(getattr(entry, name)):
+                    self._check_known(name, value, ("include", i, name, k))
+        known_tags = sorted({t for entry in self.spec.include for t in entry.tags})
+        selectors: list[tuple[tuple[str | int, ...], Selector]] = [
+            (("exclude", i), sel) for i, sel in enumerate(self.spec.exclude)
+        ]
+        selectors += [(("profiles", n, "select"), prof.select) for n, prof in self.spec.profiles.items()]
+        for path, sel in selectors:
+            self._check_selector(sel, path, known_tags)
         for cuda in self.spec.axes.cuda:
             if cuda not in self.spec.arch_policy:
                 raise UserError(
@@ -279,16 +352,72 @@ class Matrix:
                         f"(supported: {info.min_arch} to {info.max_arch})",
                         location=self.doc.location(("arch_policy", cuda, "archs", k)),
                     )
-        for name, profile in self.spec.profiles.items():
-            if profile.select.package:
-                for k, ref in enumerate(profile.select.package):
-                    pkg = ref.split("==")[0]
-                    if pkg not in self.recipes:
-                        raise UserError(
-                            f'profiles.{name}.select.package: unknown package "{pkg}"'
-                            f"{did_you_mean(pkg, self.recipes)}; known: {allowed_list(self.recipes)}",
-                            location=self.doc.location(("profiles", name, "select", "package", k)),
-                        )
+
+    def _known_values(self, axis: str) -> list[str]:
+        if axis == "cuda":
+            return list(self.compat.cuda)
+        if axis == "torch":
+            return [info.release for info in self.compat.torch.values()]
+        pythons = {py for info in self.compat.torch.values() for py in info.python}
+        return sorted(pythons, key=Version)
+
+    def _check_known(self, axis: str, value: str, path: Sequence[str | int], *, minor_ok: bool = True) -> None:
+        """A python/cuda/torch value must exist in the compatibility data (torch: a release or, where
+        ``minor_ok``, a minor like 2.7); a typo would otherwise silently produce no cells."""
+        known = self._known_values(axis)
+        field_name = ".".join(str(p) for p in path if not isinstance(p, int))
+        if axis == "torch":
+            info = self.compat.torch_info(value)
+            ok = info is not None and (value == info.release or (minor_ok and value == torch_minor(value)))
+            if not ok:
+                why = (
+                    f"torch {torch_minor(value)} is released as {info.release} in the compatibility data"
+                    if info is not None else "not in the compatibility data"
+                )
+                raise UserError(
+                    f'{field_name}: unknown torch "{value}" ({why}){did_you_mean(value, known)}; '
+                    f"allowed: {allowed_list(known, limit=20)}",
+                    location=self.doc.location(path),
+                    hint="add the release to buildtool/data/compat.yaml if it is new",
+                )
+            return
+        if value not in known:
+            raise UserError(
+                f'{field_name}: unknown {axis} "{value}"{did_you_mean(value, known)}; '
+                f"allowed: {allowed_list(known, limit=20)}",
+                location=self.doc.location(path),
+            )
+
+    def _check_selector(self, sel: Selector, path: tuple[str | int, ...], known_tags: Sequence[str]) -> None:
+        """Every value an exclude rule or profile names must exist, or the rule silently matches nothing."""
+        for axis in ("python", "cuda", "torch"):
+            for k, value in enumerate(getattr(sel, axis) or ()):
+                self._check_known(axis, value, (*path, axis, k))
+        for k, ref in enumerate(sel.package or ()):
+            loc_path = (*path, "package", k)
+            name, sep, version = ref.partition("==")
+            recipe = self.recipes.get(name)
+            if recipe is None:
+                raise UserError(
+                    f'{".".join(str(p) for p in (*path, "package"))}: unknown package "{name}"'
+                    f"{did_you_mean(name, self.recipes)}; known: {allowed_list(self.recipes)}",
+                    location=self.doc.location(loc_path),
+                )
+            if sep and version not in recipe.by_version:
+                known = list(recipe.by_version)
+                raise UserError(
+                    f'{".".join(str(p) for p in (*path, "package"))}: unknown version "{version}" of {name}'
+                    f"{did_you_mean(version, known)}; known: {allowed_list(known)}",
+                    location=self.doc.location(loc_path),
+                )
+        for k, tag in enumerate(sel.tags or ()):
+            if tag not in known_tags:
+                raise UserError(
+                    f'{".".join(str(p) for p in (*path, "tags"))}: unknown tag "{tag}"'
+                    f"{did_you_mean(tag, known_tags)}; tags used by include entries: "
+                    f"{allowed_list(known_tags) or '(none)'}",
+                    location=self.doc.location((*path, "tags", k)),
+                )
 
     def resolve_packages(self, ref: str, path: Sequence[str | int]) -> list[tuple[str, str]]:
         """'name==1.2' or 'name>=1.5,<1.7' -> [(name, version), ...] from the recipes."""
@@ -391,20 +520,43 @@ class Matrix:
     # ---------------------------------------------------------------- selection
     def select(self, expansion: Expansion, profile: str | None = None, filters: Sequence[str] = ()) -> list[Cell]:
         cells = list(expansion.cells)
+        if not cells:
+            reasons = sorted({r for rs in expansion.excluded.values() for r in rs})
+            raise UserError(
+                f"empty selection: the matrix produces no cell ({len(expansion.excluded)} combinations, all "
+                f"excluded); reasons: {allowed_list(reasons, limit=4)}",
+                location=self.doc.location(("axes",), key=True),
+                hint="`buildtool matrix --explain ID` says why a cell is excluded",
+            )
         if profile is not None:
             prof = self.spec.profiles.get(profile)
             if prof is None:
                 raise UserError(
-                    f'unknown profile "{profile}"{did_you_mean(profile, self.spec.profiles)}; '
-                    f"profiles: {allowed_list(self.spec.profiles)}"
+                    f'--profile: unknown profile "{profile}"{did_you_mean(profile, self.spec.profiles)}; '
+                    f"profiles: {allowed_list(self.spec.profiles, limit=40) or '(none defined)'}",
+                    location=self.doc.location(("profiles",), key=True),
                 )
             cells = [c for c in cells if prof.select.matches(c)]
+            if not cells:
+                raise UserError(
+                    f'empty selection: profile "{profile}" selects no cell '
+                    f"({len(expansion.cells)} cells in the matrix; its select: {_selector_text(prof.select)})",
+                    location=self.doc.location(("profiles", profile, "select")),
+                    hint="`buildtool matrix --list-profiles` shows how many cells each profile has",
+                )
         for f in filters:
-            cells = [c for c in cells if parse_filter(f).matches(c)]
-        if not cells:
-            what = f"profile {profile}" if profile else "the matrix"
-            extra = f" with filters {', '.join(filters)}" if filters else ""
-            raise UserError(f"empty selection: no cell of {what}{extra}", hint="run `buildtool matrix` to list cells")
+            sel = parse_filter(f)
+            kept = [c for c in cells if sel.matches(c)]
+            if not kept:
+                axis = f.partition("=")[0].strip()
+                present = sorted({v for c in cells for v in _axis_values(c, axis)})
+                what = f'profile "{profile}"' if profile else "the matrix"
+                raise UserError(
+                    f'--filter {f}: empty selection, no cell of {what} matches; {axis} values there: '
+                    f"{allowed_list(present, limit=20)}",
+                    location=Location(str(self.doc.file)),
+                )
+            cells = kept
         return cells
 
     def explain(self, cell_id: str, expansion: Expansion) -> tuple[bool, list[str]]:
@@ -422,6 +574,21 @@ class Matrix:
             return False, list(expansion.excluded[cell_id])
         known = list(cells) + list(expansion.excluded)
         raise UserError(f'no cell "{cell_id}" in the matrix{did_you_mean(cell_id, known)}')
+
+
+def _selector_text(sel: Selector) -> str:
+    parts = [f"{k}={','.join(v)}" for k, v in sel.model_dump(exclude_none=True).items()]
+    return " ".join(parts) or "(everything)"
+
+
+def _axis_values(cell: Cell, axis: str) -> tuple[str, ...]:
+    if axis == "package":
+        return (cell.package, f"{cell.package}=={cell.version}")
+    if axis == "tags":
+        return cell.tags
+    if axis == "torch":
+        return (cell.torch, cell.torch_minor)
+    return (str(getattr(cell, axis)),)
 
 
 def _candidate_id(platform: str, python: str, cuda: str, torch: str, package: str, version: str) -> str:
@@ -452,22 +619,38 @@ def parse_filter(text: str) -> Selector:
 
 
 # ---------------------------------------------------------------- output formats
-RUNNERS = {"linux-x86_64": "ubuntu-22.04", "linux-aarch64": "ubuntu-22.04-arm", "windows-x86_64": "windows-2022"}
-GITHUB_CHUNK = 256
+RUNNERS = {name: r.runs_on for name, r in DEFAULT_RUNNERS.items()}
+GITHUB_CHUNK = 256  # GitHub Actions: at most 256 jobs per matrix
 
 
-def github_matrix(cells: Sequence[Cell], chunk: int = GITHUB_CHUNK) -> dict[str, Any]:
-    """GitHub Actions `include` matrices, chunked so no job matrix exceeds 256 entries."""
+def github_matrix(
+    cells: Sequence[Cell], chunk: int = GITHUB_CHUNK, runners: Mapping[str, Runner] | None = None
+) -> dict[str, Any]:
+    """GitHub Actions `include` matrices, chunked so no job matrix exceeds 256 entries, plus the verify
+    matrix: one job per (platform, CUDA major) on that platform's self-hosted GPU runner."""
+    table = dict(runners or DEFAULT_RUNNERS)
+    missing = sorted({c.platform for c in cells} - set(table))
+    if missing:
+        raise UserError(f"runners: no runner for platform {', '.join(missing)}; runners: {allowed_list(table)}")
     rows = [
         {
-            "id": c.id, "platform": c.platform, "runs-on": RUNNERS[c.platform], "python": c.python,
-            "cuda": c.cuda, "torch": c.torch, "package": c.package, "version": c.version,
-            "cxx11-abi": "TRUE" if c.cxx11_abi else "FALSE", "arch-list": c.arch_list,
+            "id": c.id, "platform": c.platform, "os": c.os, "runs-on": table[c.platform].runs_on,
+            "container": table[c.platform].container, "python": c.python, "cuda": c.cuda, "torch": c.torch,
+            "package": c.package, "version": c.version, "cxx11-abi": "TRUE" if c.cxx11_abi else "FALSE",
+            "arch-list": c.arch_list,
         }
         for c in cells
     ]
     chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)] or [[]]
-    return {"count": len(rows), "chunks": len(chunks), "matrices": [{"include": part} for part in chunks]}
+    groups = sorted({(c.platform, c.cuda.split(".")[0]) for c in cells})
+    verify = [
+        {"platform": p, "os": p.split("-")[0], "cuda-major": major, "runs-on": list(table[p].gpu_runs_on)}
+        for p, major in groups
+    ]
+    return {
+        "count": len(rows), "chunks": len(chunks), "matrices": [{"include": part} for part in chunks],
+        "verify": {"include": verify},
+    }
 
 
 def load_matrix(project_root: Path, matrix_path: Path | None = None) -> Matrix:

@@ -66,7 +66,14 @@ def _walk(node: yaml.Node, path: PathKey, doc: Document) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*path, i), doc) for i, item in enumerate(node.value)]
+    if node.tag == _FLOAT_TAG:
+        # In this project's files a bare number with a dot is a version (python: 3.10, cuda: 12.6), and
+        # YAML would read 3.10 as the float 3.1: keep the text exactly as written.
+        return node.value
     return _LOADER.construct_object(node, deep=True)
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 _LOADER = _UniqueKeyLoader("")
@@ -99,17 +106,32 @@ def load(path: Path) -> Document:
 
 
 def _allowed_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """Field names allowed at ``loc`` (the parent of an unknown key) by walking the model's annotations."""
+    """Field names allowed at ``loc`` (the parent of an unknown key) by walking the model's annotations.
+
+    Path parts that are not fields (list indexes, keys of ``dict[str, Model]``) keep the current model."""
     current: Any = model
     for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
         fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            return []
+        if isinstance(part, int) or not fields or part not in fields:
+            continue
         current = _inner_model(fields[part].annotation)
+        if current is None:
+            return []
     fields = getattr(current, "model_fields", None)
     return sorted(f.alias or name for name, f in fields.items()) if fields else []
+
+
+def _required_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if isinstance(part, int) or not fields or part not in fields:
+            continue
+        current = _inner_model(fields[part].annotation)
+        if current is None:
+            return []
+    fields = getattr(current, "model_fields", None)
+    return sorted(f.alias or name for name, f in fields.items() if f.is_required()) if fields else []
 
 
 def _inner_model(annotation: Any) -> Any:
@@ -130,24 +152,67 @@ def validate(model: type[BaseModel], doc: Document, *, context: Mapping[str, Any
         raise validation_to_user_error(exc, doc, model) from None
 
 
+# What a value of the wrong type should have been, by pydantic error type.
+_EXPECTED = {
+    "tuple_type": "a list", "list_type": "a list", "set_type": "a list", "frozen_set_type": "a list",
+    "dict_type": "a mapping (key: value)", "model_type": "a mapping (key: value)", "model_attributes_type": "a mapping (key: value)",
+    "string_type": "a string", "bool_type": "true or false", "bool_parsing": "true or false",
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number",
+}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _error_priority(err: Any) -> int:
+    # An unknown key usually explains a "missing" one next to it (a typo): report it first.
+    return {"extra_forbidden": 0, "missing": 2}.get(err["type"], 1)
+
+
 def validation_to_user_error(exc: ValidationError, doc: Document, model: type[BaseModel]) -> UserError:
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    err = min(errors, key=_error_priority)
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     field_name = ".".join(str(p) for p in loc) or "(document)"
+    parent = ".".join(str(p) for p in loc[:-1]) or "top level"
     etype = err["type"]
     if etype == "extra_forbidden":
         key = str(loc[-1])
         allowed = _allowed_fields(model, loc[:-1])
-        message = (
-            f'unknown key "{key}" in {".".join(str(p) for p in loc[:-1]) or "top level"}'
-            f"{did_you_mean(key, allowed)}; allowed keys: {allowed_list(allowed)}"
-        )
+        message = f'unknown key "{key}" in {parent}{did_you_mean(key, allowed)}; allowed keys: {allowed_list(allowed)}'
         return UserError(message, location=doc.location(loc, key=True))
     if etype == "missing":
-        return UserError(f'missing required field "{field_name}"', location=doc.location(loc[:-1]))
+        required = _required_fields(model, loc[:-1])
+        present: Any = doc.data
+        for part in loc[:-1]:
+            try:
+                present = present[part]
+            except (KeyError, IndexError, TypeError):
+                present = None
+                break
+        keys = f"; present keys: {allowed_list(present)}" if isinstance(present, dict) and present else ""
+        return UserError(
+            f'missing required key "{loc[-1]}" in {parent}; required keys: {allowed_list(required)}{keys}',
+            location=doc.location(loc[:-1]),
+        )
+    got = err.get("input")
+    if etype == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return UserError(f"{field_name}: got {_describe(got)}; allowed values: {expected}", location=doc.location(loc))
+    if etype in _EXPECTED:
+        return UserError(f"{field_name}: expected {_EXPECTED[etype]}, got {_describe(got)}", location=doc.location(loc))
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    got = err.get("input")
     got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
     return UserError(f"{field_name}: {msg}{got_text}", location=doc.location(loc))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
 from buildtool.console import out, print_json
+from buildtool.errors import UserError
 from buildtool.matrix import github_matrix, load_matrix
 from buildtool.project import find_project
 
@@ -21,10 +24,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "json", "github", "ids"), default="table")
     p.add_argument("--explain", metavar="CELL_ID", help="say why a cell is built or excluded")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles")
+    p.add_argument("--github-output", type=Path, metavar="FILE",
+                   help="with --format github: also append count=, chunks=, matrix-N= and verify= lines to FILE "
+                        "(GitHub Actions passes $GITHUB_OUTPUT); works on any file locally")
     p.set_defaults(func=run)
 
 
+def write_github_output(path: Path, data: dict[str, Any]) -> None:
+    """Job outputs for a plan job: one compact JSON line per chunk, so fan-out jobs read `matrix-N`."""
+    lines = [f"count={data['count']}", f"chunks={data['chunks']}", f"verify={json.dumps(data['verify'])}"]
+    lines += [f"matrix-{i}={json.dumps(m, separators=(',', ':'))}" for i, m in enumerate(data["matrices"])]
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.github_output and args.format != "github":
+        raise UserError("--github-output needs --format github")
     project = find_project()
     matrix = load_matrix(project.root, args.file)
     expansion = matrix.expand()
@@ -51,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json([c.summary() for c in cells])
     elif args.format == "github":
-        print_json(github_matrix(cells))
+        data = github_matrix(cells, runners=matrix.spec.runners)
+        print_json(data)
+        if args.github_output:
+            write_github_output(args.github_output, data)
     elif args.format == "ids":
         for c in cells:
             print(c.id)

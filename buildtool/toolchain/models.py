@@ -1,0 +1,170 @@
+"""Toolchain data: what a compile needs (nvcc, CUDA_HOME, host compiler, environment) and how it was found.
+
+`Toolchain` is the stage boundary between toolchain provisioning and the compile: the compile never looks
+for CUDA or a compiler itself, it applies `Toolchain.env` and uses `nvcc`, `cuda_home`, `include_dirs`.
+`ProviderFacts` is buildtool/data/toolchain.yaml, validated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from buildtool import yamlsrc
+from buildtool.errors import UserError
+
+ProviderName = Literal["system", "pypi", "conda"]
+ProviderChoice = Literal["auto", "system", "pypi", "conda"]
+PROVIDERS: tuple[ProviderName, ...] = ("system", "pypi", "conda")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HostCompiler(_Frozen):
+    """The C++ compiler nvcc drives (-ccbin) and that compiles the .cpp sources."""
+
+    kind: Literal["gcc", "msvc", "clang"]
+    path: Path
+    version: str  # gcc: "12.2.0"; msvc: the VC tools version "14.44.35207"; clang: "18.1.8"
+    cc: Path | None = None  # the matching C compiler (gcc-N for g++-N); None for MSVC (cl does both)
+    product: str | None = None  # MSVC: Visual Studio product line ("2022")
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".", 1)[0])
+
+
+class ProviderAttempt(_Frozen):
+    """One provider tried: whether it supplied the toolkit and, either way, why."""
+
+    provider: ProviderName
+    ok: bool
+    detail: str
+
+
+class Toolchain(_Frozen):
+    """A CUDA toolkit plus host compiler that can compile the cell, and the environment to do it in.
+
+    `env` holds every variable the compile must set (PATH already prefixed with `path_prefix`, CUDA_HOME,
+    CUDA_PATH, CC/CXX and NVCC_CCBIN on Linux; the vcvars64 environment and DISTUTILS_USE_SDK=1 on Windows);
+    `apply()` merges it over a base environment.
+    """
+
+    provider: ProviderName
+    cuda_home: Path
+    nvcc: Path
+    cuda_version: str  # full, from `nvcc --version`: "13.0.88"
+    host: HostCompiler
+    env: dict[str, str]
+    path_prefix: tuple[Path, ...] = ()
+    include_dirs: tuple[Path, ...] = ()  # CUDA headers; CUDA >= 13 adds include/cccl (failures.md F27)
+    library_dirs: tuple[Path, ...] = ()
+    attempts: tuple[ProviderAttempt, ...] = ()
+
+    @property
+    def cuda_minor(self) -> str:
+        """major.minor of the toolkit: "13.0"."""
+        return ".".join(self.cuda_version.split(".")[:2])
+
+    def apply(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """`base` (default: os.environ) with this toolchain's variables set."""
+        merged = dict(os.environ if base is None else base)
+        merged.update(self.env)
+        return merged
+
+    def summary(self) -> dict[str, object]:
+        return self.model_dump(mode="json")
+
+
+class ToolchainNotFound(UserError):
+    """No provider could supply the cell's CUDA (or no host compiler fits it); lists what was tried."""
+
+    def __init__(self, message: str, *, attempts: tuple[ProviderAttempt, ...] = (), hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.attempts = attempts
+
+
+# --- provider facts (buildtool/data/toolchain.yaml) ---------------------------------------------------
+
+
+class SystemFacts(_Frozen):
+    env_vars: tuple[str, ...]
+    versioned_env_vars: tuple[str, ...]
+    default_dirs: dict[str, tuple[str, ...]]
+    install_hint: dict[str, str]
+
+
+class PypiFacts(_Frozen):
+    full_nvcc_majors: tuple[int, ...]
+    missing_reason: dict[str, str]
+    requirement: dict[str, str]
+    cuda_home_subdir: dict[str, str]
+    install_hint: str
+
+
+class CondaFacts(_Frozen):
+    tools: tuple[str, ...]
+    channel: str
+    packages: tuple[str, ...]
+    labels: dict[str, str]
+    cuda_home_subdir: dict[str, str]
+    install_hint: str
+
+    def full_version(self, cuda: str) -> str:
+        """The label's X.Y.Z for a cell CUDA "X.Y" (or an X.Y.Z given as is)."""
+        parts = cuda.split(".")
+        if len(parts) >= 3:
+            return cuda
+        return self.labels.get(cuda, f"{cuda}.0")
+
+    def channel_for(self, cuda: str) -> str:
+        return self.channel.format(full=self.full_version(cuda))
+
+
+class MsvcFacts(_Frozen):
+    vswhere: str
+    vswhere_args: tuple[str, ...]
+    vcvars: str
+    fix: str
+
+
+class HostCompilerFacts(_Frozen):
+    gcc_fix: tuple[str, ...]
+    msvc: MsvcFacts
+
+
+class ProviderFacts(_Frozen):
+    system: SystemFacts
+    pypi: PypiFacts
+    conda: CondaFacts
+    host_compiler: HostCompilerFacts
+
+
+@cache
+def load_facts() -> ProviderFacts:
+    text = resources.files("buildtool.data").joinpath("toolchain.yaml").read_text(encoding="utf-8")
+    doc = yamlsrc.parse(text, "buildtool/data/toolchain.yaml")
+    facts: ProviderFacts = yamlsrc.validate(ProviderFacts, doc)
+    return facts
+
+
+def split_cuda(cuda: str) -> tuple[int, int]:
+    """"13.0" or "13.0.88" -> (13, 0); a malformed version is the user's mistake."""
+    parts = cuda.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        raise UserError(f'CUDA version "{cuda}" is not of the form X.Y (e.g. 13.0)') from None
+
+
+def os_of(platform: str) -> str:
+    """"linux-x86_64" -> "linux"."""
+    return platform.split("-", 1)[0]

@@ -1,0 +1,1 @@
+"""Verification of built wheels: static checks (any machine) and GPU checks (numerics, models, speed)."""

@@ -1,0 +1,493 @@
+"""One cell, end to end: toolchain -> prepare -> build env -> compile -> wheel -> repair -> dist/.
+
+The toolchain is resolved first (it is cheap and the most common failure: a missing CUDA must fail in
+seconds, before sources are fetched or torch is installed). Every cell has a persistent work directory,
+build/cells/<cell-id>/, holding the prepared tree and ninja's objects, so an interrupted build continues
+where it stopped. The wheel reaches dist/ only through an atomic rename of a finished file
+(dist/.partial-<pid>-XXXX -> dist/<name>.whl): an interrupt leaves no partial wheel there.
+
+`build_tree` (prepared tree + toolchain + env -> wheel) is shared with the PEP 517 backend
+(buildtool.backend), so `pip wheel` on a prepared tree and `buildtool build` run the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform as pyplatform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from buildtool import __version__
+from buildtool.compat import load_compat
+from buildtool.errors import BuildError, UserError
+from buildtool.matrix import Cell
+from buildtool.project import Project
+from buildtool.recipe import Recipe, load_recipes
+from buildtool.repair import RepairResult, repair_wheel
+from buildtool.wheel import (
+    WheelContents,
+    collect_python_files,
+    metadata_text,
+    read_provenance,
+    source_date_epoch,
+    wheel_name_for,
+    write_wheel,
+)
+from buildtool.wheelname import WheelName
+
+if TYPE_CHECKING:
+    from buildtool.buildenv import BuildEnv
+    from buildtool.toolchain.models import Toolchain
+
+__all__ = [
+    "BuildOptions",
+    "CellPaths",
+    "CellResult",
+    "build_cell",
+    "build_tree",
+    "cell_paths",
+    "host_platform",
+    "provenance_matches",
+]
+
+Status = Literal["built", "resumed", "skipped", "failed"]
+PROVENANCE_SCHEMA = 1
+# The parts of a provenance that decide whether an existing wheel is still the one we would build.
+RESUME_KEYS = ("cell", "source", "patches", "modules")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BuildOptions(_Frozen):
+    toolchain: Literal["auto", "system", "pypi", "conda"] = "auto"
+    use_current_env: bool = False
+    index_url: str | None = None
+    source_mirror: Path | None = None
+    dist_dir: Path
+    build_root: Path
+    jobs: int | None = None
+    resume: bool = False
+
+
+class CellPaths(_Frozen):
+    work: Path     # build/cells/<id>: survives interruption
+    tree: Path     # the prepared source tree
+    objects: Path  # ninja's build directory
+    staging: Path  # wheels before they are published
+    log: Path      # build/logs/<id>.log: the full log
+    report: Path   # build/logs/<id>.json: timings and result, for people and CI
+
+
+class CellResult(_Frozen):
+    cell_id: str
+    status: Status
+    seconds: float
+    log: Path
+    wheel: Path | None = None
+    size: int | None = None
+    message: str = ""
+    notes: tuple[str, ...] = ()
+    timings: dict[str, float] = {}
+
+
+def cell_paths(build_root: Path, cell: Cell) -> CellPaths:
+    work = build_root / "cells" / cell.id
+    return CellPaths(work=work, tree=work / "src", objects=work / "obj", staging=work / "wheel",
+                     log=build_root / "logs" / f"{cell.id}.log", report=build_root / "logs" / f"{cell.id}.json")
+
+
+def host_platform() -> str | None:
+    """This machine as a matrix platform (linux-x86_64, ...), or None when the matrix has no such platform."""
+    system = pyplatform.system().lower()
+    machine = pyplatform.machine()
+    for name, info in load_compat().platforms.items():
+        if info.os == system and info.machine.lower() == machine.lower():
+            return name
+    return None
+
+
+# ---------------------------------------------------------------- logging
+class CellLog:
+    """Appends timestamped step lines to the cell's log file; tools append their own output to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def line(self, text: str) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+
+
+@contextlib.contextmanager
+def _step(name: str, timings: dict[str, float], log: CellLog) -> Iterator[None]:
+    log.line(f"== {name}")
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.monotonic() - start, 2)
+        log.line(f"== {name}: {timings[name]:.1f} s")
+
+
+# ---------------------------------------------------------------- provenance
+def _portable(value: Any, roots: Mapping[str, str]) -> Any:
+    """Replace machine-specific prefixes (the tree, torch, CUDA) with placeholders, recursively."""
+    if isinstance(value, str):
+        for placeholder, root in roots.items():
+            if root and root in value:
+                value = value.replace(root, placeholder)
+        return value
+    if isinstance(value, list | tuple):
+        return [_portable(v, roots) for v in value]
+    if isinstance(value, dict):
+        return {k: _portable(v, roots) for k, v in value.items()}
+    return value
+
+
+def module_flags(resolved: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per module: name, flags per translation unit language, link flags (from kernelspec.ResolvedKernel)."""
+    modules = []
+    for kernel in resolved:
+        by_lang: dict[str, list[str]] = {}
+        for unit in kernel.units:
+            by_lang.setdefault(unit.language, [])
+            for flag in unit.flags:
+                if flag not in by_lang[unit.language]:
+                    by_lang[unit.language].append(flag)
+        modules.append({
+            "module": kernel.module, "spec": kernel.spec_name, "flags": by_lang,
+            "link_flags": list(kernel.link_flags), "units": sorted(u.name for u in kernel.units),
+        })
+    return modules
+
+
+def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain: Toolchain, env: BuildEnv,
+                    modules: list[dict[str, Any]], tree_root: Path) -> dict[str, Any]:
+    roots = {"{tree}": str(tree_root), "{cuda_home}": str(toolchain.cuda_home)}
+    return _portable({
+        "schema": PROVENANCE_SCHEMA,
+        "buildtool_version": __version__,
+        "cell": cell.summary(),
+        "source": tree_provenance.get("source", {}),
+        "patches": tree_provenance.get("patches", []),
+        "toolchain": {
+            "provider": toolchain.provider, "cuda_version": toolchain.cuda_version,
+            "host_compiler": {"kind": toolchain.host.kind, "version": toolchain.host.version},
+        },
+        "build_env": _env_summary(env),
+        "archs": cell.arch_list,
+        "modules": modules,
+    }, roots)
+
+
+def _env_summary(env: Any) -> dict[str, Any]:
+    keys = ("python_version", "torch_version", "torch_cuda", "cxx11_abi")
+    return {k: str(getattr(env, k)) for k in keys if getattr(env, k, None) is not None}
+
+
+def provenance_matches(found: Mapping[str, Any] | None, expected: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether an existing wheel's provenance equals what this build would record (cell, source, patches,
+    flags); the reason when not."""
+    if found is None:
+        return False, "the existing wheel has no readable provenance"
+    for key in RESUME_KEYS:
+        if found.get(key) != expected.get(key):
+            return False, f"{key} changed"
+    return True, "same cell, source, patches and flags"
+
+
+# ---------------------------------------------------------------- shared core
+class BuiltWheel(_Frozen):
+    wheel: Path
+    repair: RepairResult
+    provenance: dict[str, Any]
+    compile_seconds: dict[str, float] = {}
+    notes: tuple[str, ...] = ()
+
+
+def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain) -> list[Any]:
+    """The recipe's kernel specs (copied into the tree by prepare) resolved for the cell and toolchain."""
+    from buildtool import kernelspec
+
+    specs_dir = tree / ".buildtool" / "kernels"
+    specs = kernelspec.load_kernel_specs(specs_dir, recipe.get(cell.version).kernels)
+    # The same facts the compile stage derives (major.minor CUDA, gcc or msvc), so flags recorded here are
+    # the flags it uses.
+    facts = kernelspec.TargetFacts.from_cell(cell, cuda=toolchain.cuda_minor,
+                                             compiler="msvc" if toolchain.host.kind == "msvc" else "gcc",
+                                             cuda_home=str(toolchain.cuda_home))
+    return [kernelspec.resolve(spec, facts) for spec in specs]
+
+
+def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe, cell: Cell,
+               toolchain: Toolchain, env: BuildEnv, objects: Path, staging: Path, log: CellLog,
+               jobs: int | None = None, timings: dict[str, float] | None = None) -> BuiltWheel:
+    """Compile the cell's kernels in a prepared tree and assemble + repair the wheel into ``staging``."""
+    from buildtool import compile as compile_stage
+    from buildtool import kernelspec
+
+    timings = timings if timings is not None else {}
+    version = recipe.get(cell.version)
+    specs = kernelspec.load_kernel_specs(tree / ".buildtool" / "kernels", version.kernels)
+    resolved = resolve_kernels(tree, recipe, cell, toolchain)
+    provenance = make_provenance(cell=cell, tree_provenance=tree_provenance, toolchain=toolchain, env=env,
+                                 modules=module_flags(resolved), tree_root=tree)
+    with _step("compile", timings, log):
+        result = compile_stage.compile_modules(tree, specs, cell, toolchain, env, objects,  # type: ignore[arg-type]
+                                               log.path, jobs=jobs)
+    log.line(f"compile: {len(result.modules)} module(s), {result.cache_hits} cached / {result.cache_misses} compiled "
+             f"object(s), {result.jobs} job(s), {result.wall_seconds:.1f} s")
+    files: dict[str, bytes | Path] = dict(collect_python_files(tree, version.python_packages))
+    for module_path in _compiled_paths(result):
+        files[module_path.name] = module_path
+    plain = load_compat().platforms[cell.platform].wheel_tag
+    name = wheel_name_for(recipe, cell, plain)
+    epoch = source_date_epoch(_source_epoch(tree_provenance))
+    raw_dir = staging / "raw"
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    with _step("wheel", timings, log):
+        raw = write_wheel(WheelContents(name=name, files=files, metadata=metadata_text(recipe, version, cell, name.full_version),
+                                        provenance=provenance), raw_dir, epoch=epoch)
+    final_dir = staging / "final"
+    shutil.rmtree(final_dir, ignore_errors=True)
+    with _step("repair", timings, log):
+        repaired = repair_wheel(raw, final_dir, platform=cell.platform, cuda=cell.cuda, log=log.path, epoch=epoch)
+    for note in repaired.notes:
+        log.line(f"repair: {note}")
+    return BuiltWheel(wheel=repaired.wheel, repair=repaired, provenance=provenance,
+                      compile_seconds=_unit_seconds(result), notes=repaired.notes)
+
+
+def _compiled_paths(result: Any) -> list[Path]:
+    modules = getattr(result, "modules", None)
+    if modules is None:
+        raise BuildError("the compile stage returned no modules")
+    paths = []
+    for module in modules:
+        path = getattr(module, "path", module)
+        paths.append(Path(path))
+    return paths
+
+
+def _unit_seconds(result: Any) -> dict[str, float]:
+    """Compiled translation units -> seconds (cache hits left out), from compile.CompileResult.timings."""
+    return {f"{t.module}:{t.unit}": float(t.seconds) for t in getattr(result, "timings", ()) if not t.cached}
+
+
+def _source_epoch(tree_provenance: Mapping[str, Any]) -> int | None:
+    value = tree_provenance.get("source_date_epoch") or tree_provenance.get("source", {}).get("source_date_epoch")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- publishing
+def _sweep_partials(dist: Path) -> None:
+    """Remove .partial-<pid>-* files left by builds that no longer run (e.g. killed with SIGKILL)."""
+    for path in dist.glob(".partial-*"):
+        pid = path.name.split("-")[1] if path.name.count("-") >= 2 else ""
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish(wheel: Path, dist: Path) -> Path:
+    """Copy ``wheel`` into ``dist`` atomically: a hidden partial file, fsync, then rename."""
+    dist.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".partial-{os.getpid()}-", suffix=".whl", dir=dist)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as dst, wheel.open("rb") as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.chmod(tmp, 0o644)
+        target = dist / wheel.name
+        os.replace(tmp, target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def existing_wheels(dist: Path, name: WheelName) -> list[Path]:
+    """Wheels in ``dist`` for the same distribution, full version and Python (any platform tag)."""
+    prefix = f"{name.dist}-{name.full_version}-{name.python_tag}-{name.abi_tag}-"
+    return sorted(p for p in dist.glob(f"{prefix}*.whl") if not p.name.startswith("."))
+
+
+# ---------------------------------------------------------------- one cell
+def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
+               toolchains: dict[tuple[str, str], Any] | None = None,
+               recipes: Mapping[str, Recipe] | None = None,
+               on_step: Callable[[str], None] | None = None) -> CellResult:
+    """Build one cell into ``options.dist_dir``. Failures become a failed CellResult (never an exception),
+    except KeyboardInterrupt, which propagates after cleanup so the runner can stop."""
+    paths = cell_paths(options.build_root, cell)
+    log = CellLog(paths.log)
+    log.line(f"buildtool {__version__}: building {cell.id}")
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+
+    def result(status: Status, message: str = "", wheel: Path | None = None,
+               notes: Sequence[str] = ()) -> CellResult:
+        res = CellResult(cell_id=cell.id, status=status, seconds=round(time.monotonic() - start, 2), log=paths.log,
+                         wheel=wheel, size=wheel.stat().st_size if wheel else None, message=message,
+                         notes=tuple(notes), timings=dict(timings))
+        log.line(f"result: {status} {message}")
+        paths.report.write_text(json.dumps(res.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+        return res
+
+    def step(name: str) -> contextlib.AbstractContextManager[None]:
+        if on_step is not None:
+            on_step(name)
+        return _step(name, timings, log)
+
+    try:
+        host = host_platform()
+        if host != cell.platform:
+            return result("skipped", f"{cell.platform} cells build on {cell.platform} (this machine: {host or 'unknown'})")
+        recipe = (recipes or load_recipes(project.recipes_dir))[cell.package]
+        with step("toolchain"):
+            toolchain = _toolchain_for(cell, options, toolchains, log)
+        with step("prepare"):
+            tree_provenance = _prepare(project, cell, options, paths, log)
+        options.dist_dir.mkdir(parents=True, exist_ok=True)
+        _sweep_partials(options.dist_dir)
+        plain = load_compat().platforms[cell.platform].wheel_tag
+        name = wheel_name_for(recipe, cell, plain)
+        if options.resume:
+            resumed = _try_resume(project, cell, recipe, toolchain, tree_provenance, paths, options, name, log)
+            if resumed is not None:
+                return result("resumed", "wheel exists with the same provenance", resumed)
+        with step("build env"):
+            env = _build_env(cell, options, log)
+        built = build_tree(tree=paths.tree, tree_provenance=tree_provenance, recipe=recipe, cell=cell,
+                           toolchain=toolchain, env=env, objects=paths.objects, staging=paths.staging, log=log,
+                           jobs=options.jobs, timings=timings)
+        with step("publish"):
+            final = publish(built.wheel, options.dist_dir)
+            for stale in existing_wheels(options.dist_dir, name):
+                if stale != final:
+                    stale.unlink(missing_ok=True)
+                    log.line(f"removed stale {stale.name}")
+        if built.compile_seconds:
+            slowest = max(built.compile_seconds.items(), key=lambda kv: kv[1])
+            timings["slowest_tu"] = slowest[1]
+            log.line(f"slowest translation unit: {slowest[0]} {slowest[1]:.1f} s")
+        return result("built", "", final, built.notes)
+    except UserError as exc:  # BuildError included: the cell failed, the matrix goes on
+        return result("failed", str(exc))
+    except KeyboardInterrupt:
+        log.line("interrupted: dist/ untouched; the build directory is kept so the next run continues")
+        raise
+
+
+def _toolchain_for(cell: Cell, options: BuildOptions, cache: dict[tuple[str, str], Any] | None,
+                   log: CellLog) -> Toolchain:
+    """Resolve (once per CUDA x platform in a run: a missing toolkit fails every such cell at once)."""
+    from buildtool.toolchain import resolve
+
+    key = (cell.cuda, cell.platform)
+    if cache is not None and key in cache:
+        cached = cache[key]
+        if isinstance(cached, UserError):
+            raise cached
+        return cached  # type: ignore[no-any-return]
+    try:
+        toolchain = resolve(cell.cuda, cell.platform, options.toolchain)
+    except UserError as exc:
+        if cache is not None:
+            cache[key] = exc
+        raise
+    log.line(f"toolchain: {toolchain.provider} CUDA {toolchain.cuda_version} at {toolchain.cuda_home}, "
+             f"host {toolchain.host.kind} {toolchain.host.version}")
+    if cache is not None:
+        cache[key] = toolchain
+    return toolchain
+
+
+def _prepare(project: Project, cell: Cell, options: BuildOptions, paths: CellPaths, log: CellLog) -> dict[str, Any]:
+    """Prepare into a fresh directory; keep the existing tree when identical (its mtimes keep ninja's
+    objects valid), replace it otherwise."""
+    from buildtool.prepare import prepare
+
+    paths.work.mkdir(parents=True, exist_ok=True)
+    fresh = paths.work / "src.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    prepared = prepare(project, cell.package, cell.version, cell.platform, fresh, mirror=options.source_mirror)
+    new_prov = dict(prepared.provenance) if not isinstance(prepared.provenance, BaseModel) else \
+        prepared.provenance.model_dump(mode="json")
+    old_file = paths.tree / "provenance.json"
+    if old_file.is_file() and _same_tree(json.loads(old_file.read_text(encoding="utf-8")), new_prov):
+        shutil.rmtree(fresh, ignore_errors=True)
+        log.line(f"prepare: kept the existing tree {paths.tree} (same source and patches)")
+        return new_prov
+    shutil.rmtree(paths.tree, ignore_errors=True)
+    shutil.rmtree(paths.objects, ignore_errors=True)  # objects of another source are worthless
+    os.replace(fresh, paths.tree)
+    log.line(f"prepare: tree at {paths.tree}")
+    return new_prov
+
+
+def _same_tree(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    ignore = {"prepared_at", "created", "timestamp", "tree", "root"}
+    return {k: v for k, v in old.items() if k not in ignore} == {k: v for k, v in new.items() if k not in ignore}
+
+
+def _build_env(cell: Cell, options: BuildOptions, log: CellLog) -> BuildEnv:
+    from buildtool import buildenv
+
+    if options.use_current_env:
+        env = buildenv.current_env()
+        _check_env_fits(env, cell)
+    else:
+        env = buildenv.create_build_env(cell, options.build_root / "envs", index_url=options.index_url)
+    log.line(f"build env: {_env_summary(env)}")
+    return env
+
+
+def _check_env_fits(env: Any, cell: Cell) -> None:
+    torch_version = str(getattr(env, "torch_version", ""))
+    if torch_version and not torch_version.startswith(cell.torch_minor + "."):
+        raise UserError(f"--use-current-env: this interpreter has torch {torch_version}, the cell needs torch {cell.torch_minor}",
+                        hint="select cells for this torch, e.g. --filter torch=" + ".".join(torch_version.split(".")[:2]))
+
+
+def _try_resume(project: Project, cell: Cell, recipe: Recipe, toolchain: Toolchain, tree_provenance: Mapping[str, Any],
+                paths: CellPaths, options: BuildOptions, name: WheelName, log: CellLog) -> Path | None:
+    candidates = existing_wheels(options.dist_dir, name)
+    if not candidates:
+        log.line("resume: no existing wheel")
+        return None
+    resolved = resolve_kernels(paths.tree, recipe, cell, toolchain)
+    roots = {"{tree}": str(paths.tree), "{cuda_home}": str(toolchain.cuda_home)}
+    expected = _portable({"cell": cell.summary(), "source": tree_provenance.get("source", {}),
+                          "patches": tree_provenance.get("patches", []), "modules": module_flags(resolved)}, roots)
+    for wheel in candidates:
+        ok, why = provenance_matches(read_provenance(wheel), expected)
+        log.line(f"resume: {wheel.name}: {why}")
+        if ok:
+            return wheel
+    return None

@@ -141,11 +141,18 @@ class HostCompilerFacts(_Frozen):
     msvc: MsvcFacts
 
 
+class BuildEnvFacts(_Frozen):
+    torch_index: str
+    pypi_cuda_platforms: tuple[str, ...]
+    extra_packages: tuple[str, ...]
+
+
 class ProviderFacts(_Frozen):
     system: SystemFacts
     pypi: PypiFacts
     conda: CondaFacts
     host_compiler: HostCompilerFacts
+    build_env: BuildEnvFacts
 
 
 @cache

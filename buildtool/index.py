@@ -1,0 +1,298 @@
+"""`buildtool index`: a static wheel site that pip, uv and people can use.
+
+    SITE/files/<wheel>              the wheels, plus <wheel>.metadata (PEP 658 core metadata)
+    SITE/simple/index.html          PEP 503 project list           (+ index.json, PEP 691)
+    SITE/simple/<project>/          PEP 503 page with #sha256= and data-requires-python /
+                                    data-dist-info-metadata / data-core-metadata (+ index.json, PEP 691)
+    SITE/manifest.json              every wheel with its environment (torch, CUDA, ABI, archs, glibc)
+    SITE/index.html, page.js/css    the picker page (no CDN, no external fetch; manifest embedded)
+
+Static hosting cannot negotiate content types, so the PEP 691 JSON lives next to each HTML page as
+index.json; pip and uv read the HTML (they accept it as the fallback type).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import html
+import json
+import re
+import shutil
+import zipfile
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict
+
+from buildtool import __version__
+from buildtool.elfinfo import read_elf_bytes
+from buildtool.errors import UserError
+from buildtool.wheelname import WheelName
+
+MANIFEST_FORMAT = 1
+PROVENANCE_FILE = "buildtool_provenance.json"
+_TAG_PLATFORM = re.compile(r"^(?:(?P<many>manylinux_(?P<glibc>\d+_\d+))_|linux_)(?P<machine>x86_64|aarch64)$")
+
+
+class WheelRecord(BaseModel):
+    """One wheel as the manifest describes it (the resolver's candidate)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filename: str
+    url: str
+    package: str                      # canonical project name (PEP 503)
+    dist: str                         # name as in the file name
+    version: str                      # full version, with the local label
+    public_version: str
+    python_tag: str
+    abi_tag: str
+    platform_tag: str
+    platform: str                     # linux-x86_64 / linux-aarch64 / windows-x86_64 / any
+    torch: str | None                 # torch major.minor from the label
+    cuda: str | None                  # as in the label: '13.0' or '12' (major only, upstream style)
+    cxx11_abi: bool | None
+    archs: tuple[str, ...] = ()       # SASS archs ('8.0', '9.0'); empty = unknown
+    ptx: str | None = None            # newest arch with PTX embedded, if any
+    min_glibc: str | None = None
+    requires_python: str | None = None
+    requires_dist: tuple[str, ...] = ()
+    sha256: str
+    size: int
+    provenance: dict[str, Any] | None = None
+
+    @property
+    def cuda_major(self) -> int | None:
+        return int(self.cuda.split(".")[0]) if self.cuda else None
+
+    @property
+    def parsed_version(self) -> Version:
+        return Version(self.version)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: int = MANIFEST_FORMAT
+    generator: str
+    generated: str
+    base_url: str
+    index_url: str
+    wheels: tuple[WheelRecord, ...]
+
+    def packages(self) -> list[str]:
+        return sorted({w.package for w in self.wheels})
+
+
+# ---------------------------------------------------------------- reading wheels
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _platform_of(tag: str) -> tuple[str, str | None]:
+    """('linux-x86_64', '2.28' for manylinux_2_28 else None) from a platform tag."""
+    if tag == "any":
+        return "any", None
+    if tag == "win_amd64":
+        return "windows-x86_64", None
+    m = _TAG_PLATFORM.match(tag)
+    if m:
+        glibc = m["glibc"].replace("_", ".") if m["glibc"] else None
+        return f"linux-{m['machine']}", glibc
+    return tag, None
+
+
+def _archs_from(prov: dict[str, Any] | None) -> tuple[tuple[str, ...], str | None]:
+    """Archs and PTX arch from the provenance the wheel stage writes (cell summary, or flat)."""
+    if not prov:
+        return (), None
+    cell = prov.get("cell") if isinstance(prov.get("cell"), dict) else prov
+    archs = cell.get("archs") or prov.get("archs") or ()
+    ptx = cell.get("ptx", prov.get("ptx"))
+    if isinstance(archs, str):
+        archs = [a for a in archs.split(";") if a]
+    clean = [str(a).replace("+PTX", "") for a in archs]
+    ptx_arch: str | None = None
+    if any("+PTX" in str(a) for a in archs):
+        ptx_arch = next(str(a).replace("+PTX", "") for a in archs if "+PTX" in str(a))
+    elif ptx is True and clean:
+        ptx_arch = clean[-1]
+    elif isinstance(ptx, str):
+        ptx_arch = ptx
+    return tuple(clean), ptx_arch
+
+
+def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
+    """The record of a wheel (url left relative) and its METADATA bytes. Refuses wheels pip would discard."""
+    name = WheelName.parse(path.name)
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise UserError(f"{path}: not a zip file") from None
+    with zf:
+        meta_name = next((n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)), None)
+        if meta_name is None:
+            raise UserError(f"{path.name}: no .dist-info/METADATA inside")
+        meta_bytes = zf.read(meta_name)
+        prov_name = meta_name.rsplit("/", 1)[0] + "/" + PROVENANCE_FILE
+        provenance = json.loads(zf.read(prov_name)) if prov_name in zf.namelist() else None
+        glibc_needs: list[str] = []
+        for member in zf.namelist():
+            if re.search(r"\.so(\.\d+)*$", member):
+                info = read_elf_bytes(zf.read(member))
+                if info and info.max_glibc:
+                    glibc_needs.append(info.max_glibc)
+    meta = email.parser.BytesParser().parsebytes(meta_bytes)
+    meta_version = meta.get("Version", "")
+    if Version(meta_version) != Version(name.full_version):
+        raise UserError(
+            f"{path.name}: METADATA says Version {meta_version} but the file name says {name.full_version}; "
+            "pip discards such wheels from an index (failures.md F40)",
+            hint="rebuild with buildtool, which writes the local label into METADATA too",
+        )
+    platform, tag_glibc = _platform_of(name.platform_tag)
+    archs, ptx = _archs_from(provenance)
+    min_glibc = tag_glibc or (max(glibc_needs, key=Version) if glibc_needs else None)
+    label = name.label
+    record = WheelRecord(
+        filename=path.name, url="files/" + quote(path.name), package=canonicalize_name(meta.get("Name", name.dist)),
+        dist=name.dist, version=name.full_version, public_version=name.version,
+        python_tag=name.python_tag, abi_tag=name.abi_tag, platform_tag=name.platform_tag, platform=platform,
+        torch=label.torch if label else None, cuda=label.cuda if label else None,
+        cxx11_abi=label.cxx11_abi if label else None, archs=archs, ptx=ptx, min_glibc=min_glibc,
+        requires_python=meta.get("Requires-Python"), requires_dist=tuple(meta.get_all("Requires-Dist") or ()),
+        sha256=_sha256(path), size=path.stat().st_size, provenance=provenance,
+    )
+    return record, meta_bytes
+
+
+# ---------------------------------------------------------------- writing the site
+def _project_page(project: str, records: list[WheelRecord], meta_sha: dict[str, str]) -> str:
+    rows = []
+    for r in records:
+        href = f"../../{r.url}#sha256={r.sha256}"
+        attrs = [f'href="{html.escape(href)}"']
+        if r.requires_python:
+            attrs.append(f'data-requires-python="{html.escape(r.requires_python)}"')
+        attrs.append(f'data-dist-info-metadata="sha256={meta_sha[r.filename]}"')
+        attrs.append(f'data-core-metadata="sha256={meta_sha[r.filename]}"')
+        rows.append(f"    <a {' '.join(attrs)}>{html.escape(r.filename)}</a><br/>")
+    return (
+        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n"
+        f"    <title>Links for {html.escape(project)}</title>\n  </head>\n  <body>\n"
+        f"    <h1>Links for {html.escape(project)}</h1>\n" + "\n".join(rows) + "\n  </body>\n</html>\n"
+    )
+
+
+def _project_json(project: str, records: list[WheelRecord], meta_sha: dict[str, str]) -> dict[str, Any]:
+    return {
+        "meta": {"api-version": "1.1"},
+        "name": project,
+        "versions": sorted({r.version for r in records}, key=Version),
+        "files": [
+            {
+                "filename": r.filename, "url": f"../../{r.url}", "hashes": {"sha256": r.sha256},
+                "requires-python": r.requires_python, "size": r.size,
+                "core-metadata": {"sha256": meta_sha[r.filename]},
+                "dist-info-metadata": {"sha256": meta_sha[r.filename]},
+            }
+            for r in records
+        ],
+    }
+
+
+def _root_page(projects: list[str]) -> str:
+    links = "\n".join(f'    <a href="{quote(p)}/">{html.escape(p)}</a><br/>' for p in projects)
+    return (
+        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n"
+        "    <title>Simple index</title>\n  </head>\n  <body>\n" + links + "\n  </body>\n</html>\n"
+    )
+
+
+def _absolute(base_url: str, rel: str) -> str:
+    return f"{base_url.rstrip('/')}/{rel}" if base_url else rel
+
+
+def write_page(site: Path, manifest: Manifest) -> None:
+    """The picker page: template + JS + CSS from buildtool/data/page, the manifest embedded as JSON."""
+    page = resources.files("buildtool.data").joinpath("page")
+    template = page.joinpath("index.html").read_text(encoding="utf-8")
+    data = manifest.model_dump_json().replace("</", "<\\/")
+    site.joinpath("index.html").write_text(
+        template.replace("<!--MANIFEST-->", f'<script id="manifest" type="application/json">{data}</script>'),
+        encoding="utf-8",
+    )
+    for asset in ("page.js", "page.css"):
+        site.joinpath(asset).write_text(page.joinpath(asset).read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def wheel_files(dist: Path) -> list[Path]:
+    if not dist.is_dir():
+        raise UserError(f"{dist} is not a directory of wheels")
+    wheels = sorted(dist.glob("*.whl"))
+    if not wheels:
+        raise UserError(f"no wheels in {dist}", hint="build some with `buildtool build` or `nox -s build-<profile>`")
+    return wheels
+
+
+def build_index(dist: Path | Iterable[Path], out: Path, base_url: str = "") -> Manifest:
+    wheels = wheel_files(dist) if isinstance(dist, Path) else sorted(dist)
+    files_dir = out / "files"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    records: list[WheelRecord] = []
+    meta_sha: dict[str, str] = {}
+    seen: dict[str, Path] = {}
+    for wheel in wheels:
+        if wheel.name in seen:
+            raise UserError(f"two wheels named {wheel.name}: {seen[wheel.name]} and {wheel}")
+        seen[wheel.name] = wheel
+        record, meta = read_wheel(wheel)
+        target = files_dir / wheel.name
+        if wheel.resolve() != target.resolve():
+            shutil.copyfile(wheel, target)
+        target.with_name(wheel.name + ".metadata").write_bytes(meta)
+        meta_sha[wheel.name] = hashlib.sha256(meta).hexdigest()
+        records.append(record.model_copy(update={"url": _absolute(base_url, record.url)}))
+    by_project: dict[str, list[WheelRecord]] = {}
+    for r in sorted(records, key=lambda r: (r.package, r.parsed_version, r.filename)):
+        by_project.setdefault(r.package, []).append(r)
+    simple = out / "simple"
+    simple.mkdir(parents=True, exist_ok=True)
+    for project, recs in by_project.items():
+        rel = [r.model_copy(update={"url": "files/" + quote(r.filename)}) for r in recs]
+        pdir = simple / project
+        pdir.mkdir(exist_ok=True)
+        (pdir / "index.html").write_text(_project_page(project, rel, meta_sha), encoding="utf-8")
+        (pdir / "index.json").write_text(json.dumps(_project_json(project, rel, meta_sha), indent=1), encoding="utf-8")
+    (simple / "index.html").write_text(_root_page(list(by_project)), encoding="utf-8")
+    (simple / "index.json").write_text(json.dumps({
+        "meta": {"api-version": "1.1"}, "projects": [{"name": p} for p in by_project],
+    }, indent=1), encoding="utf-8")
+    manifest = Manifest(
+        generator=f"buildtool {__version__}", generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        base_url=base_url.rstrip("/"), index_url=_absolute(base_url, "simple/"),
+        wheels=tuple(r for recs in by_project.values() for r in recs),
+    )
+    (out / "manifest.json").write_text(manifest.model_dump_json(indent=1), encoding="utf-8")
+    write_page(out, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------- reading a site
+def load_manifest_text(text: str, where: str) -> Manifest:
+    try:
+        manifest: Manifest = Manifest.model_validate_json(text)
+    except ValueError as exc:
+        raise UserError(f"{where} is not a buildtool manifest: {str(exc)[:300]}") from None
+    return manifest

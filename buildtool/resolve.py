@@ -1,0 +1,246 @@
+"""Pick the one wheel that runs in an environment, and say why every other candidate does not.
+
+Pure rules over manifest candidates (failures.md): exact torch major.minor (F01), same C++ ABI (F02),
+CUDA major of torch (F03), GPU arch embedded (F12), glibc not older than needed (F10), Python tag,
+platform (F38). Each rule returns a reason or None; the first reason rejects the candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict
+
+from buildtool.envinfo import Environment
+from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.index import Manifest, WheelRecord, load_manifest_text
+
+
+class Target(BaseModel):
+    """The environment a wheel must run in (detected, or stated with overrides)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    python_tag: str
+    platform: str
+    glibc: str | None = None
+    torch: str | None = None          # full version, e.g. 2.14.1+cu130
+    torch_cuda: str | None = None     # torch.version.cuda, None for a CPU build
+    cxx11_abi: bool | None = None
+    gpu_archs: tuple[str, ...] = ()   # compute capabilities of the GPUs ('9.0')
+
+    @property
+    def torch_minor(self) -> str | None:
+        if not self.torch:
+            return None
+        v = Version(self.torch)
+        return f"{v.major}.{v.minor}"
+
+    @classmethod
+    def from_environment(cls, env: Environment, **overrides: Any) -> Target:
+        p, t = env.python, env.python.torch
+        gpus = tuple(g["cc"] for g in env.host.gpus if g.get("cc")) or tuple(d["cc"] for d in t.devices)
+        data: dict[str, Any] = {
+            "python_tag": p.python_tag, "platform": p.platform, "glibc": p.glibc,
+            "torch": t.version, "torch_cuda": t.cuda, "cxx11_abi": t.cxx11_abi, "gpu_archs": gpus,
+        }
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filename: str
+    rule: str
+    failure: str | None   # the catalogue id this rule prevents
+    reason: str
+
+
+class Resolution(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requirement: str
+    target: Target
+    chosen: WheelRecord | None
+    rejected: tuple[Rejection, ...]
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requirement": self.requirement, "target": self.target.model_dump(),
+            "chosen": self.chosen.model_dump() if self.chosen else None,
+            "rejected": [r.model_dump() for r in self.rejected], "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------- rules
+def arch_covered(gpu: str, archs: Sequence[str], ptx: str | None) -> bool:
+    """A cubin runs on the same major with equal or higher minor; PTX JIT-compiles for any newer GPU.
+    Arch-specific targets (9.0a) run only on exactly that GPU."""
+    g = Version(gpu)
+    for a in archs:
+        specific = a.endswith("a") or a.endswith("f")
+        v = Version(a.rstrip("af"))
+        if specific and v == g:
+            return True
+        if not specific and v.major == g.major and v.minor <= g.minor:
+            return True
+    return ptx is not None and Version(ptx.rstrip("af")) <= g
+
+
+def _python(w: WheelRecord, t: Target) -> str | None:
+    if w.python_tag in (t.python_tag, "py3") or (w.abi_tag == "abi3" and w.python_tag <= t.python_tag):
+        return None
+    return f"built for Python {w.python_tag}, this Python is {t.python_tag}"
+
+
+def _platform(w: WheelRecord, t: Target) -> str | None:
+    if w.platform in ("any", t.platform):
+        return None
+    return f"built for {w.platform}, this machine is {t.platform}"
+
+
+def _glibc(w: WheelRecord, t: Target) -> str | None:
+    if not w.min_glibc or not t.glibc or not t.platform.startswith("linux"):
+        return None
+    if Version(t.glibc) >= Version(w.min_glibc):
+        return None
+    return f"needs glibc {w.min_glibc}, this system has {t.glibc}"
+
+
+def _torch(w: WheelRecord, t: Target) -> str | None:
+    if w.torch is None:
+        return None
+    if t.torch is None:
+        return f"built for torch {w.torch}, and torch is not installed (install torch first, or pass --torch)"
+    if w.torch != t.torch_minor:
+        return f"built for torch {w.torch}, installed torch is {t.torch} (libtorch has no stable C++ ABI across minors)"
+    return None
+
+
+def _cuda(w: WheelRecord, t: Target) -> str | None:
+    if w.cuda_major is None or t.torch is None:
+        return None
+    if t.torch_cuda is None:
+        return f"built for CUDA {w.cuda}, installed torch {t.torch} is a CPU-only build (pass --cuda to target a CUDA torch)"
+    if w.cuda_major != int(t.torch_cuda.split(".")[0]):
+        return f"built for CUDA {w.cuda_major}, torch uses CUDA {t.torch_cuda} (libcudart major differs)"
+    return None
+
+
+def _abi(w: WheelRecord, t: Target) -> str | None:
+    if w.cxx11_abi is None or t.cxx11_abi is None or not t.platform.startswith("linux"):
+        return None
+    if w.cxx11_abi == t.cxx11_abi:
+        return None
+    flag = "TRUE" if t.cxx11_abi else "FALSE"
+    return f"built with cxx11abi{'TRUE' if w.cxx11_abi else 'FALSE'}, torch._C._GLIBCXX_USE_CXX11_ABI is {flag}"
+
+
+def _arch(w: WheelRecord, t: Target) -> str | None:
+    if not t.gpu_archs or not w.archs:
+        return None
+    missing = [g for g in t.gpu_archs if not arch_covered(g, w.archs, w.ptx)]
+    if not missing:
+        return None
+    have = " ".join("sm_" + a.replace(".", "") for a in w.archs) + (f" +PTX sm_{w.ptx.replace('.', '')}" if w.ptx else "")
+    return f"no kernel for GPU sm_{', sm_'.join(m.replace('.', '') for m in missing)} (wheel has {have})"
+
+
+Rule = Callable[[WheelRecord, Target], str | None]
+RULES: tuple[tuple[str, str | None, Rule], ...] = (
+    ("python", None, _python),
+    ("platform", "F38", _platform),
+    ("torch", "F01", _torch),
+    ("cuda", "F03", _cuda),
+    ("abi", "F02", _abi),
+    ("glibc", "F10", _glibc),
+    ("gpu-arch", "F12", _arch),
+)
+
+
+def parse_requirement(text: str) -> Requirement:
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise UserError(f'"{text}" is not a requirement like mamba-ssm or causal-conv1d==1.7.0: {exc}') from None
+    return req
+
+
+def resolve(requirement: str, candidates: Sequence[WheelRecord], target: Target) -> Resolution:
+    req = parse_requirement(requirement)
+    name = canonicalize_name(req.name)
+    pool = [w for w in candidates if w.package == name]
+    if not pool:
+        known = sorted({w.package for w in candidates})
+        raise UserError(f'no package "{req.name}" in the index{did_you_mean(name, known)}; it has: {allowed_list(known)}')
+    rejected: list[Rejection] = []
+    accepted: list[WheelRecord] = []
+    for w in pool:
+        if req.specifier and not req.specifier.contains(w.version, prereleases=True):
+            rejected.append(Rejection(filename=w.filename, rule="version", failure=None,
+                                      reason=f"version {w.version} does not match {req.specifier}"))
+            continue
+        for rule, failure, check in RULES:
+            reason = check(w, target)
+            if reason:
+                rejected.append(Rejection(filename=w.filename, rule=rule, failure=failure, reason=reason))
+                break
+        else:
+            accepted.append(w)
+    accepted.sort(key=lambda w: (w.parsed_version, w.cuda or "", w.filename), reverse=True)
+    notes: list[str] = []
+    if not target.gpu_archs:
+        notes.append("no GPU seen: the GPU-arch rule was not applied")
+    chosen = accepted[0] if accepted else None
+    for other in accepted[1:]:
+        rejected.append(Rejection(filename=other.filename, rule="preference", failure=None,
+                                  reason=f"also fits, but {chosen.filename if chosen else '?'} is newer"))
+    return Resolution(requirement=requirement, target=target, chosen=chosen, rejected=tuple(rejected), notes=tuple(notes))
+
+
+# ---------------------------------------------------------------- where candidates come from
+def load_manifest(index: str | None = None, manifest: str | Path | None = None, timeout: float = 60) -> tuple[Manifest, str]:
+    """(manifest, base) from --manifest FILE or --index URL (a site root, its /simple/, or manifest.json).
+    ``base`` is what relative wheel URLs are resolved against."""
+    if manifest is not None:
+        path = Path(manifest)
+        if not path.exists():
+            raise UserError(f"manifest {path} does not exist")
+        return load_manifest_text(path.read_text(encoding="utf-8"), str(path)), path.resolve().parent.as_uri() + "/"
+    if not index:
+        raise UserError("no index given", hint="pass --index URL (the site `buildtool index` wrote) or --manifest FILE, "
+                        "or set BUILDTOOL_INDEX")
+    url = index
+    if url.rstrip("/").endswith("/simple"):
+        url = url.rstrip("/")[: -len("/simple")]
+    if not url.endswith("manifest.json"):
+        url = url.rstrip("/") + "/manifest.json"
+    if "://" not in url:
+        path = Path(url)
+        if not path.exists():
+            raise UserError(f"index {index}: {path} does not exist")
+        return load_manifest_text(path.read_text(encoding="utf-8"), str(path)), path.resolve().parent.as_uri() + "/"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            text = resp.read().decode("utf-8")
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(f"cannot read {url}: {exc}") from None
+    return load_manifest_text(text, url), url.rsplit("/", 1)[0] + "/"
+
+
+def wheel_url(record: WheelRecord, base: str) -> str:
+    return record.url if "://" in record.url else base + record.url
+
+
+def dump(resolution: Resolution) -> str:
+    return json.dumps(resolution.summary(), indent=2)

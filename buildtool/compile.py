@@ -1,0 +1,613 @@
+"""Compile kernel specs into extension modules: our own build.ninja (cxx, cuda and link rules with
+depfiles), jobs sized to cores and free memory, heavy TUs split, an object cache keyed by content so a
+second Python version of a cell reuses every CUDA object, ccache when present, live progress, full log.
+
+Importable without torch: everything about the target environment comes from the toolchain and build-env
+objects (duck-typed, see ``ToolchainLike`` / ``BuildEnvLike``) and from running the target Python once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from buildtool.errors import BuildError, UserError
+from buildtool.kernelspec import (
+    CompileUnit,
+    KernelSpec,
+    ResolvedKernel,
+    TargetFacts,
+    resolve,
+    split_text,
+)
+
+GIB = 1024**3
+#: nvcc's peak memory per gencode target on the heavy Mamba TUs (measured 2.5-4 GB); sizes -j.
+NVCC_BYTES_PER_THREAD = 4 * GIB
+CACHE_FORMAT = 1
+HEADER_SUFFIXES = {".h", ".hh", ".hpp", ".hxx", ".cuh", ".inl", ".inc", ".tcc", ".def",
+                   ".cu", ".cpp", ".cc", ".cxx", ".c"}
+
+
+# ------------------------------------------------------------------------------------------ interfaces
+class ToolchainLike(Protocol):
+    """What compile needs from ``buildtool.toolchain.Toolchain``."""
+
+    cuda_home: Path
+    nvcc: Path
+    cuda_version: str
+    env: Mapping[str, str]
+
+
+class BuildEnvLike(Protocol):
+    """What compile needs from ``buildtool.buildenv.BuildEnv``."""
+
+    python: Path
+    torch_version: str
+    cxx11_abi: bool
+    include_dirs: Sequence[Path]
+    library_dirs: Sequence[Path]
+    libraries: Sequence[str]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModuleArtifact(_Frozen):
+    name: str
+    package: str
+    path: Path
+    size: int
+
+
+class UnitTiming(_Frozen):
+    module: str
+    unit: str
+    seconds: float
+    cached: bool = False
+
+
+class CompileResult(_Frozen):
+    modules: tuple[ModuleArtifact, ...]
+    timings: tuple[UnitTiming, ...] = Field(description="compiled TUs, slowest first (cache hits have 0 s)")
+    cache_hits: int
+    cache_misses: int
+    ccache: bool
+    jobs: int
+    wall_seconds: float
+    cpu_seconds: float | None
+    peak_rss_mb: float | None
+    log_path: Path
+    build_ninja: Path
+
+    @property
+    def slowest(self) -> UnitTiming | None:
+        compiled = [t for t in self.timings if not t.cached]
+        return compiled[0] if compiled else None
+
+
+# -------------------------------------------------------------------------------------------- host facts
+@dataclass(frozen=True)
+class HostCompiler:
+    path: str
+    kind: Literal["gcc", "msvc"]
+
+
+@dataclass(frozen=True)
+class PythonFacts:
+    version: str
+    ext_suffix: str
+    include_dirs: tuple[str, ...]
+    lib_dirs: tuple[str, ...] = ()
+
+
+def host_compiler(toolchain: Any, platform: str) -> HostCompiler:
+    """The host C++ compiler the toolchain chose (attribute names tolerated: host_cxx, cxx, host_compiler)."""
+    windows = platform.startswith("windows")
+    for attr in ("host_cxx", "cxx", "host_compiler"):
+        value = getattr(toolchain, attr, None)
+        if value is None:
+            continue
+        path = getattr(value, "path", value)
+        declared = getattr(value, "kind", None)
+        kind: Literal["gcc", "msvc"] = "msvc" if declared == "msvc" else "gcc"
+        if declared not in ("gcc", "msvc") and Path(str(path)).name.lower() in ("cl", "cl.exe"):
+            kind = "msvc"
+        return HostCompiler(str(path), kind)
+    return HostCompiler("cl.exe" if windows else (shutil.which("g++") or "c++"), "msvc" if windows else "gcc")
+
+
+def query_python(python: Path) -> PythonFacts:
+    """EXT_SUFFIX and include dirs of the *target* interpreter (not necessarily the one running us)."""
+    code = (
+        "import json, sys, sysconfig; p = sysconfig.get_paths(); "
+        "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], "
+        "'ext_suffix': sysconfig.get_config_var('EXT_SUFFIX'), "
+        "'include_dirs': sorted({p['include'], p['platinclude']}), "
+        "'lib_dirs': [sys.base_exec_prefix + '/libs']}))"
+    )
+    try:
+        out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BuildError(f"cannot query the target Python {python}: {exc}") from None
+    data = json.loads(out.stdout)
+    return PythonFacts(data["version"], data["ext_suffix"], tuple(data["include_dirs"]), tuple(data["lib_dirs"]))
+
+
+@cache
+def tool_identity(argv: tuple[str, ...]) -> str:
+    """The version banner of a compiler: part of every cache key (a new nvcc or g++ invalidates objects)."""
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BuildError(f"cannot run {argv[0]}: {exc}") from None
+    return (out.stdout + out.stderr).strip()
+
+
+def hash_tree(dirs: Iterable[Path], suffixes: set[str] | None = HEADER_SUFFIXES) -> str:
+    """sha256 over (relative path, content) of every file under ``dirs`` with a source/header suffix."""
+    h = hashlib.sha256()
+    for root in sorted({d.resolve() for d in dirs if d.is_dir()}):
+        h.update(f"dir {root.name}\n".encode())
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and (suffixes is None or path.suffix.lower() in suffixes):
+                h.update(f"{path.relative_to(root).as_posix()}\n".encode())
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def torch_include_dir(env: BuildEnvLike) -> Path | None:
+    for d in env.include_dirs:
+        if (Path(d) / "torch" / "extension.h").is_file():
+            return Path(d)
+    return None
+
+
+def available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def default_jobs(nvcc_threads: int, cores: int | None = None, memory: int | None = None) -> int:
+    """Parallel compile jobs: one per core, fewer when free memory cannot hold that many nvcc processes."""
+    cores = cores or os.cpu_count() or 1
+    if memory is None:
+        return cores
+    return max(1, min(cores, memory // (NVCC_BYTES_PER_THREAD * max(1, nvcc_threads))))
+
+
+# ----------------------------------------------------------------------------------------------- plan
+@dataclass
+class PlannedUnit:
+    spec: KernelSpec
+    unit: CompileUnit
+    source_path: Path  # the file the compiler reads (generated for split parts)
+    object_path: Path
+    cache_key: str
+    cached: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.module}: {self.unit.name}"
+
+
+@dataclass
+class PlannedModule:
+    spec: KernelSpec
+    resolved: ResolvedKernel
+    units: list[PlannedUnit]
+    output: Path
+    link_command: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    tree: Path
+    build_dir: Path
+    facts: TargetFacts
+    toolchain: ToolchainLike
+    env: BuildEnvLike
+    cxx: HostCompiler
+    python: PythonFacts
+    torch_includes: tuple[str, ...]
+    cache_dir: Path | None
+
+    @property
+    def windows(self) -> bool:
+        return self.facts.os == "windows"
+
+
+def _abs_includes(ctx: BuildContext, unit: CompileUnit, source_dir: Path) -> list[str]:
+    dirs = [str(ctx.tree / d) if not Path(d).is_absolute() else d for d in unit.include_dirs]
+    dirs.append(str(source_dir))  # split parts live elsewhere; their quoted includes resolve here
+    dirs += ctx.torch_includes
+    if unit.uses_python:
+        dirs += list(ctx.python.include_dirs)
+    return list(dict.fromkeys(dirs))
+
+
+def compile_argv(ctx: BuildContext, planned: PlannedUnit) -> list[str]:
+    """The full compiler command for one TU (without depfile options, which the ninja rule adds)."""
+    unit = planned.unit
+    includes = _abs_includes(ctx, unit, (ctx.tree / unit.source).parent)
+    if unit.language == "cuda":
+        argv = [str(ctx.toolchain.nvcc)]
+        if not ctx.windows and ctx.cxx.kind == "gcc":
+            argv += ["-ccbin", ctx.cxx.path]
+        argv += [f"-I{d}" for d in includes] + list(unit.flags)
+        return [*argv, "-c", str(planned.source_path), "-o", str(planned.object_path)]
+    if ctx.cxx.kind == "msvc":
+        return [ctx.cxx.path, "/nologo", *(f"/I{d}" for d in includes), *unit.flags,
+                "/c", str(planned.source_path), f"/Fo{planned.object_path}"]
+    return [ctx.cxx.path, *(f"-I{d}" for d in includes), *unit.flags,
+            "-c", str(planned.source_path), "-o", str(planned.object_path)]
+
+
+def _norm(ctx: BuildContext, value: str) -> str:
+    cuda_home = ctx.facts.cuda_home
+    return value.replace(cuda_home, "<cuda>") if cuda_home else value
+
+
+def cache_key(ctx: BuildContext, unit: CompileUnit, text: bytes, tree_headers: str,
+              torch_headers: str, python_headers: str) -> str:
+    """Content hash of everything that decides the object. The Python version enters only for TUs that
+    include Python headers (the .cpp binding), so CUDA objects are shared across Python versions."""
+    payload: dict[str, Any] = {
+        "format": CACHE_FORMAT,
+        "language": unit.language,
+        "name": unit.name,
+        "text": hashlib.sha256(text).hexdigest(),
+        "tree_headers": tree_headers,
+        "flags": [_norm(ctx, f) for f in unit.flags],
+        "include_dirs": [_norm(ctx, d) for d in unit.include_dirs],
+        "platform": ctx.facts.platform,
+        "host_compiler": tool_identity((ctx.cxx.path, "--version")) if ctx.cxx.kind == "gcc" else ctx.cxx.path,
+        "torch": [ctx.env.torch_version, torch_headers],
+    }
+    if unit.language == "cuda":
+        payload["nvcc"] = tool_identity((str(ctx.toolchain.nvcc), "--version"))
+    if unit.uses_python:
+        payload["python"] = [ctx.python.version, ctx.python.ext_suffix, python_headers]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def plan_modules(ctx: BuildContext, specs: Sequence[KernelSpec]) -> list[PlannedModule]:
+    """Resolve specs, write split TUs, compute cache keys. Writes only under build_dir."""
+    torch_dir = torch_include_dir(ctx.env)
+    torch_headers = hash_tree([torch_dir]) if torch_dir else ""
+    python_headers = hash_tree([Path(d) for d in ctx.python.include_dirs], {".h"})
+    modules = []
+    for spec in specs:
+        resolved = resolve(spec, ctx.facts)
+        missing = [s for s in spec.sources if not (ctx.tree / s).is_file()]
+        if missing:
+            raise UserError(
+                f"kernel spec {spec.name}: sources missing from the prepared tree {ctx.tree}: {', '.join(missing)}",
+                hint="the spec and the package version do not match, or the tree was not prepared",
+            )
+        header_dirs = {ctx.tree / d for d in spec.include_dirs} | {(ctx.tree / s).parent for s in spec.sources}
+        tree_headers = hash_tree(header_dirs)
+        mod_dir = ctx.build_dir / spec.name
+        split_texts: dict[str, list[str]] = {}
+        units = []
+        for unit in resolved.units:
+            real = ctx.tree / unit.source
+            if unit.split is None:
+                source_path, text = real, real.read_bytes()
+            else:
+                if unit.source not in split_texts:
+                    raw = real.read_text(encoding="utf-8")
+                    split_texts[unit.source] = split_text(raw, unit.split.rule, origin=unit.source)
+                generated = split_texts[unit.source][unit.split.index - 1]
+                source_path = mod_dir / "gen" / unit.name
+                _write_if_changed(source_path, generated)
+                text = generated.encode()
+            key = cache_key(ctx, unit, text, tree_headers, torch_headers, python_headers)
+            obj = mod_dir / "obj" / (unit.name + ".obj" if ctx.windows else unit.object_name)
+            units.append(PlannedUnit(spec, unit, source_path, obj, key))
+        output = mod_dir / f"{spec.module}{ctx.python.ext_suffix}"
+        modules.append(PlannedModule(spec, resolved, units, output))
+    return modules
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Keep the mtime of unchanged generated files so ninja does not rebuild them."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ link
+def link_argv(ctx: BuildContext, module: PlannedModule) -> list[str]:
+    """Host link into ``<module><EXT_SUFFIX>``: torch's libraries and cudart, no rpath (torch is imported
+    first at runtime and has loaded them), no host debug info."""
+    objects = [str(u.object_path) for u in module.units]
+    lib_dirs = [str(d) for d in ctx.env.library_dirs]
+    torch_lib = _torch_lib_dir(ctx)
+    if torch_lib and torch_lib not in lib_dirs:
+        lib_dirs.insert(0, torch_lib)
+    libraries = list(dict.fromkeys([*ctx.env.libraries, "c10", "torch", "torch_cpu", "torch_python",
+                                    "c10_cuda", "torch_cuda"]))
+    cuda_home = Path(ctx.toolchain.cuda_home)
+    if ctx.windows:
+        lib_dirs += [str(cuda_home / "lib" / "x64"), *ctx.python.lib_dirs]
+        return [
+            "link.exe", "/nologo", "/DLL", "/INCREMENTAL:NO", "/DEBUG:NONE", f"/OUT:{module.output}",
+            f"/EXPORT:PyInit_{module.spec.module}", *objects, *(f"/LIBPATH:{d}" for d in lib_dirs),
+            *(f"{lib}.lib" for lib in libraries), "cudart.lib",
+            # keep torch_cuda linked although nothing names it directly (pytorch/pytorch#31611)
+            "-INCLUDE:?warp_size@cuda@at@@YAHXZ", *module.resolved.link_flags,
+        ]
+    cuda_lib = cuda_home / "lib64" if (cuda_home / "lib64").is_dir() else cuda_home / "lib"
+    lib_dirs.append(str(cuda_lib))
+    return [
+        ctx.cxx.path, "-shared", "-s", "-o", str(module.output), *objects,
+        *(f"-L{d}" for d in lib_dirs), *(f"-l{lib}" for lib in libraries), "-lcudart",
+        *module.resolved.link_flags,
+    ]
+
+
+def _torch_lib_dir(ctx: BuildContext) -> str | None:
+    inc = torch_include_dir(ctx.env)
+    if inc and (inc.parent / "lib").is_dir():
+        return str(inc.parent / "lib")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- ninja
+def _quote(argv: Sequence[str], windows: bool) -> str:
+    if windows:
+        return subprocess.list2cmdline(list(argv))
+    return shlex.join(argv)
+
+
+def _ninja_escape(text: str) -> str:
+    return text.replace("$", "$$").replace("\n", "$\n")
+
+
+def _ninja_path(path: Path | str) -> str:
+    return str(path).replace("$", "$$").replace(" ", "$ ").replace(":", "$:")
+
+
+def write_build_ninja(ctx: BuildContext, modules: Sequence[PlannedModule], launcher: str | None) -> Path:
+    """build.ninja with one edge per TU still to compile (cache hits are plain inputs) and one per link.
+    Each compile first touches ``<object>.start`` so the progress display can show what is running."""
+    w = ctx.windows
+    touch = 'cmd /c "type nul > $out.start" && ' if w else ": > $out.start && "
+    pre = f"{launcher} " if launcher else ""
+    lines = ["# generated by buildtool.compile; do not edit", "ninja_required_version = 1.8", ""]
+    lines += [
+        "rule cuda",
+        f"  command = {touch}{pre}$cmd --generate-dependencies-with-compile --dependency-output $out.d",
+        "  depfile = $out.d", "  deps = gcc", "  description = $desc", "",
+        "rule cxx",
+        (f"  command = {touch}{pre}$cmd /showIncludes" if w else f"  command = {touch}{pre}$cmd -MMD -MF $out.d"),
+        *(["  deps = msvc"] if w else ["  depfile = $out.d", "  deps = gcc"]),
+        "  description = $desc", "",
+        "rule link", "  command = $cmd", "  description = $desc", "",
+    ]
+    for module in modules:
+        for pu in module.units:
+            if pu.cached:
+                continue
+            lines += [
+                f"build {_ninja_path(pu.object_path)}: {pu.unit.language} {_ninja_path(pu.source_path)}",
+                f"  cmd = {_ninja_escape(_quote(compile_argv(ctx, pu), w))}",
+                f"  desc = {_ninja_escape(pu.label)}",
+            ]
+        objs = " ".join(_ninja_path(u.object_path) for u in module.units)
+        lines += [
+            f"build {_ninja_path(module.output)}: link {objs}",
+            f"  cmd = {_ninja_escape(_quote(module.link_command, w))}",
+            f"  desc = {_ninja_escape('link ' + module.output.name)}",
+        ]
+    path = ctx.build_dir / "build.ninja"
+    _write_if_changed(path, "\n".join(lines) + "\n")
+    return path
+
+
+def ninja_binary(env: Mapping[str, str]) -> str:
+    found = shutil.which("ninja", path=env.get("PATH"))
+    if found:
+        return found
+    try:
+        import ninja  # the PyPI wheel, a dependency of buildtool
+
+        return str(Path(ninja.BIN_DIR) / ("ninja.exe" if os.name == "nt" else "ninja"))
+    except ImportError:
+        raise BuildError("ninja not found", hint="pip install ninja") from None
+
+
+def read_ninja_log(build_dir: Path) -> dict[str, float]:
+    """Seconds per output from .ninja_log (last entry wins)."""
+    path = build_dir / ".ninja_log"
+    out: dict[str, float] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 4 and parts[0].isdigit():
+            out[os.path.normpath(parts[3])] = (int(parts[1]) - int(parts[0])) / 1000.0
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the stage
+def compile_modules(
+    tree: Path,
+    specs: list[KernelSpec],
+    cell: Any,
+    toolchain: ToolchainLike,
+    env: BuildEnvLike,
+    build_dir: Path,
+    log_path: Path,
+    *,
+    jobs: int | None = None,
+    cache_dir: Path | None = None,
+    use_object_cache: bool = True,
+    use_ccache: bool = True,
+    quiet: bool = False,
+) -> CompileResult:
+    """Compile and link every spec's module for ``cell``; returns the module files and build statistics.
+    ``cache_dir`` holds the object cache (default $BUILDTOOL_CACHE_DIR or ~/.cache/buildtool)."""
+    from buildtool.progress import STATUS_MARK, NinjaProgress
+
+    started = time.monotonic()
+    tree, build_dir = Path(tree).resolve(), Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log_path = Path(log_path).resolve()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    python = query_python(Path(env.python))
+    ext_suffix = getattr(env, "ext_suffix", None) or python.ext_suffix
+    python = PythonFacts(python.version, ext_suffix, python.include_dirs, python.lib_dirs)
+    cxx = host_compiler(toolchain, cell.platform)
+    facts = TargetFacts.from_cell(cell, cuda=_major_minor(toolchain.cuda_version), compiler=cxx.kind,
+                                  cuda_home=str(Path(toolchain.cuda_home)))
+    python_dirs = {os.path.normpath(d) for d in python.include_dirs}
+    torch_includes = tuple(str(d) for d in env.include_dirs if os.path.normpath(str(d)) not in python_dirs)
+    cache_root = None
+    if use_object_cache:
+        cache_root = Path(cache_dir or os.environ.get("BUILDTOOL_CACHE_DIR") or Path.home() / ".cache" / "buildtool")
+    ctx = BuildContext(tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root)
+
+    modules = plan_modules(ctx, specs)
+    hits = _restore_cached(ctx, modules)
+    for m in modules:
+        m.link_command = link_argv(ctx, m)
+    run_env = {**os.environ, **{k: str(v) for k, v in toolchain.env.items()}}
+    launcher = shutil.which("ccache", path=run_env.get("PATH")) if use_ccache else None
+    ninja_file = write_build_ninja(ctx, modules, launcher)
+    to_compile = [u for m in modules for u in m.units if not u.cached]
+    threads = max((m.resolved.nvcc_threads for m in modules), default=1)
+    jobs = jobs or default_jobs(threads, memory=available_memory())
+
+    usage_before = _children_usage()
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"# buildtool compile: {', '.join(s.name for s in specs)} for {getattr(cell, 'id', cell)}\n")
+        log.write(f"# tree {tree}\n# build.ninja {ninja_file}\n# jobs {jobs}, nvcc --threads {threads}, "
+                  f"ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "
+                  f"{hits} hits, {len(to_compile)} to compile\n")
+        for u in to_compile:
+            log.write(f"# {u.label}: {_quote(compile_argv(ctx, u), ctx.windows)}\n")
+        log.flush()
+        progress = NinjaProgress(
+            units={str(u.object_path): u.label for u in to_compile}, log=log, quiet=quiet,
+            title=", ".join(s.module for s in specs),
+        )
+        argv = [ninja_binary(run_env), "-C", str(build_dir), "-f", ninja_file.name, "-j", str(jobs), "-k", "1"]
+        code = progress.run(argv, {**run_env, "NINJA_STATUS": STATUS_MARK + "%f/%t| "})
+    if code != 0:
+        raise BuildError(
+            f"compiling {', '.join(s.module for s in specs)} failed"
+            + (f" in {progress.failed[0]}" if progress.failed else "")
+            + ("\n" + "\n".join(progress.error_excerpt(40)) if progress.error_excerpt(40) else ""),
+            hint=f"full log: {log_path}",
+        )
+    cpu, rss = _children_usage_delta(usage_before)
+    misses = _store_compiled(ctx, modules)
+    seconds = read_ninja_log(build_dir)
+    timings = [
+        UnitTiming(module=pu.spec.module, unit=pu.unit.name, cached=pu.cached,
+                   seconds=0.0 if pu.cached else seconds.get(os.path.normpath(str(pu.object_path)), 0.0))
+        for m in modules for pu in m.units
+    ]
+    timings.sort(key=lambda t: (-t.seconds, t.unit))
+    artifacts = []
+    for m in modules:
+        if not m.output.is_file():
+            raise BuildError(f"link produced no {m.output}", hint=f"full log: {log_path}")
+        artifacts.append(ModuleArtifact(name=m.spec.module, package=m.spec.package, path=m.output,
+                                        size=m.output.stat().st_size))
+    return CompileResult(
+        modules=tuple(artifacts), timings=tuple(timings), cache_hits=hits, cache_misses=misses,
+        ccache=launcher is not None, jobs=jobs, wall_seconds=round(time.monotonic() - started, 3),
+        cpu_seconds=cpu, peak_rss_mb=rss, log_path=log_path, build_ninja=ninja_file,
+    )
+
+
+def _major_minor(version: str) -> str:
+    parts = str(version).split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 else str(version)
+
+
+def _cache_object(ctx: BuildContext, key: str) -> Path | None:
+    if ctx.cache_dir is None:
+        return None
+    return ctx.cache_dir / "objects" / key[:2] / f"{key}.o"
+
+
+def _restore_cached(ctx: BuildContext, modules: Sequence[PlannedModule]) -> int:
+    """Copy cached objects into place; their compile edges are then left out of build.ninja."""
+    hits = 0
+    for m in modules:
+        for pu in m.units:
+            cached = _cache_object(ctx, pu.cache_key)
+            if cached is None or not cached.is_file():
+                continue
+            pu.object_path.parent.mkdir(parents=True, exist_ok=True)
+            if not (pu.object_path.is_file() and _same_file(cached, pu.object_path)):
+                shutil.copyfile(cached, pu.object_path)
+            pu.cached = True
+            hits += 1
+    return hits
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
+def _store_compiled(ctx: BuildContext, modules: Sequence[PlannedModule]) -> int:
+    misses = 0
+    for m in modules:
+        for pu in m.units:
+            if pu.cached:
+                continue
+            misses += 1
+            dest = _cache_object(ctx, pu.cache_key)
+            if dest is None or dest.is_file() or not pu.object_path.is_file():
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+            shutil.copyfile(pu.object_path, tmp)
+            os.replace(tmp, dest)
+    return misses
+
+
+def _children_usage() -> tuple[float, float] | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime, float(ru.ru_maxrss)
+
+
+def _children_usage_delta(before: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    after = _children_usage()
+    if before is None or after is None:
+        return None, None
+    # ru_maxrss is KiB on Linux (bytes on macOS); a maximum over all waited-for descendants, not a delta.
+    scale = 1 / (1024 * 1024) if sys.platform == "darwin" else 1 / 1024
+    return round(after[0] - before[0], 2), round(after[1] * scale, 1)

@@ -1,0 +1,496 @@
+"""Kernel specs (kernels/*.yaml): what one compiled extension module is made of, and the pure resolution of
+a spec for one target (cell + toolchain facts) into exact per-translation-unit compiler flags.
+
+Resolution never touches the disk or runs a tool: ``resolve(spec, facts)`` is a function of its inputs, so
+every flag decision (C++ standard, MSVC switches, fatbin compression, CUDA 13's cccl include, arch list,
+split parts) is unit-tested without a compiler. The common flags every module gets (torch's own defaults
+and the cross-cutting rules) live in ``buildtool/data/compile_flags.yaml``; a spec adds its own.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from buildtool import yamlsrc
+from buildtool.compat import PLATFORMS
+from buildtool.errors import UserError, allowed_list, did_you_mean
+
+OsName = Literal["linux", "windows"]
+CompilerKind = Literal["gcc", "msvc"]
+Language = Literal["cxx", "cuda"]
+
+#: Placeholders a flag or include dir may use; filled from the target facts at resolution.
+PLACEHOLDERS = ("cxx_std", "cxx11_abi", "module", "cuda_home")
+CUDA_SUFFIXES = (".cu",)
+CXX_SUFFIXES = (".cpp", ".cc", ".cxx", ".c")
+
+#: An explicit instantiation definition on one line: ``template void f<float, float>(Params &, cudaStream_t);``
+DEFAULT_SPLIT_MATCH = r"^\s*template\s+(?:void|class|struct|__global__\s+void)\b[^;{]*;\s*(?://.*)?$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _as_tuple(v: Any) -> Any:
+    if v is None:
+        return v
+    if isinstance(v, str | int | float):
+        return (str(v),)
+    return tuple(str(x) for x in v)
+
+
+def _check_placeholders(values: Iterable[str]) -> None:
+    for value in values:
+        for _, name, _, _ in string.Formatter().parse(value):
+            if name is not None and name not in PLACEHOLDERS:
+                raise ValueError(
+                    f'unknown placeholder "{{{name}}}" in "{value}"{did_you_mean(name, PLACEHOLDERS)}; '
+                    f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)} (write {{{{ }}}} for a literal brace)"
+                )
+
+
+def _check_specifier(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        SpecifierSet(v)
+    except InvalidSpecifier as exc:
+        raise ValueError(f"not a version specifier like '>=2.13': {exc}") from None
+    return v
+
+
+class When(_Frozen):
+    """Conditions of a rule; every given condition must hold (an empty ``when`` always holds)."""
+
+    platform: tuple[str, ...] | None = None
+    os: tuple[OsName, ...] | None = None
+    compiler: tuple[CompilerKind, ...] | None = Field(None, description="host compiler kind")
+    torch: str | None = Field(None, description="version specifier on the cell's torch, e.g. '>=2.13'")
+    cuda: str | None = Field(None, description="version specifier on the toolkit's CUDA, e.g. '>=13.2'")
+    cxx_std: tuple[str, ...] | None = None
+
+    _t = field_validator("platform", "os", "compiler", "cxx_std", mode="before")(_as_tuple)
+    _s = field_validator("torch", "cuda")(_check_specifier)
+
+    @field_validator("platform")
+    @classmethod
+    def _platforms(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for p in v or ():
+            if p not in PLATFORMS:
+                raise ValueError(f'unknown platform "{p}"{did_you_mean(p, PLATFORMS)}; allowed: {", ".join(PLATFORMS)}')
+        return v
+
+    def matches(self, facts: TargetFacts) -> bool:
+        checks = (
+            self.platform is None or facts.platform in self.platform,
+            self.os is None or facts.os in self.os,
+            self.compiler is None or facts.compiler in self.compiler,
+            self.cxx_std is None or facts.cxx_std in self.cxx_std,
+            self.torch is None or Version(facts.torch) in SpecifierSet(self.torch, prereleases=True),
+            self.cuda is None or Version(facts.cuda) in SpecifierSet(self.cuda, prereleases=True),
+        )
+        return all(checks)
+
+
+class FlagSet(_Frozen):
+    """Flags a spec or rule contributes. ``defines`` are NAME or NAME=VALUE (both compilers get them);
+    ``cxx_include_dirs`` reach only the host compiler (CUDA 13's cccl dir, which nvcc adds by itself)."""
+
+    include_dirs: tuple[str, ...] = ()
+    cxx_include_dirs: tuple[str, ...] = ()
+    defines: tuple[str, ...] = ()
+    undefines: tuple[str, ...] = ()
+    cxx_flags: tuple[str, ...] = ()
+    nvcc_flags: tuple[str, ...] = Field((), description="flags for nvcc itself (host flags go via -Xcompiler)")
+    link_flags: tuple[str, ...] = ()
+
+    _t = field_validator(
+        "include_dirs", "cxx_include_dirs", "defines", "undefines", "cxx_flags", "nvcc_flags", "link_flags",
+        mode="before",
+    )(_as_tuple)
+
+    @field_validator("include_dirs", "cxx_include_dirs", "defines", "cxx_flags", "nvcc_flags", "link_flags")
+    @classmethod
+    def _placeholders(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        _check_placeholders(v)
+        return v
+
+    @field_validator("defines", "undefines")
+    @classmethod
+    def _define_form(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for d in v:
+            if not re.match(r"^[A-Za-z_]\w*(=.*)?$", d):
+                raise ValueError(f'"{d}" is not NAME or NAME=VALUE (no -D prefix)')
+        return v
+
+    @field_validator("cxx_flags", "nvcc_flags")
+    @classmethod
+    def _no_debug_or_noise(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # Debug line info bloats the library and verbose ptxas output floods the log; both are upstream habits.
+        banned = {"-lineinfo": "debug line info", "-G": "device debug", "-g": "host debug info",
+                  "--ptxas-options=-v": "verbose ptxas output", "-Xptxas=-v": "verbose ptxas output"}
+        for flag in v:
+            if flag in banned:
+                raise ValueError(f'"{flag}" ({banned[flag]}) is not allowed in release builds')
+            if flag.startswith(("-gencode", "--generate-code", "-arch", "--gpu-architecture")):
+                raise ValueError(f'"{flag}": arch flags come from the cell (matrix arch_policy), not the spec')
+        return v
+
+
+class Rule(FlagSet):
+    when: When = When()
+    why: str = Field("", description="one line: why the rule exists (error text, upstream issue)")
+
+
+class SplitRule(_Frozen):
+    """Compile one heavy source as ``parts`` generated TUs. Each part holds the whole text but only its
+    share of the lines matching ``match`` (explicit instantiations); the other matched lines are blanked
+    so line numbers stay those of the real file. Lines whose ``key`` (a capture group of ``match``, 0 for
+    the whole line) is equal stay in one part. Everything else must be templates or ``inline``: a
+    non-template definition would be defined once per part — list such code in ``exclusive`` (regexes of
+    whole lines kept only in part 1) or do not split that file."""
+
+    source: str
+    parts: int = Field(ge=2, le=64)
+    match: str = DEFAULT_SPLIT_MATCH
+    key: int = Field(0, ge=0, description="capture group of `match` that groups lines (0: the whole line)")
+    exclusive: tuple[str, ...] = ()
+
+    _t = field_validator("exclusive", mode="before")(_as_tuple)
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _key_group(self) -> SplitRule:
+        if self.key > re.compile(self.match).groups:
+            raise ValueError(f"key {self.key} names a capture group that `match` does not have")
+        return self
+
+
+class KernelSpec(FlagSet):
+    """One extension module: ``kernels/<name>.yaml``. Paths are relative to the prepared source tree."""
+
+    name: str = Field("", description="the spec's file stem (set by the loader)")
+    module: str = Field(description="the Python extension module name, e.g. causal_conv1d_cuda")
+    package: str = Field("", description="Python package the module goes in ('' = top level)")
+    description: str = ""
+    sources: tuple[str, ...]
+    split: tuple[SplitRule, ...] = ()
+    rules: tuple[Rule, ...] = ()
+
+    _s = field_validator("sources", mode="before")(_as_tuple)
+
+    @field_validator("module")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        if not v.isidentifier():
+            raise ValueError("must be a Python identifier")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _source_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("needs at least one source")
+        for s in v:
+            _check_relative(s)
+            if not s.endswith(CUDA_SUFFIXES + CXX_SUFFIXES):
+                raise ValueError(f'"{s}": sources end in {", ".join(CUDA_SUFFIXES + CXX_SUFFIXES)}')
+        if len(set(v)) != len(v):
+            raise ValueError("sources must be unique")
+        return v
+
+    @field_validator("include_dirs")
+    @classmethod
+    def _include_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for s in v:
+            _check_relative(s)
+        return v
+
+    @model_validator(mode="after")
+    def _split_sources_listed(self) -> KernelSpec:
+        seen = set()
+        for rule in self.split:
+            if rule.source not in self.sources:
+                raise ValueError(
+                    f'split source "{rule.source}" is not in sources{did_you_mean(rule.source, self.sources)}'
+                )
+            if rule.source in seen:
+                raise ValueError(f'split source "{rule.source}" listed twice')
+            seen.add(rule.source)
+        return self
+
+
+def _check_relative(path: str) -> None:
+    p = PurePosixPath(path)
+    if p.is_absolute() or ".." in p.parts or "\\" in path:
+        raise ValueError(f'"{path}" must be a relative path inside the source tree (forward slashes, no ..)')
+
+
+class CommonFlags(_Frozen):
+    """buildtool/data/compile_flags.yaml: what every module gets, before the spec's own flags."""
+
+    base: FlagSet
+    rules: tuple[Rule, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_kernel_spec(path: Path) -> KernelSpec:
+    doc = yamlsrc.load(path)
+    spec: KernelSpec = yamlsrc.validate(KernelSpec, doc)
+    if spec.name and spec.name != path.stem:
+        raise UserError(f'name "{spec.name}" does not match the file name {path.name}', location=doc.location(("name",)))
+    return spec.model_copy(update={"name": path.stem})
+
+
+def load_kernel_specs(kernels_dir: Path, names: Sequence[str]) -> list[KernelSpec]:
+    """The specs a recipe version names, in order; an unknown name is a UserError listing the known ones."""
+    known = sorted(p.stem for p in kernels_dir.glob("*.yaml")) if kernels_dir.is_dir() else []
+    out = []
+    for name in names:
+        path = kernels_dir / f"{name}.yaml"
+        if not path.is_file():
+            raise UserError(
+                f'unknown kernel spec "{name}"{did_you_mean(name, known)} in {kernels_dir}; known: {allowed_list(known)}'
+            )
+        out.append(load_kernel_spec(path))
+    return out
+
+
+@cache
+def load_common_flags() -> CommonFlags:
+    text = resources.files("buildtool.data").joinpath("compile_flags.yaml").read_text(encoding="utf-8")
+    result: CommonFlags = yamlsrc.validate(CommonFlags, yamlsrc.parse(text, "buildtool/data/compile_flags.yaml"))
+    return result
+
+
+# ------------------------------------------------------------------------------------------- resolution
+class TargetFacts(_Frozen):
+    """Everything resolution depends on: the cell's target and the toolchain's facts (no paths but CUDA's)."""
+
+    platform: str
+    torch: str
+    cuda: str = Field(description="the toolkit's CUDA version (major.minor[.patch]), not just the cell's label")
+    cxx_std: str
+    cxx11_abi: bool
+    archs: tuple[str, ...]
+    ptx: bool
+    compiler: CompilerKind
+    cuda_home: str = ""
+
+    @property
+    def os(self) -> OsName:
+        return "windows" if self.platform.startswith("windows") else "linux"
+
+    @classmethod
+    def from_cell(cls, cell: Any, *, cuda: str | None = None, compiler: CompilerKind | None = None,
+                  cuda_home: str = "") -> TargetFacts:
+        """From a ``buildtool.matrix.Cell`` (duck-typed) plus the toolchain's CUDA version and compiler."""
+        os_name = "windows" if cell.platform.startswith("windows") else "linux"
+        return cls(
+            platform=cell.platform, torch=cell.torch, cuda=cuda or cell.cuda, cxx_std=cell.cxx_std,
+            cxx11_abi=cell.cxx11_abi, archs=tuple(cell.archs), ptx=cell.ptx,
+            compiler=compiler or ("msvc" if os_name == "windows" else "gcc"), cuda_home=cuda_home,
+        )
+
+
+class SplitPart(_Frozen):
+    rule: SplitRule
+    index: int = Field(description="1-based")
+
+    @property
+    def label(self) -> str:
+        return f"part{self.index}of{self.rule.parts}"
+
+
+class CompileUnit(_Frozen):
+    """One translation unit: the command is ``compiler <flags> <includes> -c <source> -o <object>``."""
+
+    source: str = Field(description="the real file, relative to the tree")
+    language: Language
+    split: SplitPart | None = None
+    flags: tuple[str, ...]
+    include_dirs: tuple[str, ...] = Field(description="relative (to the tree) or absolute (toolkit) dirs")
+    uses_python: bool = Field(description="host binding TU: needs Python headers, so it is per Python version")
+
+    @property
+    def name(self) -> str:
+        """Stable, unique name of this TU (the generated file name for split parts)."""
+        if self.split is None:
+            return self.source
+        p = PurePosixPath(self.source)
+        return str(p.with_name(f"{p.stem}.{self.split.label}{p.suffix}"))
+
+    @property
+    def object_name(self) -> str:
+        return self.name + ".o"
+
+
+class ResolvedKernel(_Frozen):
+    spec_name: str
+    module: str
+    package: str
+    units: tuple[CompileUnit, ...]
+    link_flags: tuple[str, ...]
+    nvcc_threads: int
+
+
+def arch_flags(archs: Sequence[str], ptx: bool) -> tuple[str, ...]:
+    """``-gencode arch=compute_XY,code=sm_XY`` per arch (``9.0a`` -> ``sm_90a``), plus PTX of the newest."""
+    if not archs:
+        raise UserError("the cell has no target archs; set arch_policy or archs in matrix.yaml")
+    out: list[str] = []
+    for arch in archs:
+        m = re.fullmatch(r"(\d+)\.(\d+)([af]?)", arch)
+        if m is None:
+            raise UserError(f'arch "{arch}" must look like 8.0, 9.0 or 9.0a')
+        xy = f"{m.group(1)}{m.group(2)}{m.group(3)}"
+        out += ["-gencode", f"arch=compute_{xy},code=sm_{xy}"]
+    if ptx:
+        newest = max(archs, key=lambda a: Version(a.rstrip("af")))
+        xy = newest.replace(".", "")
+        out += ["-gencode", f"arch=compute_{xy},code=compute_{xy}"]
+    return tuple(out)
+
+
+def nvcc_threads(archs: Sequence[str], ptx: bool) -> int:
+    """nvcc --threads parallelises over gencode targets; more than 4 only multiplies peak memory."""
+    return max(1, min(4, len(archs) + (1 if ptx else 0)))
+
+
+def _fill(values: Iterable[str], facts: TargetFacts, module: str) -> list[str]:
+    table = {"cxx_std": facts.cxx_std, "cxx11_abi": "1" if facts.cxx11_abi else "0",
+             "module": module, "cuda_home": facts.cuda_home}
+    return [v.format_map(table) for v in values]
+
+
+def _collect(sets: Sequence[FlagSet], attr: str) -> list[str]:
+    return [v for s in sets for v in getattr(s, attr)]
+
+
+def active_flag_sets(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = None) -> list[FlagSet]:
+    """Common base, common rules, the spec's own flags, then the spec's rules, in that order (later wins
+    where a compiler takes the last of conflicting flags)."""
+    common = common or load_common_flags()
+    sets: list[FlagSet] = [common.base]
+    sets += [r for r in common.rules if r.when.matches(facts)]
+    sets.append(spec)
+    sets += [r for r in spec.rules if r.when.matches(facts)]
+    return sets
+
+
+def _define_flags(defines: Sequence[str], undefines: Sequence[str], compiler: CompilerKind) -> list[str]:
+    d, u = ("/D", "/U") if compiler == "msvc" else ("-D", "-U")
+    return [f"{d}{x}" for x in _dedupe(defines)] + [f"{u}{x}" for x in _dedupe(undefines)]
+
+
+def _dedupe(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = None) -> ResolvedKernel:
+    """Exact compiler flags for every TU of ``spec`` on ``facts``. Pure: no disk, no tools."""
+    sets = active_flag_sets(spec, facts, common)
+    defines = _fill(_collect(sets, "defines"), facts, spec.module)
+    undefines = _collect(sets, "undefines")
+    include_dirs = _dedupe(_fill(_collect(sets, "include_dirs"), facts, spec.module))
+    cxx_only_includes = _dedupe(_fill(_collect(sets, "cxx_include_dirs"), facts, spec.module))
+    cxx_flags = _fill(_collect(sets, "cxx_flags"), facts, spec.module)
+    nvcc_flags = _fill(_collect(sets, "nvcc_flags"), facts, spec.module)
+    threads = nvcc_threads(facts.archs, facts.ptx)
+
+    host_defines = _define_flags(defines, undefines, facts.compiler)
+    # nvcc takes -D/-U itself and forwards them to the host compiler, whatever that is.
+    nvcc_defines = _define_flags(defines, undefines, "gcc")
+    cuda_flags = (*nvcc_defines, *nvcc_flags, *arch_flags(facts.archs, facts.ptx), "--threads", str(threads))
+    split_by_source = {r.source: r for r in spec.split}
+
+    units: list[CompileUnit] = []
+    for source in spec.sources:
+        language: Language = "cuda" if source.endswith(CUDA_SUFFIXES) else "cxx"
+        if language == "cxx":
+            units.append(CompileUnit(
+                source=source, language="cxx", flags=(*host_defines, *cxx_flags),
+                include_dirs=(*include_dirs, *cxx_only_includes), uses_python=True,
+            ))
+            continue
+        rule = split_by_source.get(source)
+        parts = [SplitPart(rule=rule, index=i) for i in range(1, rule.parts + 1)] if rule else [None]
+        units += [
+            CompileUnit(source=source, language="cuda", split=part, flags=cuda_flags,
+                        include_dirs=tuple(include_dirs), uses_python=False)
+            for part in parts
+        ]
+    link_flags = tuple(_fill(_collect(sets, "link_flags"), facts, spec.module))
+    return ResolvedKernel(spec_name=spec.name, module=spec.module, package=spec.package, units=tuple(units),
+                          link_flags=link_flags, nvcc_threads=threads)
+
+
+# ------------------------------------------------------------------------------------------- splitting
+class SplitError(UserError):
+    pass
+
+
+def split_text(text: str, rule: SplitRule, *, origin: str) -> list[str]:
+    """The ``rule.parts`` generated texts for one source. Matched lines are grouped by key (in order of
+    first appearance) and the groups dealt into contiguous, balanced parts; every other line is kept in
+    every part except ``exclusive`` lines (part 1 only). Blanked lines keep the line count unchanged."""
+    pattern = re.compile(rule.match)
+    exclusive = [re.compile(x) for x in rule.exclusive]
+    lines = text.splitlines(keepends=True)
+    keys: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        m = pattern.match(line.rstrip("\r\n"))
+        if m:
+            keys.setdefault(m.group(rule.key) or "", []).append(i)
+    if len(keys) < rule.parts:
+        raise SplitError(
+            f"{origin}: split into {rule.parts} parts needs at least {rule.parts} distinct instantiation groups; "
+            f"found {len(keys)} lines matching {rule.match!r}",
+            hint="lower `parts`, or check that the source version matches the kernel spec",
+        )
+    part_of_line: dict[int, int] = {}
+    ordered = list(keys.values())
+    for g, members in enumerate(ordered):
+        for i in members:
+            part_of_line[i] = g * rule.parts // len(ordered)
+    header = f'#line 1 "{origin}"\n'
+    out = []
+    for part in range(rule.parts):
+        body = []
+        for i, line in enumerate(lines):
+            owner = part_of_line.get(i)
+            keep = (owner is None or owner == part) and (part == 0 or not any(x.match(line) for x in exclusive))
+            body.append(line if keep else _blank(line))
+        out.append(header + "".join(body))
+    return out
+
+
+def _blank(line: str) -> str:
+    ending = line[len(line.rstrip("\r\n")):]
+    return "// [buildtool split] compiled in another part" + ending
+
+
+def split_summary(text: str, rule: SplitRule) -> Mapping[int, list[str]]:
+    """Which matched lines each part (1-based) compiles: for docs, `buildtool` output and tests."""
+    pattern = re.compile(rule.match)
+    parts = split_text(text, rule, origin="x")
+    return {k + 1: [ln.strip() for ln in p.splitlines()[1:] if pattern.match(ln)] for k, p in enumerate(parts)}

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from buildtool import yamlsrc
 from buildtool.compat import PLATFORMS, Compat, load_compat, torch_minor
-from buildtool.errors import Location, UserError, allowed_list, did_you_mean
+from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.recipe import Recipe
 
 AXES = ("platform", "python", "cuda", "torch")
@@ -27,8 +27,8 @@ class _Frozen(BaseModel):
 
 
 def _as_tuple(v: Any) -> Any:
-    if v is None:
-        return v
+    if v is None or isinstance(v, dict):
+        return v  # pydantic reports the wrong type with its location
     if isinstance(v, str | int | float):
         return (str(v),)
     return tuple(str(x) for x in v)
@@ -365,7 +365,7 @@ class Matrix:
         """A python/cuda/torch value must exist in the compatibility data (torch: a release or, where
         ``minor_ok``, a minor like 2.7); a typo would otherwise silently produce no cells."""
         known = self._known_values(axis)
-        field_name = ".".join(str(p) for p in path if not isinstance(p, int))
+        field_name = ".".join(str(p) for p in (path[:-1] if isinstance(path[-1], int) else path))
         if axis == "torch":
             info = self.compat.torch_info(value)
             ok = info is not None and (value == info.release or (minor_ok and value == torch_minor(value)))
@@ -375,7 +375,7 @@ class Matrix:
                     if info is not None else "not in the compatibility data"
                 )
                 raise UserError(
-                    f'{field_name}: unknown torch "{value}" ({why}){did_you_mean(value, known)}; '
+                    f'{field_name}: unknown torch "{value}" ({why}){_version_hint(value, known)}; '
                     f"allowed: {allowed_list(known, limit=20)}",
                     location=self.doc.location(path),
                     hint="add the release to buildtool/data/compat.yaml if it is new",
@@ -383,7 +383,7 @@ class Matrix:
             return
         if value not in known:
             raise UserError(
-                f'{field_name}: unknown {axis} "{value}"{did_you_mean(value, known)}; '
+                f'{field_name}: unknown {axis} "{value}"{_version_hint(value, known)}; '
                 f"allowed: {allowed_list(known, limit=20)}",
                 location=self.doc.location(path),
             )
@@ -407,7 +407,7 @@ class Matrix:
                 known = list(recipe.by_version)
                 raise UserError(
                     f'{".".join(str(p) for p in (*path, "package"))}: unknown version "{version}" of {name}'
-                    f"{did_you_mean(version, known)}; known: {allowed_list(known)}",
+                    f"{_version_hint(version, known)}; known: {allowed_list(known)}",
                     location=self.doc.location(loc_path),
                 )
         for k, tag in enumerate(sel.tags or ()):
@@ -425,7 +425,8 @@ class Matrix:
         try:
             req = Requirement(ref)
         except InvalidRequirement as exc:
-            raise UserError(f'"{ref}" is not "name==version" or "name<spec>": {exc}', location=loc) from None
+            reason = str(exc).splitlines()[0]
+            raise UserError(f'"{ref}" is not "name==version" or "name<spec>": {reason}', location=loc) from None
         recipe = self.recipes.get(req.name)
         if recipe is None:
             raise UserError(
@@ -440,7 +441,7 @@ class Matrix:
             known = [v.version for v in recipe.versions]
             wanted = str(req.specifier).lstrip("=")
             raise UserError(
-                f'unknown version "{req.specifier}" of {req.name}{did_you_mean(wanted, known)}; '
+                f'unknown version "{req.specifier}" of {req.name}{_version_hint(wanted, known)}; '
                 f"known: {allowed_list(known)}",
                 location=loc,
             )
@@ -551,10 +552,11 @@ class Matrix:
                 axis = f.partition("=")[0].strip()
                 present = sorted({v for c in cells for v in _axis_values(c, axis)})
                 what = f'profile "{profile}"' if profile else "the matrix"
+                source = {"package": ("packages",), "tags": ("include",)}.get(axis, ("axes", axis))
                 raise UserError(
                     f'--filter {f}: empty selection, no cell of {what} matches; {axis} values there: '
                     f"{allowed_list(present, limit=20)}",
-                    location=Location(str(self.doc.file)),
+                    location=self.doc.location(source, key=True),
                 )
             cells = kept
         return cells
@@ -574,6 +576,32 @@ class Matrix:
             return False, list(expansion.excluded[cell_id])
         known = list(cells) + list(expansion.excluded)
         raise UserError(f'no cell "{cell_id}" in the matrix{did_you_mean(cell_id, known)}')
+
+
+def _version_hint(value: str, known: Sequence[str]) -> str:
+    """did-you-mean for versions: the known version sharing the longest release prefix, then the nearest
+    (difflib would offer 1.6.1 for 1.4.1)."""
+    typed = [k for k in known if value.startswith(k) or k.startswith(value)]  # 12.66 -> 12.6
+    if typed:
+        return f' (did you mean "{max(typed, key=len)}"?)'
+    try:
+        wanted = Version(value).release
+    except InvalidVersion:
+        return did_you_mean(value, known)
+    best: tuple[int, float, str] | None = None
+    for k in known:
+        try:
+            rel = Version(k).release
+        except InvalidVersion:
+            continue
+        prefix = next((i for i, (a, b) in enumerate(zip(wanted, rel, strict=False)) if a != b), min(len(wanted), len(rel)))
+        if prefix == 0:
+            continue
+        distance = abs(sum(x * 1000.0 ** -i for i, x in enumerate(wanted)) - sum(x * 1000.0 ** -i for i, x in enumerate(rel)))
+        key = (-prefix, distance, k)
+        if best is None or key < best:
+            best = key
+    return f' (did you mean "{best[2]}"?)' if best else ""
 
 
 def _selector_text(sel: Selector) -> str:

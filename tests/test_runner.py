@@ -1,0 +1,110 @@
+"""Matrix runner and `buildtool build`: selection, fail-fast toolchain errors, skipped foreign cells,
+summary (table and JSON), exit codes, nox sessions per profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from buildtool.build import CellResult
+from buildtool.errors import UserError
+from buildtool.matrix import load_matrix
+from buildtool.runner import RunReport, exit_code, summary_json, summary_table
+
+REPO = Path(__file__).resolve().parents[1]
+BUILDTOOL = [sys.executable, "-m", "buildtool"]
+
+
+def _has_cuda_124() -> bool:
+    from buildtool.toolchain import resolve
+
+    try:
+        resolve("12.4", "linux-x86_64", "auto")
+    except UserError:
+        return False
+    return True
+
+
+def _result(cid: str, status: str) -> CellResult:
+    return CellResult(cell_id=cid, status=status, seconds=1.0, log=Path(f"/tmp/{cid}.log"))  # type: ignore[arg-type]
+
+
+def test_exit_codes() -> None:
+    assert exit_code(RunReport(results=(_result("a", "built"), _result("b", "skipped")))) == 0
+    assert exit_code(RunReport(results=(_result("a", "resumed"),))) == 0
+    assert exit_code(RunReport(results=(_result("a", "built"), _result("b", "failed")))) == 1
+    assert exit_code(RunReport(results=(_result("a", "skipped"),))) == 1  # nothing built
+    assert exit_code(RunReport(results=(_result("a", "built"),), interrupted=True, not_run=("b",))) == 130
+
+
+def test_summary_lists_every_cell() -> None:
+    report = RunReport(results=(_result("cell-a", "built"), _result("cell-b", "failed")), interrupted=True,
+                       not_run=("cell-c",))
+    table = summary_table(report)
+    assert [c.header for c in table.columns] == ["cell", "result", "time", "wheel size", "log"]
+    assert table.row_count == 3
+    data = summary_json(report)
+    assert data["counts"] == {"built": 1, "resumed": 0, "skipped": 0, "failed": 1}
+    assert data["not_run"] == ["cell-c"] and data["ok"] is False
+
+
+def test_select_cells_by_id_and_unknown_id() -> None:
+    from buildtool.cli.build import select_cells
+
+    matrix = load_matrix(REPO)
+    cells = select_cells(matrix, [], None, [])
+    assert [c.id for c in cells] == ["linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0"]  # default profile
+    cid = cells[0].id
+    assert [c.id for c in select_cells(matrix, [cid], None, [])] == [cid]
+    with pytest.raises(UserError, match="did you mean"):
+        select_cells(matrix, [cid.replace("cp311", "cp311x")], None, [])
+
+
+@pytest.mark.skipif(_has_cuda_124(), reason="this machine has a CUDA 12.4 toolkit")
+def test_missing_toolkit_fails_fast_with_providers_tried(tmp_path: Path) -> None:
+    env = {**os.environ, "BUILDTOOL_ROOT": str(REPO)}
+    proc = subprocess.run([*BUILDTOOL, "build", "--profile", "cu124", "--dist", str(tmp_path / "dist"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["counts"]["built"] == 0 and data["counts"]["failed"] > 0
+    linux = [c for c in data["cells"] if c["cell_id"].startswith("linux-")]
+    windows = [c for c in data["cells"] if c["cell_id"].startswith("windows-")]
+    assert linux and all(c["status"] == "failed" for c in linux)
+    assert windows and all(c["status"] == "skipped" for c in windows)
+    message = linux[0]["message"]
+    assert "no CUDA 12.4 toolkit" in message
+    for provider in ("system", "pypi", "conda"):
+        assert f"- {provider}:" in message
+    assert "hint:" in message
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+    human = subprocess.run([*BUILDTOOL, "build", "--profile", "cu124", "--dist", str(tmp_path / "dist")],
+                           capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert human.returncode == 1
+    assert "Traceback" not in human.stdout + human.stderr
+    assert "no CUDA 12.4 toolkit" in human.stdout and "failed" in human.stdout
+
+
+def test_unknown_profile_is_a_user_error() -> None:
+    proc = subprocess.run([*BUILDTOOL, "build", "--profile", "cu12"], capture_output=True, text=True,
+                          env={**os.environ, "BUILDTOOL_ROOT": str(REPO)}, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert 'unknown profile "cu12"' in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("nox") is None and not (Path(sys.executable).parent / "nox").exists(),
+                    reason="nox not installed")
+def test_nox_has_a_build_session_per_profile() -> None:
+    nox = shutil.which("nox") or str(Path(sys.executable).parent / "nox")
+    proc = subprocess.run([nox, "-l", "-f", str(REPO / "noxfile.py")], capture_output=True, text=True, timeout=60,
+                          check=True)
+    sessions = {line.split()[1] for line in proc.stdout.splitlines() if line[:2] in ("* ", "- ")}
+    profiles = load_matrix(REPO).spec.profiles
+    assert {f"build-{p}" for p in profiles} <= sessions
+    assert {"build-local", "build-cu124", "build-cu130", "build-seeds", "build-gpu-dev"} <= sessions

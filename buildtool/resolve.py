@@ -197,7 +197,9 @@ def resolve(requirement: str, candidates: Sequence[WheelRecord], target: Target)
                 break
         else:
             accepted.append(w)
-    accepted.sort(key=lambda w: (w.parsed_version, w.cuda or "", w.filename), reverse=True)
+    # Newest public version first; among equals, the label whose CUDA equals torch's (12.8 over plain 12).
+    accepted.sort(key=lambda w: (Version(w.public_version), w.cuda == target.torch_cuda, "." in (w.cuda or ""),
+                                 w.filename), reverse=True)
     notes: list[str] = []
     if not target.gpu_archs:
         notes.append("no GPU seen: the GPU-arch rule was not applied")

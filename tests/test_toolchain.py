@@ -1,0 +1,304 @@
+"""Toolchain provisioning: real system toolkit, real PyPI toolkit (CUDA 13.0), the not-found message,
+gcc selection tables, conda command construction, and MSVC parsing from recorded Windows fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from buildtool.cli import main
+from buildtool.errors import UserError
+from buildtool.toolchain import ToolchainNotFound, default_cache_dir, host_platform, resolve
+from buildtool.toolchain import conda, gcc, msvc, pypi, system
+from buildtool.toolchain.models import load_facts
+
+FIXTURES = Path(__file__).parent / "fixtures" / "windows"
+HERE = host_platform()
+# PATH without any conda/mamba: what "not present" looks like, deterministically.
+PLAIN_PATH = os.pathsep.join(p for p in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin") if Path(p).is_dir())
+KERNEL = "#include <cuda_runtime.h>\n#include <cub/block/block_reduce.cuh>\n__global__ void twice(float* x) { x[threadIdx.x] *= 2.0f; }\n"
+
+
+def _system_13_0() -> Path | None:
+    home, _, _ = system.find_system_toolkit("13.0", HERE, os.environ, load_facts())
+    return home
+
+
+needs_system_cuda = pytest.mark.skipif(
+    not HERE.startswith("linux") or _system_13_0() is None, reason="no system CUDA 13.0 toolkit on this machine"
+)
+
+
+# --- pure parsing / data ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ("Cuda compilation tools, release 13.0, V13.0.88\nBuild cuda_13.0.r13.0/compiler.36424714_0", "13.0.88"),
+        ("Cuda compilation tools, release 12.4, V12.4.131", "12.4.131"),
+        ("nvcc: command not found", None),
+    ],
+)
+def test_parse_nvcc_version(text: str, version: str | None) -> None:
+    assert system.parse_nvcc_version(text) == version
+
+
+def test_pypi_facts_say_only_13x_has_a_full_nvcc() -> None:
+    facts = load_facts()
+    assert pypi.unsupported_reason("13.0", facts) is None
+    assert pypi.requirement("13.0", facts) == "cuda-toolkit[nvcc,cccl]==13.0.*"
+    reason = pypi.unsupported_reason("12.4", facts)
+    assert reason is not None and "ptxas" in reason and "12.x" in reason
+    cmd = pypi.pip_command("13.0", Path("/c/t"), facts, python="py")
+    assert cmd[:4] == ["py", "-m", "pip", "install"]
+    assert "--target" in cmd and "/c/t" in cmd and "--only-binary=:all:" in cmd
+
+
+def test_pypi_assemble_adds_cuda_home_conventions(tmp_path: Path) -> None:
+    home = tmp_path / "nvidia" / "cu13"
+    (home / "lib").mkdir(parents=True)
+    (home / "include").mkdir()
+    (home / "lib" / "libcudart.so.13").write_bytes(b"")
+    (home / "lib" / "libnvvm.so.4").write_bytes(b"")
+    pypi.assemble(home, "linux-x86_64")
+    pypi.assemble(home, "linux-x86_64")  # idempotent
+    assert (home / "lib64").resolve() == (home / "lib").resolve()
+    assert os.readlink(home / "lib" / "libcudart.so") == "libcudart.so.13"
+    assert os.readlink(home / "lib" / "libnvvm.so") == "libnvvm.so.4"
+    assert (home / "targets" / "x86_64-linux" / "include").resolve() == (home / "include").resolve()
+    assert (home / "targets" / "x86_64-linux" / "lib").resolve() == (home / "lib").resolve()
+
+
+def test_conda_command_construction(tmp_path: Path) -> None:
+    facts = load_facts()
+    cmd = conda.create_command(Path("/opt/bin/micromamba"), tmp_path / "p", "12.4", facts)
+    assert cmd == ["/opt/bin/micromamba", "create", "--yes", "--prefix", str(tmp_path / "p"),
+                   "-c", "nvidia/label/cuda-12.4.1", "cuda-nvcc", "cuda-cccl", "cuda-cudart-dev"]
+    assert facts.conda.channel_for("13.0.1") == "nvidia/label/cuda-13.0.1"
+    assert facts.conda.channel_for("12.3") == "nvidia/label/cuda-12.3.0"  # not in the table: X.Y.0
+    assert conda.cuda_home_in(tmp_path, "windows-x86_64", facts) == tmp_path / "Library"
+    assert conda.cache_path(tmp_path, "12.8", "linux-x86_64", facts).name == "conda-cuda12.8.1-linux-x86_64"
+
+
+def test_conda_tool_discovery(tmp_path: Path) -> None:
+    facts = load_facts()
+    assert conda.find_tool({"PATH": str(tmp_path)}, facts) is None
+    tool = tmp_path / "micromamba"
+    tool.write_text("#!/bin/sh\nexit 1\n")
+    tool.chmod(0o755)
+    assert conda.find_tool({"PATH": str(tmp_path)}, facts) == tool
+
+
+# --- gcc selection (pure tables) ----------------------------------------------------------------------
+
+
+def _c(origin: str, version: str, kind: str = "gcc") -> gcc.GccCandidate:
+    name = origin.split()[0].lstrip("$")
+    return gcc.GccCandidate(path=Path(f"/usr/bin/{name}"), version=version, kind=kind, origin=origin)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "max_gcc", "chosen"),
+    [
+        # default fits
+        ([_c("g++ on PATH", "12.2.0"), _c("g++-11 on PATH", "11.4.0")], 13, "g++ on PATH"),
+        # default too new: newest versioned that fits
+        ([_c("g++ on PATH", "14.2.0"), _c("g++-11 on PATH", "11.4.0"), _c("g++-13 on PATH", "13.3.0"),
+          _c("g++-14 on PATH", "14.2.0")], 13, "g++-13 on PATH"),
+        # CUDA 11.8 (max 11) on a gcc-12 machine with gcc-11 installed
+        ([_c("g++ on PATH", "12.2.0"), _c("g++-11 on PATH", "11.4.0")], 11, "g++-11 on PATH"),
+        # nothing fits
+        ([_c("g++ on PATH", "14.2.0"), _c("g++-14 on PATH", "14.2.0")], 13, None),
+        # no compiler at all
+        ([], 15, None),
+        # an explicit $CXX decides alone: used when it fits ...
+        ([_c("$CXX", "13.1.0")], 13, "$CXX"),
+        # ... and an error when it does not (never silently replaced)
+        ([_c("$CXX", "14.1.0")], 13, None),
+        # clang has no max table here: accepted, nvcc checks it
+        ([_c("$CXX", "18.1.8", kind="clang")], 13, "$CXX"),
+    ],
+)
+def test_gcc_choose_table(candidates: list[gcc.GccCandidate], max_gcc: int, chosen: str | None) -> None:
+    result, notes = gcc.choose(candidates, max_gcc)
+    assert (result.origin if result else None) == chosen
+    assert notes  # every decision is explained
+
+
+def test_gcc_version_parsing() -> None:
+    assert gcc.parse_version("12\n") == "12"
+    assert gcc.parse_version("12.2.0\n") == "12.2.0"
+    assert gcc.kind_from_banner("g++ (Debian 12.2.0-14) 12.2.0") == "gcc"
+    assert gcc.kind_from_banner("Ubuntu clang version 18.1.3 (1ubuntu1)") == "clang"
+
+
+def test_gcc_too_new_error_names_the_fix() -> None:
+    text = gcc.fix_text(13, load_facts())
+    assert "apt install gcc-13 g++-13" in text and "gxx_linux-64=13" in text
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ on PATH")
+def test_gcc_discover_real_and_explicit_cxx_too_new() -> None:
+    found = gcc.discover({"PATH": os.environ["PATH"]})
+    assert any(c.origin == "g++ on PATH" for c in found)
+    default = next(c for c in found if c.origin == "g++ on PATH")
+    # The real g++ as $CXX against a CUDA whose max is below it: a ToolchainNotFound with the fix.
+    with pytest.raises(ToolchainNotFound) as exc:
+        gcc.select_host_compiler("11.8", default.major - 1, {"PATH": os.environ["PATH"], "CXX": str(default.path)}, load_facts())
+    assert "$CXX" in exc.value.message and "apt install" in (exc.value.hint or "")
+
+
+# --- MSVC from recorded Windows output ------------------------------------------------------------------
+
+
+def test_vswhere_parse_fixture() -> None:
+    installs = msvc.parse_vswhere((FIXTURES / "vswhere.json").read_text(encoding="utf-8"))
+    assert [i.product_line for i in installs] == ["2019", "2022", "2026"]
+    assert installs[1].vcvars64 == r"C:\Program Files (x86)\Microsoft Visual Studio\2022\BuildTools\VC\Auxiliary\Build\vcvars64.bat"
+
+
+def test_vswhere_choose_respects_max_msvc_fixture() -> None:
+    installs = msvc.parse_vswhere((FIXTURES / "vswhere.json").read_text(encoding="utf-8"))
+    best, notes = msvc.choose_install(installs, "2022")
+    assert best is not None and best.product_line == "2022"
+    assert any("2026 is newer than 2022" in n for n in notes)
+    only_new, notes = msvc.choose_install(installs[2:], "2022")
+    assert only_new is None and notes
+    none, notes = msvc.choose_install([], "2022")
+    assert none is None and "no Visual Studio" in notes[0]
+
+
+def test_vcvars_environment_fixture() -> None:
+    before = msvc.parse_set_output((FIXTURES / "set_before.txt").read_text(encoding="utf-8"))
+    after = msvc.parse_set_output((FIXTURES / "set_after_vcvars64.txt").read_text(encoding="utf-8"))
+    assert "=C:" not in after and not any(k.startswith("*") for k in after)  # banner and hidden vars skipped
+    delta = msvc.env_delta(before, after)
+    assert {"INCLUDE", "LIB", "LIBPATH", "Path", "VCToolsVersion", "VSCMD_ARG_TGT_ARCH"} <= set(delta)
+    assert "USERNAME" not in delta and "CUDA_PATH" not in delta
+    installs = msvc.parse_vswhere((FIXTURES / "vswhere.json").read_text(encoding="utf-8"))
+    best, _ = msvc.choose_install(installs, "2022")
+    assert best is not None
+    host = msvc.host_from_env(after, best)
+    assert host.kind == "msvc" and host.version == "14.44.35207" and host.product == "2022"
+    assert str(host.path).replace("/", "\\").endswith(r"MSVC\14.44.35207\bin\Hostx64\x64\cl.exe")
+    cuda_home = r"C:\Program Files\NVIDIA GPU Computing Toolkit\CUDA\v13.2"
+    env = msvc.toolchain_env(delta, cuda_home, "13.2")
+    assert env["DISTUTILS_USE_SDK"] == "1"
+    assert env["Path"].startswith(cuda_home + r"\bin;") and r"\bin\HostX64\x64" in env["Path"]
+    assert env["CUDA_HOME"] == env["CUDA_PATH"] == env["CUDA_PATH_V13_2"] == cuda_home
+    assert env["INCLUDE"] == after["INCLUDE"]
+
+
+def test_vcvars_without_x64_tools_fixture() -> None:
+    installs = msvc.parse_vswhere((FIXTURES / "vswhere.json").read_text(encoding="utf-8"))
+    before = msvc.parse_set_output((FIXTURES / "set_before.txt").read_text(encoding="utf-8"))
+    with pytest.raises(ValueError, match="VCToolsVersion"):
+        msvc.host_from_env(before, installs[1])
+
+
+# --- resolve(): real providers -----------------------------------------------------------------------
+
+
+@needs_system_cuda
+def test_system_provider_real(tmp_path: Path) -> None:
+    tc = resolve("13.0", HERE, "system", cache_dir=tmp_path)
+    assert tc.provider == "system" and tc.cuda_minor == "13.0" and tc.cuda_version.count(".") == 2
+    assert tc.nvcc.is_file() and tc.nvcc.parent == tc.cuda_home / "bin"
+    assert tc.host.kind in ("gcc", "clang") and tc.host.path.exists()
+    assert tc.env["CUDA_HOME"] == str(tc.cuda_home)
+    assert tc.env["PATH"].split(os.pathsep)[0] == str(tc.cuda_home / "bin")
+    assert tc.env["NVCC_CCBIN"] == tc.env["CXX"] == str(tc.host.path)
+    assert tc.cuda_home / "include" / "cccl" in tc.include_dirs  # CUDA 13 moved CCCL (failures.md F27)
+    assert [a.provider for a in tc.attempts] == ["system"] and tc.attempts[0].ok
+    assert not any(tmp_path.iterdir())  # system provisions nothing
+
+
+@needs_system_cuda
+def test_system_requires_the_cells_minor(tmp_path: Path) -> None:
+    home = _system_13_0()
+    env = {"PATH": PLAIN_PATH, "CUDA_HOME": str(home)}
+    with pytest.raises(ToolchainNotFound) as exc:
+        resolve("13.2", HERE, "system", cache_dir=tmp_path, env=env)
+    assert f"$CUDA_HOME: {home} is CUDA 13.0" in exc.value.message and "not 13.2" in exc.value.message
+
+
+def test_not_found_12_4_lists_every_provider(tmp_path: Path) -> None:
+    env = {"PATH": PLAIN_PATH}
+    with pytest.raises(ToolchainNotFound) as exc:
+        resolve("12.4", "linux-x86_64" if HERE.startswith("linux") else HERE, cache_dir=tmp_path, env=env)
+    err = exc.value
+    assert isinstance(err, UserError)
+    assert [(a.provider, a.ok) for a in err.attempts] == [("system", False), ("pypi", False), ("conda", False)]
+    text = str(err)
+    assert "no CUDA 12.4 toolkit" in text
+    assert "- system:" in text and "- pypi: PyPI has no full nvcc for CUDA 12.x" in text and "ptxas" in text
+    assert "- conda: no micromamba, mamba or conda on PATH" in text
+    assert "cuda-toolkit-12-4" in text  # the system install command
+    assert "conda install -c nvidia/label/cuda-12.4.1 cuda-nvcc cuda-cccl" in text
+    assert "pip install" not in text  # no PyPI route for 12.x
+    assert not any(tmp_path.iterdir())  # nothing downloaded or created
+
+
+def test_conda_not_present(tmp_path: Path) -> None:
+    with pytest.raises(ToolchainNotFound) as exc:
+        resolve("13.0", HERE, "conda", cache_dir=tmp_path, env={"PATH": PLAIN_PATH})
+    assert [a.provider for a in exc.value.attempts] == ["conda"]
+    assert "no micromamba, mamba or conda on PATH" in exc.value.attempts[0].detail
+
+
+def test_other_platform_and_unknown_cuda(tmp_path: Path) -> None:
+    other = "windows-x86_64" if HERE.startswith("linux") else "linux-x86_64"
+    with pytest.raises(ToolchainNotFound, match=f"this machine is {HERE}"):
+        resolve("13.0", other, cache_dir=tmp_path)
+    with pytest.raises(UserError, match="not in the compatibility table"):
+        resolve("12.5", HERE, cache_dir=tmp_path)
+    with pytest.raises(UserError, match="not of the form X.Y"):
+        resolve("thirteen", HERE, cache_dir=tmp_path)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.skipif(not HERE.startswith("linux"), reason="the pypi toolchain is exercised on Linux")
+def test_pypi_provider_real_compiles(tmp_path: Path) -> None:
+    """cuda-toolkit[nvcc,cccl]==13.0.* from PyPI, assembled and cached in the user cache (paid once)."""
+    cache = default_cache_dir()
+    tc = resolve("13.0", HERE, "pypi", cache_dir=cache)
+    assert tc.provider == "pypi" and tc.cuda_minor == "13.0"
+    assert tc.cuda_home.is_relative_to(cache / "toolchains")
+    assert (tc.cuda_home / "lib64" / "libcudart.so").exists()
+    assert (tc.cuda_home / "include" / "cccl" / "cub").is_dir()
+    assert tc.attempts[0].ok and ("installed" in tc.attempts[0].detail or "cached" in tc.attempts[0].detail)
+    again = resolve("13.0", HERE, "pypi", cache_dir=cache)
+    assert "cached" in again.attempts[0].detail and again.cuda_home == tc.cuda_home
+    src = tmp_path / "k.cu"
+    src.write_text(KERNEL)
+    proc = subprocess.run([str(tc.nvcc), "-c", str(src), "-o", str(tmp_path / "k.o"), "-arch=sm_90"],
+                          env=tc.apply(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "k.o").stat().st_size > 0
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+
+
+def test_cli_not_found_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", PLAIN_PATH)
+    monkeypatch.setenv("BUILDTOOL_CACHE_DIR", str(tmp_path))
+    assert main(["toolchain", "--cuda", "12.4"]) == 2
+    err = capsys.readouterr().err
+    assert "error: no CUDA 12.4 toolkit" in err and "Traceback" not in err
+
+
+@needs_system_cuda
+def test_cli_json_system(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import json
+
+    assert main(["toolchain", "--cuda", "13.0", "--provider", "system", "--json", "--cache-dir", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] and data["provider"] == "system" and data["cuda_version"].startswith("13.0.")
+    assert data["attempts"][0]["ok"] is True

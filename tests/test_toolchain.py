@@ -12,8 +12,17 @@ import pytest
 
 from buildtool.cli import main
 from buildtool.errors import UserError
-from buildtool.toolchain import ToolchainNotFound, default_cache_dir, host_platform, resolve
-from buildtool.toolchain import conda, gcc, msvc, pypi, system
+from buildtool.toolchain import (
+    ToolchainNotFound,
+    conda,
+    default_cache_dir,
+    gcc,
+    host_platform,
+    msvc,
+    pypi,
+    resolve,
+    system,
+)
 from buildtool.toolchain.models import load_facts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "windows"
@@ -257,7 +266,7 @@ def test_other_platform_and_unknown_cuda(tmp_path: Path) -> None:
         resolve("13.0", other, cache_dir=tmp_path)
     with pytest.raises(UserError, match="not in the compatibility table"):
         resolve("12.5", HERE, cache_dir=tmp_path)
-    with pytest.raises(UserError, match="not of the form X.Y"):
+    with pytest.raises(UserError, match=r"not of the form X\.Y"):
         resolve("thirteen", HERE, cache_dir=tmp_path)
 
 

@@ -168,13 +168,16 @@ def make_venv(path: Path, torch_site: Path | None = None, *, with_pip: bool = Fa
         subprocess.run([uv, "venv", "-q", "--python", PY, str(path)], check=True, env=clean_env())
     else:
         subprocess.run([PY, "-m", "venv", str(path)], check=True)
+        # ensurepip's old setuptools would shadow the torch site's (torch requires setuptools>=77)
+        subprocess.run([str(path / "bin" / "python"), "-m", "pip", "uninstall", "-q", "-y", "setuptools"],
+                       check=True, env=clean_env())
     python = path / "bin" / "python"
     if torch_site is not None:
         site = Path(subprocess.run([str(python), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
                                    capture_output=True, text=True, check=True).stdout.strip())
         (site / "zz_buildtool_torch_site.pth").write_text(str(torch_site) + "\n")
         for info in torch_site.glob("*.dist-info"):
-            if info.name.split("-")[0].lower() not in ("pip", "setuptools", "wheel", "_distutils_hack"):
+            if info.name.split("-")[0].lower() != "pip":
                 shutil.copytree(info, site / info.name)
     return python
 

@@ -1,0 +1,150 @@
+"""End to end: wheelhouse -> `buildtool index` -> 127.0.0.1 HTTP -> fresh venvs, via `buildtool install`,
+plain `pip install --index-url` and `uv pip install`; torch is never touched; a tampered wheel is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fixture_wheels import (
+    buildtool,
+    clean_env,
+    compile_extension,
+    find_torch_site,
+    label,
+    make_venv,
+    make_wheel,
+    serve,
+    torch_facts,
+    uv_bin,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Site:
+    root: Path
+    torch_site: Path
+    torch: dict[str, object]
+    version: str            # the matching kernel's full version
+    cuda_override: tuple[str, ...]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    torch_site = find_torch_site(tmp_path_factory.mktemp("torchcache"))
+    probe_venv = make_venv(tmp_path_factory.mktemp("probe") / "v", torch_site)
+    facts = torch_facts(probe_venv)
+    minor = ".".join(str(facts["version"]).split(".")[:2])
+    cuda = str(facts["cuda"] or "13.0")
+    abi = bool(facts["abi"])
+    dist = tmp_path_factory.mktemp("dist")
+    so_name, so = compile_extension(tmp_path_factory.mktemp("ext"), "tiny_kernel_ext")
+    version = f"1.0.0+{label(minor, cuda, abi)}"
+    make_wheel(dist, "tiny-kernel", version,
+               files={"tiny_kernel/__init__.py": "from tiny_kernel_ext import touch\nVALUE = 42\n", so_name: so},
+               requires=(f"torch=={minor}.*", "tiny-helper>=0.1"),
+               provenance={"cell": {"archs": ["9.0"], "ptx": True}})
+    # decoys: same package for other torch minors / CUDA / ABI; the resolver must skip them
+    for other in (label("2.6", "12.4", False), label("2.8", cuda, abi), label(minor, "11.8", abi)):
+        make_wheel(dist, "tiny-kernel", f"1.0.0+{other}", files={"tiny_kernel/__init__.py": "VALUE = 0\n"},
+                   requires=("torch",))
+    make_wheel(dist, "tiny-helper", "0.1", python_tag="py3", platform_tag="any", files={"tiny_helper.py": "H = 1\n"})
+    root = tmp_path_factory.mktemp("site")
+    proc = buildtool("index", str(dist), "--out", str(root))
+    assert proc.returncode == 0, proc.stderr
+    return Site(root=root, torch_site=torch_site, torch=facts, version=version,
+                cuda_override=() if facts["cuda"] else ("--cuda", cuda))
+
+
+def _import(python: Path, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+
+
+def _assert_torch_untouched(python: Path, site: Site) -> None:
+    after = torch_facts(python)
+    assert after["version"] == site.torch["version"]
+    assert str(after["file"]).startswith(str(site.torch_site))  # still the shared torch, nothing installed over it
+    listing = subprocess.run([str(python), "-c", "import sysconfig,os;print(os.listdir(sysconfig.get_paths()['purelib']))"],
+                             capture_output=True, text=True).stdout
+    assert "'torch'" not in listing
+
+
+def test_buildtool_install_into_fresh_venv(site: Site, tmp_path: Path) -> None:
+    python = make_venv(tmp_path / "venv", site.torch_site)
+    with serve(site.root) as url:
+        proc = buildtool("install", "tiny-kernel", "--index", url, "--python", str(python), "--no-host",
+                         *site.cuda_override, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    # tiny-helper is in the index too, so it is resolved and hash-checked like the kernel
+    inst, helper = report["installed"]
+    assert helper["filename"] == "tiny_helper-0.1-py3-none-any.whl"
+    assert inst["filename"].startswith(f"tiny_kernel-{site.version}-")
+    assert set(inst["modules"]) == {"tiny_kernel", "tiny_kernel_ext"}
+    assert report["import_ok"] and report["torch_before"] == report["torch_after"]
+    assert report["requirements"] == []
+    check = _import(python, "import tiny_kernel, tiny_helper; tiny_kernel.touch(); print(tiny_kernel.VALUE)")
+    assert check.returncode == 0 and check.stdout.strip() == "42", check.stderr
+    _assert_torch_untouched(python, site)
+
+
+def test_plain_pip_install_index_url(site: Site, tmp_path: Path) -> None:
+    python = make_venv(tmp_path / "venv", site.torch_site, with_pip=True)
+    with serve(site.root) as url:
+        proc = subprocess.run(
+            [str(python), "-m", "pip", "install", "--index-url", url + "/simple/", f"tiny-kernel=={site.version}"],
+            capture_output=True, text=True, env=clean_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Requirement already satisfied: torch" in proc.stdout
+    assert "Collecting torch" not in proc.stdout
+    assert _import(python, "import tiny_kernel, tiny_helper; tiny_kernel.touch()").returncode == 0
+    _assert_torch_untouched(python, site)
+
+
+@pytest.mark.skipif(uv_bin() is None, reason="uv is not installed (it is in the dev extras)")
+def test_uv_pip_install(site: Site, tmp_path: Path) -> None:
+    python = make_venv(tmp_path / "venv", site.torch_site)
+    uv = uv_bin()
+    assert uv is not None
+    with serve(site.root) as url:
+        proc = subprocess.run(
+            [uv, "pip", "install", "--python", str(python), "--index-url", url + "/simple/",
+             f"tiny-kernel=={site.version}"],
+            capture_output=True, text=True, env=clean_env(UV_CACHE_DIR=str(tmp_path / "uvcache")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    changed = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip().startswith(("+ ", "- "))]
+    assert any(ln.startswith("+ tiny-kernel==1.0.0+") for ln in changed), proc.stderr
+    assert not any(ln.split("==")[0] in ("+ torch", "- torch") for ln in changed), proc.stderr
+    assert _import(python, "import tiny_kernel, tiny_helper; tiny_kernel.touch()").returncode == 0
+    _assert_torch_untouched(python, site)
+
+
+def test_tampered_wheel_is_refused(site: Site, tmp_path: Path) -> None:
+    tampered = tmp_path / "site"
+    shutil.copytree(site.root, tampered)
+    wheel = next(tampered.glob(f"files/tiny_kernel-{site.version}-*.whl"))
+    with open(wheel, "ab") as fh:
+        fh.write(b"\0evil")
+    python = make_venv(tmp_path / "venv", site.torch_site)
+    with serve(tampered) as url:
+        proc = buildtool("install", "tiny-kernel", "--index", url, "--python", str(python), "--no-host",
+                         *site.cuda_override)
+    assert proc.returncode == 1
+    assert "sha256 mismatch" in proc.stderr and "refusing to install" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _import(python, "import tiny_kernel").returncode != 0
+
+
+def test_no_fitting_wheel_lists_reasons(site: Site, tmp_path: Path) -> None:
+    python = make_venv(tmp_path / "venv", site.torch_site)
+    with serve(site.root) as url:
+        proc = buildtool("install", "tiny-kernel", "--index", url, "--python", str(python), "--no-host",
+                         "--torch", "2.5.1", "--cuda", "12.4")
+    assert proc.returncode == 2
+    assert "no wheel of tiny-kernel fits" in proc.stderr and "built for torch" in proc.stderr

@@ -38,8 +38,8 @@ GIB = 1024**3
 #: nvcc's peak memory per gencode target on the heavy Mamba TUs (measured 2.5-4 GB); sizes -j.
 NVCC_BYTES_PER_THREAD = 4 * GIB
 CACHE_FORMAT = 1
-HEADER_SUFFIXES = {".h", ".hh", ".hpp", ".hxx", ".cuh", ".inl", ".inc", ".tcc", ".def",
-                   ".cu", ".cpp", ".cc", ".cxx", ".c"}
+# Headers only: a TU's own text is hashed separately (none of the packages #includes a .cu/.cpp file).
+HEADER_SUFFIXES = {".h", ".hh", ".hpp", ".hxx", ".cuh", ".inl", ".inc", ".tcc", ".def"}
 
 
 # ------------------------------------------------------------------------------------------ interfaces
@@ -116,9 +116,9 @@ class PythonFacts:
 
 
 def host_compiler(toolchain: Any, platform: str) -> HostCompiler:
-    """The host C++ compiler the toolchain chose (attribute names tolerated: host_cxx, cxx, host_compiler)."""
+    """The host C++ compiler the toolchain chose (``Toolchain.host``; clang is driven like gcc)."""
     windows = platform.startswith("windows")
-    for attr in ("host_cxx", "cxx", "host_compiler"):
+    for attr in ("host", "host_cxx", "host_compiler"):
         value = getattr(toolchain, attr, None)
         if value is None:
             continue
@@ -231,6 +231,8 @@ class BuildContext:
     python: PythonFacts
     torch_includes: tuple[str, ...]
     cache_dir: Path | None
+    nvcc_identity: str = ""  # `nvcc --version` banner: part of the CUDA objects' cache key
+    host_identity: str = ""  # the host compiler's version banner
 
     @property
     def windows(self) -> bool:
@@ -238,11 +240,16 @@ class BuildContext:
 
 
 def _abs_includes(ctx: BuildContext, unit: CompileUnit, source_dir: Path) -> list[str]:
+    """Spec dirs, the source's own dir, the toolkit's (host TUs; nvcc knows its own), torch's, Python's
+    (binding TUs only), then the CUDA library wheels' headers last so the toolkit's own headers win."""
     dirs = [str(ctx.tree / d) if not Path(d).is_absolute() else d for d in unit.include_dirs]
     dirs.append(str(source_dir))  # split parts live elsewhere; their quoted includes resolve here
+    if unit.language == "cxx":
+        dirs += [str(d) for d in getattr(ctx.toolchain, "include_dirs", ())]
     dirs += ctx.torch_includes
     if unit.uses_python:
         dirs += list(ctx.python.include_dirs)
+    dirs += [str(d) for d in getattr(ctx.env, "cuda_library_include_dirs", ())]
     return list(dict.fromkeys(dirs))
 
 
@@ -281,11 +288,11 @@ def cache_key(ctx: BuildContext, unit: CompileUnit, text: bytes, tree_headers: s
         "flags": [_norm(ctx, f) for f in unit.flags],
         "include_dirs": [_norm(ctx, d) for d in unit.include_dirs],
         "platform": ctx.facts.platform,
-        "host_compiler": tool_identity((ctx.cxx.path, "--version")) if ctx.cxx.kind == "gcc" else ctx.cxx.path,
+        "host_compiler": ctx.host_identity or ctx.cxx.path,
         "torch": [ctx.env.torch_version, torch_headers],
     }
     if unit.language == "cuda":
-        payload["nvcc"] = tool_identity((str(ctx.toolchain.nvcc), "--version"))
+        payload["nvcc"] = ctx.nvcc_identity
     if unit.uses_python:
         payload["python"] = [ctx.python.version, ctx.python.ext_suffix, python_headers]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -352,6 +359,7 @@ def link_argv(ctx: BuildContext, module: PlannedModule) -> list[str]:
     libraries = list(dict.fromkeys([*ctx.env.libraries, "c10", "torch", "torch_cpu", "torch_python",
                                     "c10_cuda", "torch_cuda"]))
     cuda_home = Path(ctx.toolchain.cuda_home)
+    lib_dirs += [str(d) for d in getattr(ctx.toolchain, "library_dirs", ())]
     if ctx.windows:
         lib_dirs += [str(cuda_home / "lib" / "x64"), *ctx.python.lib_dirs]
         return [
@@ -362,7 +370,7 @@ def link_argv(ctx: BuildContext, module: PlannedModule) -> list[str]:
             "-INCLUDE:?warp_size@cuda@at@@YAHXZ", *module.resolved.link_flags,
         ]
     cuda_lib = cuda_home / "lib64" if (cuda_home / "lib64").is_dir() else cuda_home / "lib"
-    lib_dirs.append(str(cuda_lib))
+    lib_dirs = list(dict.fromkeys([*lib_dirs, str(cuda_lib)]))
     return [
         ctx.cxx.path, "-shared", "-s", "-o", str(module.output), *objects,
         *(f"-L{d}" for d in lib_dirs), *(f"-l{lib}" for lib in libraries), "-lcudart",
@@ -490,7 +498,12 @@ def compile_modules(
     cache_root = None
     if use_object_cache:
         cache_root = Path(cache_dir or os.environ.get("BUILDTOOL_CACHE_DIR") or Path.home() / ".cache" / "buildtool")
-    ctx = BuildContext(tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root)
+    ctx = BuildContext(
+        tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root,
+        nvcc_identity=tool_identity((str(toolchain.nvcc), "--version")),
+        host_identity=(tool_identity((cxx.path, "--version")) if cxx.kind == "gcc"
+                       else f"{cxx.path} {getattr(getattr(toolchain, 'host', None), 'version', '')}"),
+    )
 
     modules = plan_modules(ctx, specs)
     hits = _restore_cached(ctx, modules)

@@ -1,0 +1,305 @@
+"""Compile stage: the tiny fixture extension compiled END TO END with the real nvcc against a real torch
+(split TU, ninja, object cache, link, import), plus the pure parts (jobs, cache keys, command shapes,
+progress heartbeat with a real ninja). Windows command shapes are fixture tests (no MSVC here)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from buildtool import compile as cs
+from buildtool.errors import BuildError
+from buildtool.kernelspec import TargetFacts, load_kernel_spec
+from buildtool.matrix import Cell
+from buildtool.progress import STATUS_MARK, NinjaProgress
+
+TINY = Path(__file__).parent / "fixtures" / "tiny"
+TINY_SPEC = TINY / "kernels" / "tiny_cuda.yaml"
+
+
+def _nvcc() -> Path | None:
+    found = shutil.which("nvcc")
+    if found:
+        return Path(found)
+    cand = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
+    return cand if cand.is_file() else None
+
+
+def _torch_python() -> Path | None:
+    """$BUILDTOOL_TORCH_PYTHON, else the running interpreter if it has torch, else the shared /work/torchenv."""
+    env = os.environ.get("BUILDTOOL_TORCH_PYTHON")
+    if env:
+        return Path(env)
+    try:
+        import torch  # noqa: F401
+
+        return Path(sys.executable)
+    except ImportError:
+        pass
+    cand = Path("/work/torchenv/bin/python")
+    return cand if cand.is_file() else None
+
+
+def _cell(**kw: object) -> Cell:
+    base: dict[str, object] = dict(platform="linux-x86_64", python="3.11", cuda="13.0", torch="2.14.1",
+                                   package="tiny", version="0", cxx11_abi=True, cxx_std="20", archs=("9.0",),
+                                   ptx=False, triton=None)
+    base.update(kw)
+    return Cell.model_validate(base)
+
+
+@pytest.fixture(scope="module")
+def real_target() -> tuple[object, object]:
+    """The real toolchain (system nvcc) and build env (a torch-with-CUDA interpreter)."""
+    if _nvcc() is None:
+        pytest.skip("no nvcc: install a CUDA toolkit or put nvcc on PATH")
+    python = _torch_python()
+    if python is None:
+        pytest.skip("no torch interpreter: set BUILDTOOL_TORCH_PYTHON to a Python with a CUDA torch")
+    from buildtool import toolchain
+    from buildtool.buildenv import env_from_python
+
+    tc = toolchain.resolve("13.0", "linux-x86_64", "system")
+    env = env_from_python(python)
+    if not env.torch_cuda:
+        pytest.skip(f"{python} has a CPU-only torch")
+    return tc, env
+
+
+def _list_elf(module: Path) -> tuple[list[int], list[int], str]:
+    """(cubin archs, ptx archs, how): cuobjdump when available, else the pure fatbin reader."""
+    from buildtool.verify.binaries import read_elf
+    from buildtool.verify.static import cuobjdump_archs, find_cuobjdump
+
+    tool = find_cuobjdump()
+    if tool:
+        cubins, ptx = cuobjdump_archs(tool, module.read_bytes())
+        return sorted(cubins), sorted(ptx), "cuobjdump"
+    info = read_elf(module.read_bytes())
+    return list(info.cubin_archs), list(info.ptx_archs), "fatbin reader"
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object], tmp_path: Path) -> None:
+    tc, env = real_target
+    spec = load_kernel_spec(TINY_SPEC)
+    cache = tmp_path / "cache"
+    result = cs.compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / "b1", tmp_path / "b1.log",  # type: ignore[arg-type]
+                                cache_dir=cache, use_ccache=False, quiet=True)
+    # the .cpp binding plus the .cu kernel split in two generated TUs, all compiled
+    assert (result.cache_hits, result.cache_misses) == (0, 3)
+    assert {t.unit for t in result.timings} == {"csrc/tiny.cpp", "csrc/tiny_kernel.part1of2.cu",
+                                                  "csrc/tiny_kernel.part2of2.cu"}
+    assert result.timings[0].seconds >= result.timings[-1].seconds
+    (module,) = result.modules
+    assert module.path.name == f"tiny_cuda{env.ext_suffix}" and module.size == module.path.stat().st_size  # type: ignore[attr-defined]
+    cubins, ptx, how = _list_elf(module.path)
+    assert cubins == [90], how
+    assert ptx == [], how
+    # linked, stripped, imports next to torch (it cannot run here: no GPU)
+    out = subprocess.run(
+        [str(env.python), "-c", "import torch, tiny_cuda; print(tiny_cuda.scale_add.__doc__)"],  # type: ignore[attr-defined]
+        cwd=module.path.parent, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "alpha * x + y" in out.stdout
+    file_out = subprocess.run(["file", str(module.path)], capture_output=True, text=True)
+    if file_out.returncode == 0:
+        assert "not stripped" not in file_out.stdout
+    log = result.log_path.read_text()
+    assert "nvcc" in log and "-Xfatbin=-compress-all" in log and "-lineinfo" not in log
+
+    # The same sources from another place (as another Python version's prepared tree would be): every
+    # object comes from the cache, only the link runs.
+    tree2 = tmp_path / "tree2"
+    shutil.copytree(TINY, tree2)
+    again = cs.compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b2.log",  # type: ignore[arg-type]
+                               cache_dir=cache, use_ccache=False, quiet=True)
+    assert (again.cache_hits, again.cache_misses) == (3, 0)
+    assert all(t.cached for t in again.timings)
+    assert again.modules[0].path.is_file()
+
+    # An edited kernel misses only its own TUs (both split parts read the same file).
+    kernel = tree2 / "csrc" / "tiny_kernel.cu"
+    kernel.write_text(kernel.read_text().replace("kThreads = 256", "kThreads = 128"))
+    third = cs.compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b3.log",  # type: ignore[arg-type]
+                               cache_dir=cache, use_ccache=False, quiet=True)
+    assert (third.cache_hits, third.cache_misses) == (1, 2)
+
+
+@pytest.mark.slow
+def test_compile_error_is_a_build_error_with_the_compiler_message(real_target: tuple[object, object],
+                                                                    tmp_path: Path) -> None:
+    tc, env = real_target
+    tree = tmp_path / "tree"
+    shutil.copytree(TINY, tree)
+    kernel = tree / "csrc" / "tiny_kernel.cu"
+    kernel.write_text(kernel.read_text().replace("if (i < n) {", "if (i < n) { undeclared_thing();"))
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_kernel.cu",), "split": ()})
+    with pytest.raises(BuildError) as info:
+        cs.compile_modules(tree, [spec], _cell(), tc, env, tmp_path / "b", tmp_path / "b.log",  # type: ignore[arg-type]
+                           cache_dir=tmp_path / "cache", use_ccache=False, quiet=True)
+    text = str(info.value)
+    assert "tiny_kernel.cu" in text and "undeclared_thing" in text
+    assert str(tmp_path / "b.log") in text
+    assert "undeclared_thing" in (tmp_path / "b.log").read_text()
+
+
+# ---------------------------------------------------------------------------------------- pure parts
+def test_jobs_sized_to_cores_and_memory() -> None:
+    gib = 1024**3
+    assert cs.default_jobs(1, cores=2, memory=22 * gib) == 2
+    assert cs.default_jobs(1, cores=16, memory=22 * gib) == 5  # 4 GiB per nvcc
+    assert cs.default_jobs(4, cores=16, memory=64 * gib) == 4  # --threads 4 multiplies memory
+    assert cs.default_jobs(4, cores=16, memory=3 * gib) == 1
+    assert cs.default_jobs(1, cores=8, memory=None) == 8
+
+
+@dataclass
+class FakeHost:
+    kind: str
+    path: Path
+    version: str = "0"
+
+
+@dataclass
+class FakeToolchain:
+    cuda_home: Path
+    nvcc: Path
+    cuda_version: str
+    host: FakeHost
+    env: dict[str, str] = field(default_factory=dict)
+    include_dirs: tuple[Path, ...] = ()
+    library_dirs: tuple[Path, ...] = ()
+
+
+@dataclass
+class FakeEnv:
+    python: Path
+    torch_version: str
+    cxx11_abi: bool
+    include_dirs: tuple[Path, ...]
+    library_dirs: tuple[Path, ...]
+    libraries: tuple[str, ...]
+    ext_suffix: str
+    cuda_library_include_dirs: tuple[Path, ...] = ()
+
+
+def _windows_context(tmp_path: Path) -> cs.BuildContext:
+    cuda = "C:/Program Files/NVIDIA GPU Computing Toolkit/CUDA/v13.2"
+    tc = FakeToolchain(Path(cuda), Path(cuda + "/bin/nvcc.exe"), "13.2.51",
+                       FakeHost("msvc", Path("C:/VS/VC/Tools/MSVC/14.44.35207/bin/Hostx64/x64/cl.exe")))
+    torch = Path("C:/py/Lib/site-packages/torch")
+    env = FakeEnv(Path("C:/py/python.exe"), "2.13.0+cu132", False, (torch / "include",),
+                  (torch / "lib", Path("C:/py/libs")), ("c10", "torch", "torch_cpu", "torch_python"),
+                  ".cp312-win_amd64.pyd")
+    cell = _cell(platform="windows-x86_64", python="3.12", cuda="13.2", torch="2.13.0", cxx11_abi=False,
+                 archs=("8.0", "9.0", "12.0"), ptx=True)
+    facts = TargetFacts.from_cell(cell, cuda="13.2", compiler="msvc", cuda_home=cuda)
+    py = cs.PythonFacts("3.12", env.ext_suffix, ("C:/py/Include",), ("C:/py/libs",))
+    return cs.BuildContext(tmp_path / "tree", tmp_path / "build", facts, tc, env,  # type: ignore[arg-type]
+                           cs.HostCompiler(str(tc.host.path), "msvc"), py, (str(torch / "include"),), None,
+                           nvcc_identity="Cuda compilation tools, release 13.2, V13.2.51", host_identity="cl 14.44")
+
+
+def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None:
+    ctx = _windows_context(tmp_path)
+    (ctx.tree / "csrc").mkdir(parents=True)
+    for name in ("tiny.cpp", "tiny_kernel.cu", "tiny.h"):
+        shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
+    modules = cs.plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    (module,) = modules
+    assert module.output.name == "tiny_cuda.cp312-win_amd64.pyd"
+    assert all(u.object_path.suffix == ".obj" for u in module.units)
+    link = cs.link_argv(ctx, module)
+    assert link[:3] == ["link.exe", "/nologo", "/DLL"]
+    assert f"/OUT:{module.output}" in link and "/EXPORT:PyInit_tiny_cuda" in link
+    assert "cudart.lib" in link and "torch_cuda.lib" in link and "c10_cuda.lib" in link
+    assert "-INCLUDE:?warp_size@cuda@at@@YAHXZ" in link
+    assert "/LIBPATH:C:/py/libs" in [a.replace("\\", "/") for a in link]
+    assert any(a.replace("\\", "/").endswith("CUDA/v13.2/lib/x64") for a in link if a.startswith("/LIBPATH:"))
+    cpp = next(u for u in module.units if u.unit.language == "cxx")
+    argv = cs.compile_argv(ctx, cpp)
+    assert argv[:2] == [str(ctx.toolchain.host.path), "/nologo"]  # type: ignore[attr-defined]
+    assert "/std:c++20" in argv and "/Zc:preprocessor" in argv and "/DWIN32_LEAN_AND_MEAN" in argv
+    assert argv[-2] == "/c" or argv[-3] == "/c"
+    assert argv[-1].startswith("/Fo") and argv[-1].endswith(".obj")
+    cu = next(u for u in module.units if u.unit.language == "cuda")
+    nvcc = cs.compile_argv(ctx, cu)
+    assert "-ccbin" not in nvcc  # vcvars' cl.exe on PATH is nvcc's host compiler
+    assert "-Xcompiler=/Zc:preprocessor" in nvcc and "--use-local-env" in nvcc
+    assert "-DWIN32_LEAN_AND_MEAN" in nvcc
+    assert nvcc[nvcc.index("--threads") + 1] == "4"
+    assert "arch=compute_120,code=compute_120" in nvcc
+    for m in modules:
+        m.link_command = cs.link_argv(ctx, m)
+    text = cs.write_build_ninja(ctx, modules, launcher="sccache").read_text()
+    assert 'cmd /c "type nul > $out.start" && sccache $cmd /showIncludes' in text
+    assert "deps = msvc" in text
+    # list2cmdline quoting: the toolkit path has spaces
+    assert '"C:/Program Files/NVIDIA GPU Computing Toolkit/CUDA/v13.2/bin/nvcc.exe"' in text
+
+
+def test_cache_key_ignores_python_for_cuda_units_and_not_for_the_binding(tmp_path: Path) -> None:
+    """CUDA objects are shared across Python versions of a cell; the .cpp binding is per Python."""
+    import dataclasses
+
+    from buildtool.kernelspec import resolve
+
+    ctx = _windows_context(tmp_path)
+
+    resolved = resolve(load_kernel_spec(TINY_SPEC), ctx.facts)
+    cu = next(u for u in resolved.units if u.language == "cuda")
+    cpp = next(u for u in resolved.units if u.language == "cxx")
+    other = dataclasses.replace(ctx, python=cs.PythonFacts("3.13", ".cp313-win_amd64.pyd", ("C:/py313/Include",)),
+                                tree=tmp_path / "elsewhere", build_dir=tmp_path / "b313")
+    newer_nvcc = dataclasses.replace(ctx, nvcc_identity="Cuda compilation tools, release 13.2, V13.2.78")
+
+    def key(c: cs.BuildContext, u: object, text: bytes = b"text", tree: str = "tree", torch: str = "torch",
+            py: str = "py-headers") -> str:
+        return cs.cache_key(c, u, text, tree, torch, py)  # type: ignore[arg-type]
+
+    assert key(ctx, cu, py="py311") == key(other, cu, py="py313")
+    assert key(ctx, cpp, py="py311") != key(other, cpp, py="py313")
+    assert key(ctx, cu) != key(ctx, cu, text=b"other text")
+    assert key(ctx, cu) != key(ctx, cu, torch="torch 2.14 headers")
+    assert key(ctx, cu) != key(ctx, cu, tree="an edited header")
+    assert key(ctx, cu) != key(newer_nvcc, cu)
+    assert key(ctx, cpp) == key(newer_nvcc, cpp)
+
+
+def test_progress_heartbeat_names_running_units_with_real_ninja(tmp_path: Path) -> None:
+    """A unit that runs long without finishing is named in the log while it runs (no silent hang)."""
+    ninja = cs.ninja_binary(dict(os.environ))
+    (tmp_path / "build.ninja").write_text(textwrap.dedent("""\
+        rule slow
+          command = : > $out.start && sleep 2 && : > $out
+          description = $desc
+        build a.o: slow
+          desc = mod: a.cu
+        build b.o: slow
+          desc = mod: b.cu
+    """))
+    log = io.StringIO()
+    units = {str(tmp_path / "a.o"): "mod: a.cu", str(tmp_path / "b.o"): "mod: b.cu"}
+    progress = NinjaProgress(units, log, quiet=True, heartbeat_s=0.8, poll_s=0.1)
+    code = progress.run([ninja, "-C", str(tmp_path), "-j", "1"], {**os.environ, "NINJA_STATUS": STATUS_MARK + "%f/%t| "})
+    assert code == 0
+    text = log.getvalue()
+    assert "still compiling" in text and "mod: a.cu (" in text
+    assert f"{STATUS_MARK}1/2| mod: a.cu" in text and f"{STATUS_MARK}2/2| mod: b.cu" in text
+    assert set(progress.finished) == set(units)
+
+
+def test_read_ninja_log(tmp_path: Path) -> None:
+    (tmp_path / ".ninja_log").write_text("# ninja log v5\n0\t1500\t0\tobj/a.o\tabc\n10\t30\t0\tobj/a.o\tdef\n")
+    assert cs.read_ninja_log(tmp_path) == {os.path.normpath("obj/a.o"): 0.02}

@@ -3,6 +3,7 @@
     nox -s tests          # the test suite (what .ci/run runs)
     nox -s lint           # ruff + mypy
     nox -s matrix         # print the matrix (pass a profile: nox -s matrix -- --profile cu124)
+    nox -s verify         # verify wheels next to the current torch (nox -s verify -- dist/*.whl --json r.json)
 """
 
 from __future__ import annotations
@@ -79,3 +80,11 @@ def _build_session(profile: str) -> None:
 
 for _profile in _profiles():
     _build_session(_profile)
+
+
+@nox.session(venv_backend="none")
+def verify(session: nox.Session) -> None:
+    """Verify wheels with the current interpreter and its torch (never a fresh venv: the GPU checks must run
+    next to the torch the wheels were built for). `nox -s verify -- dist/*.whl --json verify.json`"""
+    args = session.posargs or ["dist"]
+    session.run("python", "-m", "buildtool", "verify", *args, external=True)

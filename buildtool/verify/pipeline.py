@@ -1,0 +1,82 @@
+"""`verify`: static checks for every wheel, then the GPU checks per wheel group, into one Report."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from buildtool.errors import UserError
+from buildtool.verify import gpu
+from buildtool.verify.models import CheckResult, Environment, Report, failed, skipped
+from buildtool.verify.static import TargetLibs, WheelContents, find_cuobjdump, static_checks
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    gpu: bool = True             # False: static checks only; GPU checks reported as skipped
+    require_gpu: bool = False    # a missing GPU is a failure (GPU CI runners)
+    bench: bool = True
+    skip: tuple[str, ...] = ()   # fnmatch patterns of GPU check names
+    timeout: int = 900           # seconds per wheel group
+    keep: Path | None = None     # keep install dirs and job files here
+    python: str = sys.executable
+
+
+def collect_wheels(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(sorted(p.glob("*.whl")))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise UserError(f"{p}: no such wheel or directory")
+    if not found:
+        raise UserError("no wheels to verify", hint="pass wheel files or a directory holding them, e.g. dist/")
+    return found
+
+
+def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Report:
+    options = options or VerifyOptions()
+    wheels = collect_wheels(paths)
+    target = TargetLibs.discover()
+    cuobjdump = find_cuobjdump()
+    results: list[CheckResult] = []
+    contents: list[WheelContents] = []
+    for w in wheels:
+        wc, rows = static_checks(w, target=target, cuobjdump=cuobjdump)
+        results.extend(rows)
+        if wc is not None:
+            contents.append(wc)
+    env = Environment(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), host_python=sys.version.split()[0],
+                      platform=f"{platform.system()} {platform.machine()} {platform.release()}", cuobjdump=cuobjdump)
+    if not options.gpu:
+        results.extend(gpu.no_gpu_results(contents, "GPU checks not requested (--static-only)"))
+        return Report(environment=env, wheels=tuple(w.name for w in wheels), results=tuple(results))
+    info = gpu.probe(options.python)
+    env = env.model_copy(update={"torch": info.get("torch"), "torch_cuda": info.get("torch_cuda"), "gpu": info.get("gpu"),
+                                 "gpu_arch": f"sm_{info['gpu_arch']}" if info.get("gpu_arch") else None,
+                                 "driver": info.get("driver"), "note": info.get("error", "")})
+    if not info.get("cuda_available"):
+        reason = info.get("error") or "torch.cuda.is_available() is False on this machine"
+        results.extend(gpu.no_gpu_results(contents, reason))
+        if options.require_gpu:
+            results.append(failed("-", "gpu required", f"--require-gpu was given but there is no usable GPU: {reason}"))
+        return Report(environment=env, wheels=tuple(w.name for w in wheels), results=tuple(results))
+    groups, notes = gpu.group_wheels(contents)
+    results.extend(notes)
+    for group in groups:
+        foreign = [w for w in group.wheels.values() if not gpu.compatible_with_interpreter(w)]
+        if foreign:
+            results.extend(skipped(w.label, "gpu checks", f"not installable by this interpreter (Python "
+                                   f"{sys.version_info.major}.{sys.version_info.minor}, {platform.machine()}): "
+                                   f"tags {w.name.python_tag}-{w.name.abi_tag}-{w.name.platform_tag}")
+                           for w in group.wheels.values())
+            continue
+        results.extend(gpu.run_group(group, skip=list(options.skip), bench=options.bench, timeout=options.timeout,
+                                     python=options.python, keep=options.keep))
+    return Report(environment=env, wheels=tuple(w.name for w in wheels), results=tuple(results))

@@ -5,11 +5,11 @@
     env = create_build_env(cell, root)                    # isolated venv with the cell's torch, cached
     check_matches(env, cell)                              # UserError when torch/CUDA/ABI differ from the cell
 
-`BuildEnv` carries what the compile needs from torch: include dirs (torch's own; the CUDA toolkit's come
-from `Toolchain.include_dirs`), the headers of the CUDA library wheels torch depends on
+`BuildEnv` carries what the compile needs from torch: include dirs (torch's own plus Python.h's; the CUDA
+toolkit's come from `Toolchain.include_dirs`), the headers of the CUDA library wheels torch depends on
 (`cuda_library_include_dirs`: site-packages/nvidia/*/include — cublas, cusparse, cusolver, ... which a
 nvcc-only toolkit such as the `pypi` one does not have), the torch library dir and libraries to link,
-the C++11 ABI torch was built with and torch's CUDA. Include order for the compile: toolchain includes,
+the C++11 ABI torch was built with, torch's CUDA and the extension-module suffix. Include order for the compile: toolchain includes,
 then `include_dirs`, then `cuda_library_include_dirs` (so the toolkit's own cuda_runtime.h wins).
 
 `create_build_env(cell, root, *, index_url=None, installer="pip")`:
@@ -59,6 +59,7 @@ except TypeError:  # torch < 2.6: include_paths(cuda=True)
     inc = ce.include_paths(cuda=True)
 sentinel = os.environ["CUDA_HOME"]
 inc = [p for p in inc if not p.startswith(sentinel)]
+inc.append(sysconfig.get_paths()["include"])  # Python.h (torch/extension.h includes it)
 site = sysconfig.get_paths()["purelib"]
 libdir = os.path.join(os.path.dirname(torch.__file__), "lib")
 abi = bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", False)) and sys.platform != "win32"
@@ -66,10 +67,14 @@ nv = sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
 names = ["c10", "torch", "torch_cpu", "torch_python", "c10_cuda", "torch_cuda"]
 present = set(os.listdir(libdir)) if os.path.isdir(libdir) else set()
 libs = [n for n in names if ("lib%s.so" % n) in present or ("%s.lib" % n) in present]
+libdirs = [libdir]
+if sys.platform == "win32":  # python3X.lib for the link
+    libdirs.append(os.path.join(sys.base_exec_prefix, "libs"))
 print("BUILDTOOL_JSON=" + json.dumps({
     "python": sys.executable, "python_version": platform.python_version(),
     "torch_version": torch.__version__, "torch_cuda": torch.version.cuda, "cxx11_abi": abi,
-    "include_dirs": inc, "cuda_library_include_dirs": nv, "library_dirs": [libdir],
+    "include_dirs": inc, "cuda_library_include_dirs": nv, "library_dirs": libdirs,
+    "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
     "libraries": libs, "torch_lib_dir": libdir, "site_packages": site,
 }))
 """
@@ -89,6 +94,7 @@ class BuildEnv(BaseModel):
     libraries: tuple[str, ...]
     torch_lib_dir: Path
     site_packages: Path
+    ext_suffix: str  # ".cpython-311-x86_64-linux-gnu.so" / ".cp311-win_amd64.pyd"
     origin: Literal["current", "interpreter", "created"] = "interpreter"
 
     @property

@@ -88,7 +88,7 @@ def test_mismatches_name_both_sides() -> None:
 def test_find_python() -> None:
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert find_python(running) == Path(sys.executable)
-    with pytest.raises(UserError, match="no Python 2.9 interpreter"):
+    with pytest.raises(UserError, match=r"no Python 2\.9 interpreter"):
         find_python("2.9")
 
 
@@ -130,8 +130,10 @@ def test_create_build_env_real() -> None:
     assert env.python.is_relative_to(root / env_key(cell()))
     assert env.python_version.startswith("3.11.")
     # The env was built elsewhere and renamed: its console scripts must point at the final location.
-    ninja = env.python.parent / "ninja"
-    assert subprocess.run([str(ninja), "--version"], capture_output=True).returncode == 0
+    pip_script = env.python.parent / "pip"
+    assert pip_script.read_text().splitlines()[0] == f"#!{env.python.parent / 'python'}"
+    assert subprocess.run([str(pip_script), "--version"], capture_output=True).returncode == 0
+    assert subprocess.run([str(env.python.parent / "ninja"), "--version"], capture_output=True).returncode == 0
     proc = subprocess.run([str(env.python), "-c", "import numpy, torch; print(torch.version.cuda)"],
                           capture_output=True, text=True)
     assert proc.stdout.strip() == "13.0", proc.stderr

@@ -131,7 +131,7 @@ def test_create_build_env_real() -> None:
     assert env.python_version.startswith("3.11.")
     # The env was built elsewhere and renamed: its console scripts must point at the final location.
     pip_script = env.python.parent / "pip"
-    assert pip_script.read_text().splitlines()[0] == f"#!{env.python.parent / 'python'}"
+    assert pip_script.read_text().splitlines()[0].startswith(f"#!{env.python.parent}/python")
     assert subprocess.run([str(pip_script), "--version"], capture_output=True).returncode == 0
     assert subprocess.run([str(env.python.parent / "ninja"), "--version"], capture_output=True).returncode == 0
     proc = subprocess.run([str(env.python), "-c", "import numpy, torch; print(torch.version.cuda)"],

@@ -5,6 +5,7 @@ every version it claims through the source mirror)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -229,3 +230,46 @@ def test_patches_check_every_claimed_version(tmp_path: Path, monkeypatch: pytest
     assert not bad, bad
     assert len(report.patches) >= 23
 
+
+
+CUB_TARGETS = [("mamba-ssm", "2.2.2"), ("mamba-ssm-vim", "1.1.1"), ("selective-scan", "0.0.2")]
+
+
+@pytest.mark.slow
+@pytest.mark.mirror
+@pytest.mark.parametrize(("package", "version"), CUB_TARGETS, ids=[f"{p}-{v}" for p, v in CUB_TARGETS])
+def test_cuda13_cub_patch_with_real_nvcc(tmp_path: Path, package: str, version: str) -> None:
+    """nvcc 13 rejects upstream's reverse_scan.cuh with the exact error the patch header quotes, and
+    accepts the patched header (a TU that includes it; cub names are looked up at definition)."""
+    nvcc = shutil.which("nvcc")
+    mirror = _mirror()
+    if nvcc is None or mirror is None:
+        pytest.skip("needs nvcc on PATH and a source mirror (BUILDTOOL_SOURCE_MIRROR)")
+    version_out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    if "release 13." not in version_out:
+        pytest.skip("needs nvcc 13.x (CCCL 3)")
+    from buildtool.sources import fetch
+
+    rv = load_recipes(REPO / "recipes")[package].get(version)
+    try:
+        src = fetch(rv.source, tmp_path / "tree", mirror=mirror, cache_dir=tmp_path / "cache")
+    except UserError as exc:
+        pytest.skip(f"{package} {version} not in the mirror: {exc.message}")
+    tu = tmp_path / "t.cu"
+    tu.write_text('#include "reverse_scan.cuh"\n__global__ void k(float *x) { x[0] = 1.f; }\n')
+    include = src.tree / "csrc" / "selective_scan"
+
+    def compile_tu() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([nvcc, "-std=c++17", "-arch=sm_90", f"-I{include}", "-c", str(tu), "-o",
+                               str(tmp_path / "t.o")], capture_output=True, text=True)
+
+    before = compile_tu()
+    assert before.returncode != 0
+    assert 'error: namespace "cub" has no member "LaneId"' in before.stdout + before.stderr
+    assert 'error: namespace "cub" has no member "CTA_SYNC"' in before.stdout + before.stderr
+    patches = [p for p in select(load_patches(REPO / "patches", package), version, "linux-x86_64")
+               if p.header.reference.endswith(("MS-4", "VM-4", "MS-4)"))]
+    assert len(patches) == 1
+    apply_to_tree(src.tree, patches)
+    after = compile_tu()
+    assert after.returncode == 0, after.stdout + after.stderr

@@ -3,6 +3,7 @@
     nox -s tests          # the test suite (what .ci/run runs)
     nox -s lint           # ruff + mypy
     nox -s matrix         # print the matrix (pass a profile: nox -s matrix -- --profile cu124)
+    nox -s patches        # check every source patch against every version it claims
     nox -s verify         # verify wheels next to the current torch (nox -s verify -- dist/*.whl --json r.json)
 """
 
@@ -38,6 +39,14 @@ def lint(session: nox.Session) -> None:
 def matrix(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("buildtool", "matrix", *session.posargs)
+
+
+@nox.session
+def patches(session: nox.Session) -> None:
+    """Every source patch against every recipe version it claims, then lint-source on the patched trees
+    (git sources need a mirror: nox -s patches -- --source-mirror DIR)."""
+    session.install("-e", ".")
+    session.run("buildtool", "patches", "check", *session.posargs)
 
 
 # ---------------------------------------------------------------- builds: one session per matrix profile

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import IO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
@@ -45,19 +46,19 @@ class ElfInfo:
         return self.max_version("GLIBCXX_")
 
 
-def _read(stream: io.BufferedIOBase | io.BytesIO) -> ElfInfo:
+def _read(stream: IO[bytes]) -> ElfInfo:
     elf = ELFFile(stream)
     needed: list[str] = []
     undefined: list[str] = []
     needs: dict[str, tuple[str, ...]] = {}
     for sec in elf.iter_sections():
         if isinstance(sec, DynamicSection):
-            needed += [t.needed for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+            needed += [str(getattr(t, "needed", "")) for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
         elif isinstance(sec, SymbolTableSection) and sec.name == ".dynsym":
             undefined += [s.name for s in sec.iter_symbols() if s.name and s["st_shndx"] == "SHN_UNDEF"]
         elif isinstance(sec, GNUVerNeedSection):
             for verneed, auxes in sec.iter_versions():
-                needs[verneed.name] = tuple(a.name for a in auxes)
+                needs[str(verneed.name)] = tuple(str(a.name) for a in auxes)
     machine = MACHINES.get(elf["e_machine"], str(elf["e_machine"]))
     return ElfInfo(machine=machine, needed=tuple(needed), undefined=tuple(sorted(set(undefined))), version_needs=needs)
 

@@ -117,7 +117,7 @@ def _archs_from(prov: dict[str, Any] | None) -> tuple[tuple[str, ...], str | Non
     """Archs and PTX arch from the provenance the wheel stage writes (cell summary, or flat)."""
     if not prov:
         return (), None
-    cell = prov.get("cell") if isinstance(prov.get("cell"), dict) else prov
+    cell: dict[str, Any] = prov["cell"] if isinstance(prov.get("cell"), dict) else prov
     archs = cell.get("archs") or prov.get("archs") or ()
     ptx = cell.get("ptx", prov.get("ptx"))
     if isinstance(archs, str):

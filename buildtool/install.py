@@ -95,7 +95,7 @@ def wheel_modules(path: Path) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------- requirements
 def marker_env(target: Target) -> dict[str, str]:
-    env = dict(default_environment())
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     py = f"{target.python_tag[2]}.{target.python_tag[3:]}"
     env.update(python_version=py, python_full_version=py + ".0")
     if target.platform.startswith("windows"):

@@ -311,3 +311,13 @@ def test_cli_json_system(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] and data["provider"] == "system" and data["cuda_version"].startswith("13.0.")
     assert data["attempts"][0]["ok"] is True
+
+
+@needs_system_cuda
+def test_toolkit_found_but_no_host_compiler(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    with pytest.raises(ToolchainNotFound) as exc:
+        resolve("13.0", HERE, "system", cache_dir=tmp_path, env={"PATH": str(empty), "CUDA_HOME": str(_system_13_0())})
+    assert "no host C++ compiler for CUDA 13.0" in exc.value.message and "no g++ on PATH" in exc.value.message
+    assert "apt install gcc-15 g++-15" in (exc.value.hint or "")

@@ -83,9 +83,10 @@ def _cell_cuda(cuda: str) -> str:
 
 def _try_provider(
     name: ProviderName, cuda: str, platform: str, env: Mapping[str, str], cache_dir: Path, facts: ProviderFacts,
-    host_cxx: Path | None,
+    host_cxx: Path | None, requested: str,
 ) -> tuple[Path | None, str, str]:
-    """(CUDA_HOME or None, full version, detail) for one provider; never raises for "not available"."""
+    """(CUDA_HOME or None, full version, detail) for one provider; never raises for "not available".
+    ``requested`` is the CUDA as given ("12.4.0" pins conda's label; "12.4" takes the table's)."""
     if name == "system":
         home, version, notes = system.find_system_toolkit(cuda, platform, env, facts)
         return home, version, "; ".join(notes)
@@ -101,7 +102,7 @@ def _try_provider(
     if tool is None:
         return None, "", f"no {', '.join(facts.conda.tools[:-1])} or {facts.conda.tools[-1]} on PATH"
     try:
-        return conda.provision(cuda, platform, cache_dir, facts, tool, env=env)
+        return conda.provision(requested, platform, cache_dir, facts, tool, env=env)
     except (BuildError, OSError, ValueError) as exc:
         return None, "", str(exc)
 
@@ -178,7 +179,7 @@ def resolve(
     attempts: list[ProviderAttempt] = []
     found: tuple[ProviderName, Path, str] | None = None
     for name in order:
-        home, version, detail = _try_provider(name, cell_cuda, platform, base, cache, facts, host.path if host else None)
+        home, version, detail = _try_provider(name, cell_cuda, platform, base, cache, facts, host.path if host else None, cuda)
         attempts.append(ProviderAttempt(provider=name, ok=home is not None, detail=detail))
         if home is not None:
             found = (name, home, version)

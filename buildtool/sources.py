@@ -325,11 +325,19 @@ def mirror_candidates(mirror: Path, name: str) -> list[Path]:
     return [mirror / name / "repo", mirror / f"{name}.git", mirror / name]
 
 
+GIT_TIMEOUT_S = 900.0
+# Never ask for credentials (a private or renamed repository would otherwise hang on a prompt).
+_GIT_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"}
+
+
 def _git(args: list[str], *, what: str) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(["git", *args], capture_output=True, check=False)
+        return subprocess.run(["git", *args], capture_output=True, check=False, env=_GIT_ENV,
+                              timeout=GIT_TIMEOUT_S)
     except FileNotFoundError:
         raise UserError(f"git is needed to fetch {what} but is not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"git {args[0]} for {what} timed out after {GIT_TIMEOUT_S:.0f} s") from None
 
 
 def _git_dir(candidate: Path) -> Path | None:
@@ -373,7 +381,7 @@ def _git_archive(src: GitSource, cache: Path, mirror: Path | None) -> tuple[Path
         for candidate in mirror_candidates(mirror, src.mirror_name):
             git_dir = _git_dir(candidate)
             if git_dir is None:
-                tried.append(f"{candidate} (not a git repository)")
+                tried.append(f"{candidate} ({'not a git repository' if candidate.exists() else 'absent'})")
                 continue
             if _archive_from_git_dir(git_dir, src, cached):
                 return cached, f"mirror {git_dir}"

@@ -112,7 +112,13 @@ def test_unknown_cell_to_explain() -> None:
 
 
 def test_github_output_needs_github_format(tmp_path: Path) -> None:
-    assert_user_error(run_matrix("--github-output", str(tmp_path / "o")), "--github-output needs --format github")
+    assert_user_error(run_matrix("--github-output", str(tmp_path / "o")), "--github-output and --max-chunks need --format github")
+
+
+def test_max_chunks() -> None:
+    assert run_matrix("--format", "github", "--profile", "current", "--max-chunks", "2").returncode == 0
+    assert_user_error(run_matrix("--format", "github", "--profile", "current", "--max-chunks", "1"),
+                      "cells need 2 chunks of 256, but --max-chunks is 1", "hint: add fan-out jobs")
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from buildtool.console import out, print_json
 from buildtool.errors import UserError
-from buildtool.matrix import github_matrix, load_matrix
+from buildtool.matrix import GITHUB_CHUNK, github_matrix, load_matrix
 from buildtool.project import find_project
 
 
@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--github-output", type=Path, metavar="FILE",
                    help="with --format github: also append count=, chunks=, matrix-N= and verify= lines to FILE "
                         "(GitHub Actions passes $GITHUB_OUTPUT); works on any file locally")
+    p.add_argument("--max-chunks", type=int, metavar="N",
+                   help="with --format github: fail unless the cells fit in N chunks of 256 (the fan-out jobs a "
+                        "workflow has)")
     p.set_defaults(func=run)
 
 
@@ -39,8 +42,8 @@ def write_github_output(path: Path, data: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.github_output and args.format != "github":
-        raise UserError("--github-output needs --format github")
+    if (args.github_output or args.max_chunks is not None) and args.format != "github":
+        raise UserError("--github-output and --max-chunks need --format github")
     project = find_project()
     matrix = load_matrix(project.root, args.file)
     expansion = matrix.expand()
@@ -68,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
         print_json([c.summary() for c in cells])
     elif args.format == "github":
         data = github_matrix(cells, runners=matrix.spec.runners)
+        if args.max_chunks is not None and data["chunks"] > args.max_chunks:
+            raise UserError(
+                f"{data['count']} cells need {data['chunks']} chunks of {GITHUB_CHUNK}, but --max-chunks is "
+                f"{args.max_chunks}",
+                hint="add fan-out jobs to .github/workflows/wheels.yml or build a smaller profile",
+            )
         print_json(data)
         if args.github_output:
             write_github_output(args.github_output, data)

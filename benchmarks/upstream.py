@@ -1,0 +1,100 @@
+"""Build a package with upstream's own setup.py, for comparison benchmarks only.
+
+Works on a temporary copy of the source: the copy's setup.py gets a few lines injected (ours) that keep
+only the requested `-gencode` pairs, so upstream and buildtool compile the same arch list. Nothing
+from upstream is stored in this repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Injected before upstream's first `ext_modules.append(`: filter cc_flag's gencode pairs.
+_FILTER = """{indent}_keep_codes = {codes!r}
+{indent}_filtered = []
+{indent}_i = 0
+{indent}while _i < len(cc_flag):
+{indent}    if cc_flag[_i] == "-gencode":
+{indent}        if cc_flag[_i + 1] in _keep_codes:
+{indent}            _filtered += cc_flag[_i:_i + 2]
+{indent}        _i += 2
+{indent}    else:
+{indent}        _filtered.append(cc_flag[_i])
+{indent}        _i += 1
+{indent}cc_flag[:] = _filtered
+"""
+
+
+def restrict_archs(setup_py: str, archs: list[str]) -> str:
+    """Return setup.py text whose cc_flag keeps only `arch=compute_XY,code=sm_XY` for ``archs``."""
+    codes = [f"arch=compute_{a.replace('.', '')},code=sm_{a.replace('.', '')}" for a in archs]
+    m = re.search(r"^(?P<indent>[ \t]*)ext_modules\.append\(", setup_py, re.MULTILINE)
+    if m is None or "cc_flag" not in setup_py:
+        raise ValueError("setup.py has no cc_flag / ext_modules.append( to restrict")
+    return setup_py[: m.start()] + _FILTER.format(indent=m["indent"], codes=codes) + setup_py[m.start() :]
+
+
+@dataclass
+class UpstreamResult:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    wheel: Path | None
+    wheel_bytes: int
+    tu_seconds: dict[str, float] = field(default_factory=dict)
+    returncode: int = 0
+    log: Path | None = None
+
+
+def ninja_log_durations(build_root: Path) -> dict[str, float]:
+    """Per-output seconds from every .ninja_log below ``build_root`` (last entry per output wins)."""
+    times: dict[str, float] = {}
+    for log in build_root.rglob(".ninja_log"):
+        for line in log.read_text().splitlines():
+            if line.startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) >= 4:
+                start, end, _, output = parts[:4]
+                times[Path(output).name] = (int(end) - int(start)) / 1000.0
+    return times
+
+
+def build_upstream(source: Path, archs: list[str], out_dir: Path, jobs: int, env_extra: dict[str, str]) -> UpstreamResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="upstream-"))
+    tree = work / "src"
+    shutil.copytree(source, tree)
+    setup = tree / "setup.py"
+    setup.write_text(restrict_archs(setup.read_text(), archs))
+    env = dict(os.environ, MAX_JOBS=str(jobs), **env_extra)
+    log = out_dir / f"upstream-{source.name}.log"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-v", "-w", str(out_dir), str(tree)],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tree,
+        )
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wheels = sorted(out_dir.glob("*.whl"))
+    return UpstreamResult(
+        wall_s=wall,
+        cpu_s=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        peak_rss_mb=after.ru_maxrss / 1024.0,
+        wheel=wheels[-1] if wheels else None,
+        wheel_bytes=wheels[-1].stat().st_size if wheels else 0,
+        tu_seconds=ninja_log_durations(tree),
+        returncode=proc.returncode,
+        log=log,
+    )

@@ -153,35 +153,63 @@ class Rule(FlagSet):
     why: str = Field("", description="one line: why the rule exists (error text, upstream issue)")
 
 
-class SplitRule(_Frozen):
-    """Compile one heavy source as ``parts`` generated TUs. Each part holds the whole text but only its
-    share of the lines matching ``match`` (explicit instantiations); the other matched lines are blanked
-    so line numbers stay those of the real file. Lines whose ``key`` (a capture group of ``match``, 0 for
-    the whole line) is equal stay in one part. Everything else must be templates or ``inline``: a
-    non-template definition would be defined once per part — list such code in ``exclusive`` (regexes of
-    whole lines kept only in part 1) or do not split that file."""
+class Fanout(_Frozen):
+    """Split below the file's own instantiations, without patching: the function template they call
+    (e.g. ``selective_scan_bwd_launch<kNThreads, kNItems, input_t, weight_t>``) is explicitly instantiated
+    per ``item`` in parts of its own, and part 1 keeps the original instantiation lines preceded by
+    ``extern template`` declarations of those, so it compiles only the light dispatcher. ``{item}`` and
+    ``{match}`` (the ``key`` capture of the original line, e.g. ``at::Half, complex_t``) are filled in."""
 
-    source: str
+    declaration: str = Field(description="e.g. 'void launch<{item}, {match}>(Params &params, cudaStream_t stream)'")
+    items: tuple[str, ...] = Field(min_length=1)
+
+    _t = field_validator("items", mode="before")(_as_tuple)
+
+    @field_validator("declaration")
+    @classmethod
+    def _fields(cls, v: str) -> str:
+        names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
+        if not names <= {"item", "match"} or "item" not in names:
+            raise ValueError("declaration uses {item} (required) and {match} (optional) only")
+        if v.strip().startswith(("template", "extern")) or v.strip().endswith(";"):
+            raise ValueError("give the bare declaration; `template`/`extern template` and `;` are added")
+        return v
+
+
+class SplitRule(_Frozen):
+    """Compile each ``source`` as ``parts`` generated TUs. Each part holds the whole text (every template
+    definition) but only its share of the lines matching ``match`` (explicit instantiations, grouped by the
+    ``key`` capture, 0 = whole line); the other matched lines are blanked so line numbers stay those of
+    the real file. With ``fanout``, part 1 keeps every matched line and the other parts instantiate the
+    fanout declarations instead. A non-template, non-inline definition would be defined once per part
+    and break the link: the splitter refuses such code unless an ``exclusive`` regex matches its first
+    line, and then keeps it in part 1 only."""
+
+    source: tuple[str, ...]
     parts: int = Field(ge=2, le=64)
     match: str = DEFAULT_SPLIT_MATCH
     key: int = Field(0, ge=0, description="capture group of `match` that groups lines (0: the whole line)")
     exclusive: tuple[str, ...] = ()
+    fanout: Fanout | None = None
 
-    _t = field_validator("exclusive", mode="before")(_as_tuple)
+    _t = field_validator("source", "exclusive", mode="before")(_as_tuple)
 
-    @field_validator("match")
+    @field_validator("match", "exclusive")
     @classmethod
-    def _regex(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from None
+    def _regex(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        for pattern in (v,) if isinstance(v, str) else v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {pattern!r}: {exc}") from None
         return v
 
     @model_validator(mode="after")
     def _key_group(self) -> SplitRule:
         if self.key > re.compile(self.match).groups:
             raise ValueError(f"key {self.key} names a capture group that `match` does not have")
+        if self.fanout is not None and "{match}" in self.fanout.declaration and self.key == 0:
+            raise ValueError("fanout.declaration uses {match}: set `key` to the capture group holding the template arguments")
         return self
 
 
@@ -229,13 +257,14 @@ class KernelSpec(FlagSet):
     def _split_sources_listed(self) -> KernelSpec:
         seen = set()
         for rule in self.split:
-            if rule.source not in self.sources:
-                raise ValueError(
-                    f'split source "{rule.source}" is not in sources{did_you_mean(rule.source, self.sources)}'
-                )
-            if rule.source in seen:
-                raise ValueError(f'split source "{rule.source}" listed twice')
-            seen.add(rule.source)
+            for source in rule.source:
+                if source not in self.sources:
+                    raise ValueError(f'split source "{source}" is not in sources{did_you_mean(source, self.sources)}')
+                if not source.endswith(CUDA_SUFFIXES):
+                    raise ValueError(f'split source "{source}" is not a CUDA source')
+                if source in seen:
+                    raise ValueError(f'split source "{source}" listed twice')
+                seen.add(source)
         return self
 
 
@@ -421,7 +450,7 @@ def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = N
     # nvcc takes -D/-U itself and forwards them to the host compiler, whatever that is.
     nvcc_defines = _define_flags(defines, undefines, "gcc")
     cuda_flags = (*nvcc_defines, *nvcc_flags, *arch_flags(facts.archs, facts.ptx), "--threads", str(threads))
-    split_by_source = {r.source: r for r in spec.split}
+    split_by_source = {source: r for r in spec.split for source in r.source}
 
     units: list[CompileUnit] = []
     for source in spec.sources:
@@ -449,37 +478,187 @@ class SplitError(UserError):
     pass
 
 
-def split_text(text: str, rule: SplitRule, *, origin: str) -> list[str]:
-    """The ``rule.parts`` generated texts for one source. Matched lines are grouped by key (in order of
-    first appearance) and the groups dealt into contiguous, balanced parts; every other line is kept in
-    every part except ``exclusive`` lines (part 1 only). Blanked lines keep the line count unchanged."""
+class LinkHazard(_Frozen):
+    """A top-level definition every generated part would define again (a duplicate symbol at link)."""
+
+    first_line: int = Field(description="1-based")
+    last_line: int
+    head: str
+
+
+_STRING_OR_COMMENT = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+_NAMESPACE_HEAD = re.compile(r'^(?:inline\s+)?namespace\b[^;=]*$|^extern\s+"[^"]*"\s*$')
+_SAFE_WORDS = re.compile(r"\b(?:inline|__inline__|__forceinline__|static|constexpr|consteval)\b")
+_TYPE_HEAD = re.compile(r"^(?:typedef\s+)?(?:struct|class|union|enum)\b")
+
+
+def _blank_code(text: str) -> str:
+    """Comments and string/char contents blanked, preprocessor lines blanked; newlines kept."""
+
+    def blank(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token[0] in "\"'":
+            return token[0] + re.sub(r"[^\n]", " ", token[1:-1]) + token[-1]
+        return re.sub(r"[^\n]", " ", token)
+
+    code = _STRING_OR_COMMENT.sub(blank, text)
+    out, continued = [], False
+    for line in code.split("\n"):
+        directive = continued or line.lstrip().startswith("#")
+        continued = directive and line.rstrip().endswith("\\")
+        out.append(" " * len(line) if directive else line)
+    return "\n".join(out)
+
+
+def _is_hazard(head: str, has_body: bool) -> bool:
+    head = " ".join(head.split())
+    if not head or head.startswith(("using ", "typedef ", "extern ", "static_assert", "friend ", "namespace ")):
+        return False
+    if head.startswith("template"):
+        # A full specialisation `template<> R f<T>(...) {...}` is an ordinary (strong) definition.
+        m = re.match(r"^template\s*<\s*>\s*", head)
+        return bool(m) and has_body and not _TYPE_HEAD.match(head[m.end():]) and not _device_only_or_safe(head)
+    if _TYPE_HEAD.match(head) or _device_only_or_safe(head):
+        return False
+    if has_body:
+        return True  # a function (or braced variable) definition with external linkage
+    return "(" not in head or "=" in head  # `int x;` / `T x = ...;` (a prototype or macro call is fine)
+
+
+def _device_only_or_safe(head: str) -> bool:
+    if _SAFE_WORDS.search(head) or re.search(r"\bconst\b", head.split("(")[0]):
+        return True
+    # __device__ / __constant__ symbols without __host__/__global__ live in each TU's own device image.
+    device = re.search(r"\b(?:__device__|__constant__|__shared__)\b", head)
+    return bool(device) and not re.search(r"\b(?:__host__|__global__)\b", head)
+
+
+def link_hazards(text: str) -> list[LinkHazard]:
+    """Top-level (namespace-scope) definitions that are not templates, inline, static, const or device-only:
+    compiling the text in several TUs would define them several times."""
+    code = _blank_code(text)
+    hazards: list[LinkHazard] = []
+    stack: list[tuple[str, int, str]] = []  # (kind, start offset, head)
+    stmt_start = 0
+
+    def top_level() -> bool:
+        return all(kind == "ns" for kind, _, _ in stack)
+
+    def line_of(offset: int) -> int:
+        return code.count("\n", 0, offset) + 1
+
+    for pos, ch in enumerate(code):
+        if ch == "{":
+            if top_level():
+                head = code[stmt_start:pos].strip()
+                start = stmt_start + (len(code[stmt_start:pos]) - len(code[stmt_start:pos].lstrip()))
+                if _NAMESPACE_HEAD.match(" ".join(head.split())):
+                    stack.append(("ns", start, head))
+                    stmt_start = pos + 1
+                    continue
+                stack.append(("body", start, head))
+            else:
+                stack.append(("inner", pos, ""))
+        elif ch == "}":
+            if not stack:
+                continue
+            kind, start, head = stack.pop()
+            if kind == "ns":
+                stmt_start = pos + 1
+            elif kind == "body" and top_level():
+                end = pos + 1
+                # `struct S {...} s;` and `T x = {...};` end at the semicolon
+                flat = " ".join(head.split())
+                m = re.match(r"[^;{}]*;", code[end:]) if _TYPE_HEAD.match(flat) or "=" in flat else None
+                trailer = m.group(0)[:-1].strip() if m else ""
+                if m:
+                    end += m.end()
+                if _is_hazard(head, has_body=True) or (trailer and _TYPE_HEAD.match(flat)):
+                    hazards.append(LinkHazard(first_line=line_of(start), last_line=line_of(end - 1),
+                                              head=" ".join(head.split())[:160]))
+                stmt_start = end
+        elif ch == ";" and top_level() and pos >= stmt_start:
+            head = code[stmt_start:pos].strip()
+            start = stmt_start + (len(code[stmt_start:pos]) - len(code[stmt_start:pos].lstrip()))
+            if _is_hazard(head, has_body=False):
+                hazards.append(LinkHazard(first_line=line_of(start), last_line=line_of(pos),
+                                          head=" ".join(head.split())[:160]))
+            stmt_start = pos + 1
+    return hazards
+
+
+def _matched_groups(lines: Sequence[str], rule: SplitRule) -> dict[str, list[tuple[int, str]]]:
     pattern = re.compile(rule.match)
-    exclusive = [re.compile(x) for x in rule.exclusive]
-    lines = text.splitlines(keepends=True)
-    keys: dict[str, list[int]] = {}
+    groups: dict[str, list[tuple[int, str]]] = {}
     for i, line in enumerate(lines):
         m = pattern.match(line.rstrip("\r\n"))
         if m:
-            keys.setdefault(m.group(rule.key) or "", []).append(i)
-    if len(keys) < rule.parts:
-        raise SplitError(
-            f"{origin}: split into {rule.parts} parts needs at least {rule.parts} distinct instantiation groups; "
-            f"found {len(keys)} lines matching {rule.match!r}",
-            hint="lower `parts`, or check that the source version matches the kernel spec",
-        )
-    part_of_line: dict[int, int] = {}
-    ordered = list(keys.values())
-    for g, members in enumerate(ordered):
-        for i in members:
-            part_of_line[i] = g * rule.parts // len(ordered)
+            groups.setdefault(m.group(rule.key) or "", []).append((i, (m.group(rule.key) or "").strip()))
+    return groups
+
+
+def _deal(count: int, parts: int) -> list[int]:
+    """Contiguous, balanced assignment of ``count`` ordered items to ``parts`` parts (0-based)."""
+    return [i * parts // count for i in range(count)]
+
+
+def split_text(text: str, rule: SplitRule, *, origin: str) -> list[str]:
+    """The ``rule.parts`` generated texts for one source (see ``SplitRule``). Each starts with a ``#line``
+    directive naming the real file, and every line keeps its number, so diagnostics point at the source."""
+    lines = text.splitlines(keepends=True)
+    groups = _matched_groups(lines, rule)
+    owner: dict[int, int] = {}  # line index -> the only part that keeps it
+    for hazard in link_hazards(text):
+        head_line = lines[hazard.first_line - 1] if hazard.first_line <= len(lines) else ""
+        if not any(re.search(x, head_line) for x in rule.exclusive):
+            raise SplitError(
+                f"{origin}:{hazard.first_line}: cannot split: `{hazard.head}` is a non-template definition that "
+                f"every part would define again (a duplicate symbol at link)",
+                hint="add a regex matching that line to the split rule's `exclusive` (kept in part 1 only), "
+                     "or do not split this file",
+            )
+        for i in range(hazard.first_line - 1, hazard.last_line):
+            owner[i] = 0
+    extra: dict[tuple[int, int], str] = {}  # (part, line index) -> replacement text for that line
+    if rule.fanout is None:
+        if len(groups) < rule.parts:
+            raise SplitError(
+                f"{origin}: split into {rule.parts} parts needs at least {rule.parts} distinct instantiation "
+                f"groups; found {len(groups)} lines matching {rule.match!r}",
+                hint="lower `parts`, or check that the source version matches the kernel spec",
+            )
+        for part, members in zip(_deal(len(groups), rule.parts), groups.values(), strict=True):
+            for i, _ in members:
+                owner[i] = part
+    else:
+        fan = rule.fanout
+        matched = [m for members in groups.values() for m in members]
+        if not matched:
+            raise SplitError(f"{origin}: no line matches {rule.match!r}; nothing to fan out",
+                             hint="check that the source version matches the kernel spec")
+        decls = [fan.declaration.format(item=item, match=args) for _, args in matched for item in fan.items]
+        if len(decls) < rule.parts - 1:
+            raise SplitError(f"{origin}: {rule.parts} parts need at least {rule.parts - 1} fanout "
+                             f"instantiations; the rule yields {len(decls)}")
+        first, last = matched[0][0], matched[-1][0]
+        for i, _ in matched:
+            owner[i] = 0
+        extra[(0, first)] = " ".join(f"extern template {d};" for d in decls) + " " + lines[first]
+        for part in range(1, rule.parts):
+            mine = [d for d, p in zip(decls, _deal(len(decls), rule.parts - 1), strict=True) if p + 1 == part]
+            ending = lines[last][len(lines[last].rstrip("\r\n")):] or "\n"
+            extra[(part, last)] = " ".join(f"template {d};" for d in mine) + ending
     header = f'#line 1 "{origin}"\n'
     out = []
     for part in range(rule.parts):
         body = []
         for i, line in enumerate(lines):
-            owner = part_of_line.get(i)
-            keep = (owner is None or owner == part) and (part == 0 or not any(x.match(line) for x in exclusive))
-            body.append(line if keep else _blank(line))
+            if (part, i) in extra:
+                body.append(extra[(part, i)])
+            elif owner.get(i, part) == part:
+                body.append(line)
+            else:
+                body.append(_blank(line))
         out.append(header + "".join(body))
     return out
 
@@ -490,7 +669,15 @@ def _blank(line: str) -> str:
 
 
 def split_summary(text: str, rule: SplitRule) -> Mapping[int, list[str]]:
-    """Which matched lines each part (1-based) compiles: for docs, `buildtool` output and tests."""
+    """What each part (1-based) instantiates: for docs, `buildtool` output and tests."""
     pattern = re.compile(rule.match)
+    inst = re.compile(r"^(?:extern\s+)?template\s+(?!<)")
     parts = split_text(text, rule, origin="x")
-    return {k + 1: [ln.strip() for ln in p.splitlines()[1:] if pattern.match(ln)] for k, p in enumerate(parts)}
+    summary: dict[int, list[str]] = {}
+    for k, p in enumerate(parts):
+        found = []
+        for ln in p.splitlines()[1:]:
+            if pattern.match(ln) or (rule.fanout and inst.match(ln.strip())):
+                found += [s.strip() + ";" for s in ln.split(";") if s.strip() and not s.strip().startswith("//")]
+        summary[k + 1] = found
+    return summary

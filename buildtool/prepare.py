@@ -7,6 +7,7 @@ Python API (what the build stage calls)::
                    mirror=None, cache_dir=None)
     tree.root                 # Path of the prepared tree
     tree.provenance           # Provenance (frozen pydantic model; .model_dump(mode="json") for JSON)
+    tree.origin               # where the bytes came from this time (not part of the provenance)
 
 Steps: look up the recipe version (unknown package/version/platform = UserError), check that every kernel
 spec it names exists, fetch and verify the source (``buildtool.sources``), extract the recipe's
@@ -71,6 +72,7 @@ class Provenance(_Frozen):
 class PreparedTree(_Frozen):
     root: Path
     provenance: Provenance
+    origin: str = ""  # where the source bytes came from this time (cache, mirror <path>, download, clone)
 
 
 def parse_package_spec(text: str) -> tuple[str, str]:
@@ -191,7 +193,7 @@ def prepare(project: Project, package: str, version: str, platform: str, out: Pa
         tree.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return PreparedTree(root=out, provenance=provenance)
+    return PreparedTree(root=out, provenance=provenance, origin=fetched.origin)
 
 
 def load_prepared(root: Path) -> PreparedTree:

@@ -71,7 +71,8 @@ class FetchedSource(BaseModel):
             data |= {"commit": self.commit, "tag": self.tag}
         else:
             data |= {"sha256": self.sha256, "filename": self.filename}
-        data |= {"subdirectory": self.subdirectory, "content_sha256": self.content_sha256, "origin": self.origin}
+        # Not the origin (cache, mirror path, download): the same bytes from anywhere are the same source.
+        data |= {"subdirectory": self.subdirectory, "content_sha256": self.content_sha256}
         return data
 
 

@@ -152,7 +152,7 @@ def test_prepare_git_source_from_mirror(project: Project, tmp_path: Path, packag
     prov = _check_tree(tree.root, project, package, version, "windows-x86_64")
     assert prov["source"]["kind"] == "git" and prov["source"]["commit"] == rv.source.commit  # type: ignore[union-attr]
     assert prov["source"]["content_sha256"] == rv.source.sha256  # the recipe pins it; fetch verified it
-    assert prov["source"]["origin"].startswith("mirror ")
+    assert tree.origin.startswith("mirror ") and "origin" not in prov["source"]
     assert [p["reference"] for p in prov["patches"]] == refs
     assert scan(tree.root, platform="windows-x86_64", cuda="13.0").clean
     if package == "selective-scan":
@@ -287,3 +287,16 @@ def test_cli_errors_exit_2_without_traceback(project: Project, tmp_path: Path, m
     assert main(["prepare", "mamba-ssm==9.0", "--platform", "linux-x86_64", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: unknown version "9.0" of mamba-ssm') and "Traceback" not in err
+
+
+def test_provenance_is_the_same_from_mirror_and_cache(project: Project, tmp_path: Path) -> None:
+    """The build stage keeps a prepared tree (and its compiled objects) when the provenance is unchanged, so
+    where the bytes came from must not be part of it."""
+    mirror, sha = _local_sdist_recipe(project, tmp_path)
+    first = prepare(project, "causal-conv1d", "9.9.9", "linux-x86_64", tmp_path / "a", mirror=mirror,
+                    cache_dir=tmp_path / "cache")
+    second = prepare(project, "causal-conv1d", "9.9.9", "linux-x86_64", tmp_path / "b", mirror=mirror,
+                     cache_dir=tmp_path / "cache")
+    assert first.origin.startswith("mirror ") and second.origin == "cache"
+    assert first.provenance == second.provenance and first.provenance.source["sha256"] == sha
+    assert (tmp_path / "a" / "provenance.json").read_text() == (tmp_path / "b" / "provenance.json").read_text()

@@ -32,13 +32,13 @@ def run(args: argparse.Namespace) -> int:
                    cache_dir=args.cache_dir, force=args.force)
     prov = tree.provenance
     if args.json:
-        print_json({"root": str(tree.root), **prov.model_dump(mode="json")})
+        print_json({"root": str(tree.root), "origin": tree.origin, **prov.model_dump(mode="json")})
         return 0
     src = prov.source
     pin = src.get("commit") or src.get("sha256")
     out.print(f"[bold]{prov.package} {prov.version}[/] for {prov.platform} -> {tree.root}", highlight=False)
     out.print(f"  source: {src['kind']} {src['url']} ({str(pin)[:12]}"
-              f"{', ' + src['subdirectory'] if src.get('subdirectory') else ''}) from {src['origin']}", highlight=False)
+              f"{', ' + src['subdirectory'] if src.get('subdirectory') else ''}) from {tree.origin}", highlight=False)
     out.print(f"  content sha256: {src['content_sha256']}", highlight=False)
     if prov.patches:
         for p in prov.patches:

@@ -63,6 +63,7 @@ class FetchedSource(BaseModel):
     tag: str | None = None
     subdirectory: str | None = None
     filename: str | None = None
+    source_date_epoch: int | None = None  # newest member mtime (git archive: the commit time)
 
     def provenance(self) -> dict[str, object]:
         """The ``source`` block of provenance.json."""
@@ -72,7 +73,8 @@ class FetchedSource(BaseModel):
         else:
             data |= {"sha256": self.sha256, "filename": self.filename}
         # Not the origin (cache, mirror path, download): the same bytes from anywhere are the same source.
-        data |= {"subdirectory": self.subdirectory, "content_sha256": self.content_sha256}
+        data |= {"subdirectory": self.subdirectory, "content_sha256": self.content_sha256,
+                 "source_date_epoch": self.source_date_epoch}
         return data
 
 
@@ -305,6 +307,20 @@ def _extract_zip(archive: Path, dest: Path, name: str, strip: PurePosixPath | No
                 shutil.copyfileobj(fh, out)
 
 
+def archive_epoch(archive: Path) -> int | None:
+    """The newest member mtime: a reproducible SOURCE_DATE_EPOCH for wheels built from this source."""
+    if zipfile.is_zipfile(archive):
+        import datetime
+
+        with zipfile.ZipFile(archive) as zf:
+            stamps = [int(datetime.datetime(*i.date_time, tzinfo=datetime.timezone.utc).timestamp())
+                      for i in zf.infolist()]
+    else:
+        with tarfile.open(archive) as tf:
+            stamps = [int(m.mtime) for m in tf.getmembers()]
+    return max(stamps) if stamps else None
+
+
 def sdist_root(archive: Path) -> str:
     """The single top-level directory of an sdist (``pkg-1.0/``)."""
     if zipfile.is_zipfile(archive):
@@ -435,7 +451,7 @@ def fetch(src: Source, dest: Path, *, mirror: Path | None = None, cache_dir: Pat
         safe_extract(archive, dest, strip=strip)
         return FetchedSource(kind="pypi-sdist", url=src.url, tree=dest, origin=origin,
                              content_sha256=tree_sha256(dest), sha256=src.sha256, subdirectory=src.subdirectory,
-                             filename=src.filename)
+                             filename=src.filename, source_date_epoch=archive_epoch(archive))
     archive, origin = _git_archive(src, cache, mirror)
     safe_extract(archive, dest, strip=src.subdirectory.strip("/") if src.subdirectory else None)
     content = tree_sha256(dest)
@@ -447,4 +463,5 @@ def fetch(src: Source, dest: Path, *, mirror: Path | None = None, cache_dir: Pat
             hint=f"the archive came from {origin}; a mirror with rewritten history or a corrupt cache gives this",
         )
     return FetchedSource(kind="git", url=src.url, tree=dest, origin=origin, content_sha256=content,
-                         commit=src.commit, tag=src.tag, subdirectory=src.subdirectory)
+                         commit=src.commit, tag=src.tag, subdirectory=src.subdirectory,
+                         source_date_epoch=archive_epoch(archive))

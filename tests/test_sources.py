@@ -296,6 +296,7 @@ def test_git_source_from_every_mirror_layout(tmp_path: Path, work_repo: tuple[Pa
         ["csrc/a.cu", "setup.py"]
     assert (got.tree / "csrc" / "a.cu").read_text() == "int a;\n"  # the pinned commit, not HEAD
     assert got.provenance()["commit"] == first and got.provenance()["content_sha256"] == tree_sha256(got.tree)
+    assert got.source_date_epoch == int(_git(repo, "show", "-s", "--format=%ct", first))  # for reproducible wheels
 
 
 def test_git_content_hash_pin_is_verified(tmp_path: Path, work_repo: tuple[Path, str]) -> None:

@@ -161,7 +161,8 @@ def find_torch_site(cache: Path) -> Path:
     return target
 
 
-def make_venv(path: Path, torch_site: Path | None = None, *, with_pip: bool = False) -> Path:
+def make_venv(path: Path, torch_site: Path | None = None, *, with_pip: bool = False,
+              exclude: tuple[str, ...] = ()) -> Path:
     """A fresh venv (uv when present and no pip is wanted, else venv); returns its python."""
     uv = uv_bin()
     if uv and not with_pip:
@@ -177,7 +178,7 @@ def make_venv(path: Path, torch_site: Path | None = None, *, with_pip: bool = Fa
                                    capture_output=True, text=True, check=True).stdout.strip())
         (site / "zz_buildtool_torch_site.pth").write_text(str(torch_site) + "\n")
         for info in torch_site.glob("*.dist-info"):
-            if info.name.split("-")[0].lower() != "pip":
+            if info.name.split("-")[0].lower() not in ("pip", *exclude):
                 shutil.copytree(info, site / info.name)
     return python
 
@@ -193,3 +194,10 @@ def torch_facts(python: Path) -> dict[str, object]:
 def buildtool(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, "-m", "buildtool", *args], capture_output=True, text=True, env=env or clean_env(),
                           cwd=cwd)
+
+
+def pip_install(python: Path, *wheels: Path, env: dict[str, str] | None = None) -> None:
+    """Install wheel files without dependencies (pip writes direct_url.json, as for a user's URL install)."""
+    proc = subprocess.run([PY, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", *map(str, wheels)],
+                          capture_output=True, text=True, env=env or clean_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr

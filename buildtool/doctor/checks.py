@@ -83,7 +83,8 @@ def torch_symbols_resolved(ctx: Context) -> Finding:
     return ok(f"every libtorch symbol of {', '.join(checked)} is exported by torch {ctx.torch.version}")
 
 
-_PRE_CXX11 = re.compile(r"(?<![A-Za-z])Ss|St12basic_stringIcSt11char_traitsIcESaIcEE")
+# `Ss` is the pre-C++11 std::string substitution (after R/K/P/E/I in a mangled signature).
+_PRE_CXX11 = re.compile(r"[RKPEI]Ss|St12basic_stringIcSt11char_traitsIcESaIcEE")
 
 
 @check

@@ -1,0 +1,294 @@
+"""`buildtool doctor` on constructed environments.
+
+Real venvs with the wrong things installed (real ELF extensions compiled here with libtorch symbols of
+another torch or the old C++ ABI, a cu12 libcudart dependency, a wrong-Python suffix, a mismatched
+triton, an API-skewed mamba-ssm/causal-conv1d pair, HOME unset, CUDA_HOME wrong, stale pip cache, ...).
+Recorded fixtures (tests named *_fixture) only where the real thing cannot exist here: a GPU, a driver,
+Windows, another nvcc/gcc/glibc.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixture_wheels import (
+    ABI0_CALL,
+    ABI0_DECL,
+    OLD_TORCH_CALL,
+    OLD_TORCH_DECL,
+    buildtool,
+    clean_env,
+    compile_extension,
+    find_torch_site,
+    label,
+    make_venv,
+    make_wheel,
+    pip_install,
+)
+
+from buildtool.doctor import Context, diagnose, load_catalogue
+from buildtool.doctor.checks import CHECKS
+from buildtool.doctor.model import Status
+from buildtool.envinfo import DistInfo, Environment, HostInfo, PythonEnv, TorchInfo, probe_python
+
+pytestmark = pytest.mark.slow
+
+MAMBA_SIMPLE = "class Mamba:\n    def __init__(self, d_model, d_state=16, d_conv=4, expand=2):\n        pass\n"
+
+
+def statuses(stdout: str) -> dict[str, str]:
+    data = json.loads(stdout)
+    return {r["id"]: r["status"] for r in data["results"]}
+
+
+def evidence(stdout: str, check_id: str) -> str:
+    return next(r["evidence"] for r in json.loads(stdout)["results"] if r["id"] == check_id)
+
+
+# ---------------------------------------------------------------- catalogue
+def test_catalogue_covers_at_least_20_failures() -> None:
+    cat = load_catalogue()
+    covered = {f for e in cat.checks for f in e.failures if f.startswith("F")}
+    assert len({f[:3] for f in covered}) >= 20, sorted(covered)
+    assert {e.check for e in cat.checks} <= set(CHECKS)
+    assert len({e.id for e in cat.checks}) == len(cat.checks)
+    assert all(e.fix and e.title for e in cat.checks)
+
+
+# ---------------------------------------------------------------- real broken venv
+@pytest.fixture(scope="module")
+def torch_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return find_torch_site(tmp_path_factory.mktemp("torchcache"))
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory, torch_site: Path) -> subprocess.CompletedProcess[str]:
+    root = tmp_path_factory.mktemp("broken")
+    work = root / "build"
+    minor = "2.14" if "2.14" in str(list(torch_site.glob("torch-*.dist-info"))) else "2.13"
+    # a libcudart.so.12 to link against: the extension then records DT_NEEDED libcudart.so.12 (F03)
+    work.mkdir()
+    (work / "stub.c").write_text("int cudart_stub(void) { return 0; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcudart.so.12", str(work / "stub.c"),
+                    "-o", str(work / "libcudart.so")], check=True)
+    conv_so, conv = compile_extension(work, "causal_conv1d_cuda", decls=OLD_TORCH_DECL, calls=OLD_TORCH_CALL,
+                                      flags=(f"-L{work}", "-Wl,--no-as-needed", "-lcudart"))
+    mamba_so, mamba = compile_extension(work, "selective_scan_cuda", decls=ABI0_DECL, calls=ABI0_CALL,
+                                        flags=("-D_GLIBCXX_USE_CXX11_ABI=0",))
+    oflex_so, oflex = compile_extension(work, "selective_scan_cuda_oflex", suffix=".cpython-310-x86_64-linux-gnu.so")
+    dist = root / "dist"
+    wheels = [
+        make_wheel(dist, "causal-conv1d", f"1.4.0+{label(minor, '12.4')}",
+                   files={"causal_conv1d/__init__.py": "__version__ = '1.4.0'\n", conv_so: conv}),
+        make_wheel(dist, "mamba-ssm", f"2.3.2+{label(minor)}",
+                   files={"mamba_ssm/__init__.py": "", "mamba_ssm/modules/__init__.py": "",
+                          "mamba_ssm/modules/mamba_simple.py": MAMBA_SIMPLE, "mamba_ssm/ops/__init__.py": "",
+                          "mamba_ssm/ops/triton/__init__.py": "", "mamba_ssm/ops/triton/layer_norm.py": "",
+                          mamba_so: mamba}),
+        # upstream style: +label in the file name only (F40), and a .so for Python 3.10 (F38)
+        make_wheel(dist, "selective-scan", f"0.0.2+{label(minor)}", metadata_version="0.0.2",
+                   files={oflex_so: oflex}),
+        make_wheel(dist, "triton", "3.2.0", python_tag="py3", platform_tag="any",
+                   files={"triton/__init__.py": "__version__ = '3.2.0'\n"}),
+    ]
+    python = make_venv(root / "venv", torch_site, exclude=("triton",))
+    pip_install(python, *wheels)
+    project = root / "vim-checkout"
+    project.mkdir()
+    (project / "models_mamba.py").write_text("# Vim\n")
+    (project / "=1.2.0").write_text("")
+    cache = root / "pipcache" / "wheels" / "ab" / "cd"
+    cache.mkdir(parents=True)
+    (cache / "causal_conv1d-1.4.0-cp311-cp311-linux_x86_64.whl").write_bytes(b"PK")
+    env = clean_env(CUDA_HOME=str(root / "no-such-cuda"), NVIDIA_PYTORCH_VERSION="24.08",
+                    PIP_CACHE_DIR=str(root / "pipcache"))
+    env.pop("HOME", None)
+    return buildtool("doctor", "--python", str(python), "--json", env=env, cwd=project)
+
+
+@pytest.mark.parametrize(("check_id", "status", "words"), [
+    ("torch-symbols", "fail", "c10::cuda::SetDevice(int)"),
+    ("cxx11-abi", "fail", "pre-C++11 ABI"),
+    ("cuda-major", "fail", "libcudart.so.12"),
+    ("import", "fail", "causal_conv1d_cuda"),
+    ("causal-conv1d-kernel", "ok", "causal_conv1d_cuda found"),
+    ("vmamba-kernel", "fail", "neither selective_scan_cuda_oflex"),
+    ("conv1d-api", "fail", "mamba-ssm 2.3.2 with causal-conv1d 1.4.0"),
+    ("conv1d-cpp-functions", "fail", "no causal_conv1d.cpp_functions"),
+    ("triton-version", "fail", "triton 3.2.0"),
+    ("vim-fork", "fail", "bimamba_type"),
+    ("cuda-home", "fail", "does not exist"),
+    ("nvcc-present", "warn", "no nvcc"),
+    ("extension-platform", "fail", "cpython-310"),
+    ("home", "fail", "HOME is not set"),
+    ("pip-cache", "warn", "causal_conv1d-1.4.0"),
+    ("stray-files", "warn", "=1.2.0"),
+    ("wheel-version", "warn", "METADATA says 0.0.2"),
+    ("ngc", "warn", "NVIDIA_PYTORCH_VERSION=24.08"),
+])
+def test_broken_venv(broken: subprocess.CompletedProcess[str], check_id: str, status: str, words: str) -> None:
+    assert broken.returncode == 2, broken.stderr
+    got = statuses(broken.stdout)
+    assert got[check_id] == status, evidence(broken.stdout, check_id)
+    assert words in evidence(broken.stdout, check_id)
+
+
+def test_broken_venv_import_error_is_the_real_one(broken: subprocess.CompletedProcess[str]) -> None:
+    ev = evidence(broken.stdout, "import")
+    assert "libcudart.so.12" in ev or "undefined symbol" in ev
+    assert "selective_scan_cuda" in ev
+
+
+# ---------------------------------------------------------------- real healthy venv
+def test_healthy_venv(tmp_path: Path, torch_site: Path) -> None:
+    facts = probe_python(str(make_venv(tmp_path / "probe", torch_site)))
+    t = facts.torch
+    assert t.minor
+    so_name, so = compile_extension(tmp_path / "b", "causal_conv1d_cuda")
+    wheel = make_wheel(tmp_path / "d", "causal-conv1d", f"1.7.0+{label(t.minor, t.cuda or '13.0', bool(t.cxx11_abi))}",
+                       files={"causal_conv1d/__init__.py": "", "causal_conv1d/cpp_functions.py": "", so_name: so})
+    python = make_venv(tmp_path / "venv", torch_site)
+    pip_install(python, wheel)
+    proc = buildtool("doctor", "--python", str(python), "--json", env=clean_env(CUDA_HOME="/usr/local/cuda"),
+                     cwd=tmp_path)
+    got = statuses(proc.stdout)
+    for cid in ("torch-symbols", "cxx11-abi", "import", "causal-conv1d-kernel", "glibc", "libstdcxx",
+                "extension-platform", "home", "stray-files", "wheel-version", "python-headers"):
+        assert got[cid] == "ok", (cid, evidence(proc.stdout, cid))
+    if t.cuda:
+        assert got["cuda-major"] == "ok"
+        if Path("/usr/local/cuda/bin/nvcc").exists():
+            assert got["cuda-home"] == "ok" and got["cccl"] in ("ok", "info")
+    assert proc.returncode == json.loads(proc.stdout)["exit_code"]
+
+
+def test_mamba_without_triton_and_kernel(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "d", "mamba-ssm", "2.3.2", files={
+        "mamba_ssm/__init__.py": "", "mamba_ssm/modules/__init__.py": "",
+        "mamba_ssm/modules/mamba_simple.py": MAMBA_SIMPLE})
+    python = make_venv(tmp_path / "venv")
+    pip_install(python, wheel)
+    proc = buildtool("doctor", "--python", str(python), "--json", cwd=tmp_path)
+    got = statuses(proc.stdout)
+    assert got["triton-for-mamba"] == "fail" and "import triton" in evidence(proc.stdout, "triton-for-mamba")
+    assert got["mamba-kernel"] == "fail" and "MAMBA_KEEP_CUDA_BUILD" in evidence(proc.stdout, "mamba-kernel")
+    assert got["torch-symbols"] == "skip"
+    assert proc.returncode == 2
+
+
+def test_human_table_and_exit_code(tmp_path: Path) -> None:
+    proc = buildtool("doctor", "--only", "F37", cwd=tmp_path)
+    assert proc.returncode == 0 and "stray-files" in proc.stdout and "check" in proc.stdout
+    (tmp_path / "=2.0").write_text("")
+    proc = buildtool("doctor", "--only", "stray-files", cwd=tmp_path)
+    assert proc.returncode == 1 and "warn" in proc.stdout
+
+
+# ---------------------------------------------------------------- recorded fixtures (GPU, driver, Windows, other toolchains)
+@pytest.fixture(scope="module")
+def base_python() -> PythonEnv:
+    return probe_python(sys.executable, with_torch=False)
+
+
+def ctx_of(base: PythonEnv, tmp: Path, *, host: HostInfo | None = None, **py: object) -> Context:
+    torch = TorchInfo(installed=True, version="2.14.1+cu130", cuda="13.0", cxx11_abi=True)
+    fields = {"torch": torch, **py}
+    return Context(env=Environment(python=base.model_copy(update=fields), host=host or HostInfo()), cwd=tmp)
+
+
+def one(ctx: Context, check_id: str) -> tuple[Status, str]:
+    (r,) = diagnose(ctx, {check_id}).results
+    return r.status, r.evidence
+
+
+def _dist(version: str, provenance: dict[str, object] | None = None) -> DistInfo:
+    return DistInfo(version=version, location="/nowhere", provenance=provenance)
+
+
+def test_gpu_arch_missing_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    host = HostInfo(gpus=({"name": "NVIDIA GeForce RTX 5090", "cc": "12.0"},), driver_version="580.1", driver_cuda="13.0")
+    prov = {"cell": {"archs": ["8.0", "9.0"], "ptx": False}}
+    ctx = ctx_of(base_python, tmp_path, host=host, dists={"causal-conv1d": _dist("1.7.0", prov)})
+    status, ev = one(ctx, "gpu-arch")
+    assert status == Status.fail and "sm_120" in ev
+    ctx = ctx_of(base_python, tmp_path, host=host,
+                 dists={"causal-conv1d": _dist("1.7.0", {"cell": {"archs": ["8.0", "9.0"], "ptx": True}})})
+    assert one(ctx, "gpu-arch")[0] == Status.ok
+
+
+def test_b300_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    host = HostInfo(gpus=({"name": "NVIDIA B300", "cc": "10.3"},))
+    ctx = ctx_of(base_python, tmp_path, host=host,
+                 dists={"causal-conv1d": _dist("1.7.0", {"cell": {"archs": ["10.0", "10.3"]}})})
+    assert one(ctx, "b300")[0] == Status.fail
+
+
+def test_driver_too_old_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    ctx = ctx_of(base_python, tmp_path, host=HostInfo(driver_version="535.1", driver_cuda="12.2"))
+    status, ev = one(ctx, "driver")
+    assert status == Status.fail and "insufficient" in ev
+
+
+def test_nvcc_major_mismatch_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    ctx = ctx_of(base_python, tmp_path, host=HostInfo(nvcc_version="12.8", nvcc_path="/opt/cuda-12.8/bin/nvcc"))
+    status, ev = one(ctx, "nvcc-vs-torch")
+    assert status == Status.fail and "mismatches" in ev
+
+
+def test_gcc_too_new_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    ctx = ctx_of(base_python, tmp_path, host=HostInfo(nvcc_version="12.4", gcc_version="14.2.0", gcc_path="/usr/bin/g++"))
+    status, ev = one(ctx, "gcc-vs-nvcc")
+    assert status == Status.fail and "gcc <= 13" in ev
+
+
+def test_glibc_241_with_cuda12_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    ctx = ctx_of(base_python, tmp_path, glibc="2.41", host=HostInfo(nvcc_version="12.9"))
+    assert one(ctx, "glibc-vs-cuda-headers")[0] == Status.fail
+
+
+def test_glibc_too_old_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    """A real .so compiled here (it needs GLIBC_2.2.5+) against a recorded old glibc."""
+    name, data = compile_extension(tmp_path / "b", "causal_conv1d_cuda")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / name).write_bytes(data)
+    dist = DistInfo(version="1.7.0", location=str(site), ext_files=(name,))
+    ctx = ctx_of(base_python, tmp_path, glibc="2.1", dists={"causal-conv1d": dist})
+    status, ev = one(ctx, "glibc")
+    assert status == Status.fail and "GLIBC_2" in ev
+
+
+def test_windows_triton_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    win = {"sys_platform": "win32", "machine": "AMD64", "glibc": None}
+    ctx = ctx_of(base_python, tmp_path, dists={"triton": _dist("3.2.0")}, **win)
+    status, ev = one(ctx, "triton-distribution")
+    assert status == Status.fail and "Windows" in ev
+    ctx = ctx_of(base_python, tmp_path, dists={"triton-windows": _dist("3.8.0.post21")}, **win)
+    assert one(ctx, "triton-distribution")[0] == Status.ok
+    assert one(ctx, "triton-version")[0] == Status.ok
+    ctx = ctx_of(base_python, tmp_path, host=HostInfo(nvcc_version="13.2"), **win)
+    assert one(ctx, "msvc-preprocessor")[0] == Status.warn
+
+
+def test_triton_without_libcuda_so_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    host = HostInfo(gpus=({"name": "H100", "cc": "9.0"},), nvidia_smi="/usr/bin/nvidia-smi", ldconfig="/sbin/ldconfig",
+                    libcuda_so=("/usr/lib/x86_64-linux-gnu/libcuda.so.1",))
+    ctx = ctx_of(base_python, tmp_path, host=host, modules={**base_python.modules, "triton": {"origin": "/x/triton/__init__.py"}})
+    status, ev = one(ctx, "libcuda")
+    assert status == Status.fail and "libcuda.so.1" in ev
+
+
+def test_triton_too_old_for_rtx50_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    host = HostInfo(gpus=({"name": "RTX 5090", "cc": "12.0"},))
+    ctx = ctx_of(base_python, tmp_path, host=host, dists={"triton": _dist("3.2.0")})
+    assert one(ctx, "triton-gpu")[0] == Status.fail
+
+
+def test_python_headers_missing_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    ctx = ctx_of(base_python, tmp_path, include_dir=str(tmp_path),
+                 modules={**base_python.modules, "triton": {"origin": "/x/triton/__init__.py"}})
+    assert one(ctx, "python-headers")[0] == Status.fail

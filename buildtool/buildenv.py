@@ -221,6 +221,9 @@ def _rewrite_paths(venv: Path, old: str, new: str) -> None:
             text = f.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue
+        # Only scripts (shebang), activate* and pyvenv.cfg; binaries such as ninja are left alone.
+        if not (text.startswith("#!") or f.name.lower().startswith("activate") or f.name == "pyvenv.cfg"):
+            continue
         if old in text:
             f.write_text(text.replace(old, new), encoding="utf-8")
 

@@ -78,6 +78,7 @@ class BuildOptions(_Frozen):
     build_root: Path
     jobs: int | None = None
     resume: bool = False
+    compile_cache: bool = True  # object cache + ccache; off to measure cold compiles
 
 
 class CellPaths(_Frozen):
@@ -239,7 +240,8 @@ def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain
 
 def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe, cell: Cell,
                toolchain: Toolchain, env: BuildEnv, objects: Path, staging: Path, log: CellLog,
-               jobs: int | None = None, timings: dict[str, float] | None = None) -> BuiltWheel:
+               jobs: int | None = None, timings: dict[str, float] | None = None,
+               compile_cache: bool = True) -> BuiltWheel:
     """Compile the cell's kernels in a prepared tree and assemble + repair the wheel into ``staging``."""
     from buildtool import compile as compile_stage
     from buildtool import kernelspec
@@ -252,7 +254,8 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
                                  modules=module_flags(resolved), tree_root=tree)
     with _step("compile", timings, log):
         result = compile_stage.compile_modules(tree, specs, cell, toolchain, env, objects,  # type: ignore[arg-type]
-                                               log.path, jobs=jobs)
+                                               log.path, jobs=jobs, use_object_cache=compile_cache,
+                                               use_ccache=compile_cache)
     log.line(f"compile: {len(result.modules)} module(s), {result.cache_hits} cached / {result.cache_misses} compiled "
              f"object(s), {result.jobs} job(s), {result.wall_seconds:.1f} s")
     files: dict[str, bytes | Path] = dict(collect_python_files(tree, version.python_packages))
@@ -392,7 +395,7 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
             env = _build_env(cell, options, log)
         built = build_tree(tree=paths.tree, tree_provenance=tree_provenance, recipe=recipe, cell=cell,
                            toolchain=toolchain, env=env, objects=paths.objects, staging=paths.staging, log=log,
-                           jobs=options.jobs, timings=timings)
+                           jobs=options.jobs, timings=timings, compile_cache=options.compile_cache)
         with step("publish"):
             final = publish(built.wheel, options.dist_dir)
             for stale in existing_wheels(options.dist_dir, name):
@@ -475,7 +478,10 @@ def _build_env(cell: Cell, options: BuildOptions, log: CellLog) -> BuildEnv:
         env = buildenv.env_from_python(options.build_python)
         buildenv.check_matches(env, cell)
     else:
-        env = buildenv.create_build_env(cell, options.build_root / "envs", index_url=options.index_url)
+        from buildtool.toolchain import default_cache_dir
+
+        # Shared across projects and runs: a torch install is gigabytes.
+        env = buildenv.create_build_env(cell, default_cache_dir() / "buildenvs", index_url=options.index_url)
     log.line(f"build env: {_env_summary(env)}")
     return env
 

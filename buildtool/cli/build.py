@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="skip cells whose wheel exists in --dist with the same provenance")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel compile jobs (default: sized to cores and RAM)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compile every translation unit (no object cache, no ccache), e.g. to measure build time")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         build_python=args.build_python, index_url=args.index_url,
         source_mirror=mirror, dist_dir=(args.dist or project.dist_dir).resolve(),
         build_root=project.build_dir.resolve(), jobs=args.jobs, resume=args.resume,
+        compile_cache=not args.no_cache,
     )
 
     def announce(index: int, cell: Cell, step: str) -> None:

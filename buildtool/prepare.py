@@ -117,6 +117,19 @@ def kernel_spec_paths(project: Project, recipe: Recipe, rv: RecipeVersion) -> li
     return paths
 
 
+def _check_kernel_sources(tree: Path, spec_paths: list[Path], what: str) -> None:
+    """Every source and include dir a kernel spec names must exist in the prepared tree: a recipe that pairs
+    a version with the wrong spec fails here, not an hour into a build."""
+    from buildtool.kernelspec import load_kernel_spec
+
+    for path in spec_paths:
+        spec = load_kernel_spec(path)
+        missing = [s for s in (*spec.sources, *spec.include_dirs) if not (tree / s).exists()]
+        if missing:
+            raise UserError(f"kernel spec {path.stem} names {', '.join(missing)}, not in the source tree of {what}",
+                            hint="the recipe pairs this version with the wrong kernel spec, or the spec's paths are wrong")
+
+
 def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string of printable text is a valid TOML basic string
 
@@ -172,6 +185,7 @@ def prepare(project: Project, package: str, version: str, platform: str, out: Pa
         tree = staging / "tree"
         fetched = fetch(rv.source, tree, mirror=mirror_dir, cache_dir=cache_dir)
         applied = apply_to_tree(tree, patches, context=f"{recipe.name} {rv.version} {platform}")
+        _check_kernel_sources(tree, spec_paths, f"{recipe.name} {rv.version}")
         meta = tree / META_DIR
         (meta / "kernels").mkdir(parents=True, exist_ok=True)
         upstream_pyproject = tree / "pyproject.toml"

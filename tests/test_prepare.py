@@ -24,27 +24,14 @@ from buildtool.sources import fetch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _kernel_names() -> set[str]:
-    return {k for r in load_recipes(REPO / "recipes").values() for v in r.versions for k in v.kernels}
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
-    """A copy of the project's recipes, patches and matrix; kernels/ holds the project's kernel specs, and a
-    placeholder file for any spec not written yet (prepare only copies them)."""
+    """A copy of the project's recipes, patches, kernel specs and matrix, which tests may edit."""
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("recipes", "patches"):
+    for name in ("recipes", "patches", "kernels"):
         shutil.copytree(REPO / name, root / name)
     shutil.copyfile(REPO / "matrix.yaml", root / "matrix.yaml")
-    (root / "kernels").mkdir()
-    for name in _kernel_names():
-        real = REPO / "kernels" / f"{name}.yaml"
-        target = root / "kernels" / f"{name}.yaml"
-        if real.is_file():
-            shutil.copyfile(real, target)
-        else:
-            target.write_text(f"# placeholder for {name} (kernels/{name}.yaml not in the project yet)\n")
     return Project(root)
 
 
@@ -227,10 +214,14 @@ def _local_sdist_recipe(project: Project, tmp_path: Path) -> tuple[Path, str]:
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()
+    from buildtool.kernelspec import load_kernel_spec
+
+    spec = load_kernel_spec(project.kernels_dir / "causal_conv1d_cuda-1.5.yaml")
+    files = {f"causal_conv1d-9.9.9/{src}": "// stand-in\n" for src in spec.sources}
+    files |= {"causal_conv1d-9.9.9/csrc/causal_conv1d.cpp": "x and y;\n", "causal_conv1d-9.9.9/setup.py": ""}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, text in {"causal_conv1d-9.9.9/csrc/causal_conv1d.cpp": "x and y;\n",
-                           "causal_conv1d-9.9.9/setup.py": ""}.items():
+        for name, text in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(text)
             tf.addfile(info, io.BytesIO(text.encode()))
@@ -300,3 +291,16 @@ def test_provenance_is_the_same_from_mirror_and_cache(project: Project, tmp_path
     assert first.origin.startswith("mirror ") and second.origin == "cache"
     assert first.provenance == second.provenance and first.provenance.source["sha256"] == sha
     assert (tmp_path / "a" / "provenance.json").read_text() == (tmp_path / "b" / "provenance.json").read_text()
+
+
+def test_kernel_spec_that_does_not_fit_the_source(project: Project, tmp_path: Path) -> None:
+    mirror, _ = _local_sdist_recipe(project, tmp_path)
+    recipe = project.recipes_dir / "causal-conv1d.yaml"
+    head, _, _ = recipe.read_text().rpartition("kernels: [causal_conv1d_cuda-1.5]")  # the 9.9.9 entry's
+    recipe.write_text(head + "kernels: [selective_scan_cuda-2.2]\n    python_packages: [causal_conv1d]\n")
+    with pytest.raises(UserError) as exc:
+        prepare(project, "causal-conv1d", "9.9.9", "linux-x86_64", tmp_path / "out", mirror=mirror,
+                cache_dir=tmp_path / "cache")
+    assert _one_line(exc.value).startswith("kernel spec selective_scan_cuda-2.2 names csrc/selective_scan/")
+    assert _one_line(exc.value).endswith("not in the source tree of causal-conv1d 9.9.9")
+    assert not (tmp_path / "out").exists()

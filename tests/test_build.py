@@ -31,10 +31,11 @@ def _run(cmd: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """The tiny cell built once for this module, with an empty object cache (a real compile)."""
+    """The tiny cell built once for this module. The object cache is shared with test_backend's pip build
+    (whichever runs first compiles for real); the interrupt test below always compiles from scratch."""
     root = tmp_path_factory.mktemp("tinyproj")
     mirror = tinyproj.make_project(root)
-    cache = root / "cache"
+    cache = tmp_path_factory.getbasetemp() / "tiny-object-cache"
     env = tinyproj.build_env(root, cache)
     dist = root / "dist"
     proc = _run([*tinyproj.build_command(mirror, dist), "--json"], env)

@@ -1,0 +1,108 @@
+"""PEP 517 backend on a prepared tree: the cell comes from the running torch; `pip wheel
+--no-build-isolation` builds the same wheel `buildtool build` does; sdists are reproducible."""
+
+from __future__ import annotations
+
+import email.parser
+import os
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import tinyproj
+
+from buildtool import backend
+from buildtool.errors import UserError
+from buildtool.project import Project
+
+needs_tiny = pytest.mark.skipif(tinyproj.available() is not None, reason=str(tinyproj.available()))
+
+
+@pytest.fixture(scope="module")
+def torch_env():
+    if not tinyproj.TORCH_PYTHON.exists():
+        pytest.skip(f"no torch env at {tinyproj.TORCH_ENV}")
+    from buildtool.buildenv import env_from_python
+
+    return env_from_python(tinyproj.TORCH_PYTHON)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from buildtool.prepare import prepare
+
+    root = tmp_path_factory.mktemp("backendproj")
+    mirror = tinyproj.make_project(root)
+    prepared = prepare(Project(root), "tiny", "0.1", "linux-x86_64", root / "tree", mirror=mirror,
+                       cache_dir=root / "cache")
+    return prepared.root
+
+
+def test_no_build_requirements() -> None:
+    assert backend.get_requires_for_build_wheel() == []
+    assert backend.get_requires_for_build_sdist() == []
+
+
+def test_cell_from_running_torch(torch_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    cell = backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env, {"archs": "8.0;9.0+PTX"})
+    assert cell.id == "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0"
+    assert cell.archs == ("8.0", "9.0") and cell.ptx and cell.cxx11_abi and cell.torch == "2.14.1"
+    assert cell.triton and cell.triton.startswith("triton==")
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    assert backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env).archs == ("9.0",)
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST")
+    policy = backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env)  # the matrix's arch policy
+    assert "9.0" in policy.archs and "7.0" not in policy.archs  # CUDA 13 has no sm_70
+    with pytest.raises(UserError, match="must look like"):
+        backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env, {"archs": "sm_90"})
+
+
+def test_sdist_is_reproducible(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    a = backend.build_sdist(str(tmp_path / "a"))
+    b = backend.build_sdist(str(tmp_path / "b"))
+    assert a == b == "tiny-0.1.tar.gz"
+    assert (tmp_path / "a" / a).read_bytes() == (tmp_path / "b" / b).read_bytes()
+    with tarfile.open(tmp_path / "a" / a) as tar:
+        names = tar.getnames()
+        assert {"tiny-0.1/PKG-INFO", "tiny-0.1/provenance.json", "tiny-0.1/pyproject.toml",
+                "tiny-0.1/.buildtool/kernels/tiny_cuda.yaml", "tiny-0.1/csrc/tiny.cpp"} <= set(names)
+        assert names == sorted(names)
+        assert {m.mtime for m in tar.getmembers()} == {315532800}
+
+
+def test_not_a_prepared_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="not a prepared tree"):
+        backend.build_wheel(str(tmp_path / "out"))
+
+
+@pytest.mark.slow
+@needs_tiny
+def test_pip_wheel_no_build_isolation(tree: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A venv with torch 2.14.1 and buildtool importable (both via .pth, nothing copied) runs
+    `pip wheel --no-build-isolation` on the prepared tree; the result is the wheel `buildtool build` names."""
+    python = tinyproj.torch_venv(tmp_path / "venv")
+    site = next((tmp_path / "venv" / "lib").glob("python3.*/site-packages"))
+    (site / "buildtool-src.pth").write_text(str(tinyproj.REPO) + "\n", encoding="utf-8")
+    env = tinyproj.build_env(tree.parent, tmp_path_factory.getbasetemp() / "tiny-object-cache")
+    env.pop("BUILDTOOL_ROOT")
+    env["PIP_NO_INDEX"] = "1"
+    out = tmp_path / "wheels"
+    proc = subprocess.run([str(python), "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(out),
+                           "--config-settings", "archs=9.0", "--config-settings", "toolchain=system", str(tree)],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    wheels = sorted(os.listdir(out))
+    assert wheels == [tinyproj.WHEEL]
+    with zipfile.ZipFile(out / wheels[0]) as zf:
+        info = "tiny-0.1+cu130torch2.14cxx11abiTRUE.dist-info"
+        meta = email.parser.Parser().parsestr(zf.read(f"{info}/METADATA").decode())
+        assert meta["Version"] == "0.1+cu130torch2.14cxx11abiTRUE"
+        assert "tiny_cuda.cpython-311-x86_64-linux-gnu.so" in zf.namelist()
+        assert f"{info}/buildtool_provenance.json" in zf.namelist()
+    assert (tree / "build" / "buildtool" / "build.log").is_file()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from rich.markup import escape
 
 from buildtool.build import BuildOptions
+from buildtool.compat import Compat
 from buildtool.console import err, out, print_json
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.matrix import Cell, Matrix, load_matrix
@@ -37,8 +39,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, metavar="N", help="parallel compile jobs (default: sized to cores and RAM)")
     p.add_argument("--no-cache", action="store_true",
                    help="compile every translation unit (no object cache, no ccache), e.g. to measure build time")
+    p.add_argument("--archs", metavar="A[,A]",
+                   help="override the cells' arch list, e.g. 9.0 (no PTX); for local builds and benchmarks")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
+
+
+def override_archs(cells: list[Cell], archs: str, compat: Compat) -> list[Cell]:
+    """Cells with their arch list replaced (id unchanged); every arch must compile with the cell's CUDA."""
+    wanted = tuple(a.strip() for a in archs.split(",") if a.strip())
+    if not wanted or not all(re.fullmatch(r"\d+\.\d+a?", a) for a in wanted):
+        raise UserError(f'--archs "{archs}" must be a comma-separated list like 8.0,9.0')
+    out_cells = []
+    for cell in cells:
+        bad = [a for a in wanted if not compat.cuda[cell.cuda].can_compile(a.rstrip("a"))]
+        if bad:
+            raise UserError(f"--archs: CUDA {cell.cuda} ({cell.id}) cannot compile {', '.join(bad)}")
+        out_cells.append(cell.model_copy(update={"archs": wanted, "ptx": False}))
+    return out_cells
 
 
 def select_cells(matrix: Matrix, ids: list[str], profile: str | None, filters: list[str]) -> list[Cell]:
@@ -69,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UserError("--jobs must be at least 1")
     cells = select_cells(matrix, args.cells, args.profile, args.filter)
+    if args.archs:
+        cells = override_archs(cells, args.archs, matrix.compat)
     mirror = args.source_mirror or (Path(os.environ["BUILDTOOL_SOURCE_MIRROR"])
                                     if os.environ.get("BUILDTOOL_SOURCE_MIRROR") else None)
     options = BuildOptions(

@@ -255,17 +255,21 @@ class KernelSpec(FlagSet):
 
     @model_validator(mode="after")
     def _split_sources_listed(self) -> KernelSpec:
-        seen = set()
+        seen: dict[str, set[str]] = {}
         for rule in self.split:
             for source in rule.source:
                 if source not in self.sources:
                     raise ValueError(f'split source "{source}" is not in sources{did_you_mean(source, self.sources)}')
                 if not source.endswith(CUDA_SUFFIXES):
                     raise ValueError(f'split source "{source}" is not a CUDA source')
-                if source in seen:
-                    raise ValueError(f'split source "{source}" listed twice')
-                seen.add(source)
+                if rule.match in seen.setdefault(source, set()):
+                    raise ValueError(f'split source "{source}" is split twice with the same `match`')
+                seen[source].add(rule.match)
         return self
+
+    def rules_for(self, source: str) -> tuple[SplitRule, ...]:
+        """The split rules of ``source``, in spec order (each owns the lines its ``match`` selects)."""
+        return tuple(r for r in self.split if source in r.source)
 
 
 def _check_relative(path: str) -> None:
@@ -342,12 +346,14 @@ class TargetFacts(_Frozen):
 
 
 class SplitPart(_Frozen):
-    rule: SplitRule
+    """One generated TU of a split source; parts are numbered over all the rules that split the source."""
+
     index: int = Field(description="1-based")
+    total: int
 
     @property
     def label(self) -> str:
-        return f"part{self.index}of{self.rule.parts}"
+        return f"part{self.index}of{self.total}"
 
 
 class CompileUnit(_Frozen):
@@ -450,7 +456,6 @@ def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = N
     # nvcc takes -D/-U itself and forwards them to the host compiler, whatever that is.
     nvcc_defines = _define_flags(defines, undefines, "gcc")
     cuda_flags = (*nvcc_defines, *nvcc_flags, *arch_flags(facts.archs, facts.ptx), "--threads", str(threads))
-    split_by_source = {source: r for r in spec.split for source in r.source}
 
     units: list[CompileUnit] = []
     for source in spec.sources:
@@ -461,8 +466,8 @@ def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = N
                 include_dirs=(*include_dirs, *cxx_only_includes), uses_python=True,
             ))
             continue
-        rule = split_by_source.get(source)
-        parts = [SplitPart(rule=rule, index=i) for i in range(1, rule.parts + 1)] if rule else [None]
+        total = sum(r.parts for r in spec.rules_for(source))
+        parts = [SplitPart(index=i, total=total) for i in range(1, total + 1)] if total else [None]
         units += [
             CompileUnit(source=source, language="cuda", split=part, flags=cuda_flags,
                         include_dirs=tuple(include_dirs), uses_python=False)
@@ -517,7 +522,9 @@ def _is_hazard(head: str, has_body: bool) -> bool:
     if head.startswith("template"):
         # A full specialisation `template<> R f<T>(...) {...}` is an ordinary (strong) definition.
         m = re.match(r"^template\s*<\s*>\s*", head)
-        return bool(m) and has_body and not _TYPE_HEAD.match(head[m.end():]) and not _device_only_or_safe(head)
+        if m is None or not has_body:
+            return False
+        return not _TYPE_HEAD.match(head[m.end():]) and not _device_only_or_safe(head)
     if _TYPE_HEAD.match(head) or _device_only_or_safe(head):
         return False
     if has_body:
@@ -593,7 +600,8 @@ def _matched_groups(lines: Sequence[str], rule: SplitRule) -> dict[str, list[tup
     for i, line in enumerate(lines):
         m = pattern.match(line.rstrip("\r\n"))
         if m:
-            groups.setdefault(m.group(rule.key) or "", []).append((i, (m.group(rule.key) or "").strip()))
+            key = (m.group(rule.key) or "").strip() if rule.key else line.strip()
+            groups.setdefault(key, []).append((i, key))
     return groups
 
 
@@ -603,14 +611,41 @@ def _deal(count: int, parts: int) -> list[int]:
 
 
 def split_text(text: str, rule: SplitRule, *, origin: str) -> list[str]:
-    """The ``rule.parts`` generated texts for one source (see ``SplitRule``). Each starts with a ``#line``
-    directive naming the real file, and every line keeps its number, so diagnostics point at the source."""
+    """The generated texts of a source split by one rule (see ``split_source``)."""
+    return split_source(text, (rule,), origin=origin)
+
+
+def split_source(text: str, rules: Sequence[SplitRule], *, origin: str) -> list[str]:
+    """The generated TUs of one source, ``sum(rule.parts)`` of them, rule after rule (see ``SplitRule``).
+
+    Each rule owns the lines its ``match`` selects (a line selected by two rules is an error); a part of
+    one rule blanks the lines of every other rule. Explicit instantiations no rule selects, and
+    ``exclusive`` definitions, stay in the very first part only, so nothing is compiled twice. Every part
+    starts with a ``#line`` directive naming the real file and keeps every line's number, so diagnostics
+    point at the source."""
     lines = text.splitlines(keepends=True)
-    groups = _matched_groups(lines, rule)
-    owner: dict[int, int] = {}  # line index -> the only part that keeps it
+    owner: dict[int, int] = {}  # line index -> the only (global, 0-based) part that keeps it
+    extra: dict[tuple[int, int], str] = {}  # (part, line index) -> replacement text for that line
+    claimed: dict[int, int] = {}  # line index -> rule index
+    offset = 0
+    for r, rule in enumerate(rules):
+        groups = _matched_groups(lines, rule)
+        for members in groups.values():
+            for i, _ in members:
+                if i in claimed:
+                    raise SplitError(f"{origin}:{i + 1}: the line is matched by split rules {claimed[i] + 1} and {r + 1}",
+                                     hint="make the rules' `match` patterns disjoint")
+                claimed[i] = r
+        _plan_rule(lines, rule, groups, offset, owner, extra, origin)
+        offset += rule.parts
+    default = re.compile(DEFAULT_SPLIT_MATCH)
+    for i, line in enumerate(lines):
+        if i not in claimed and default.match(line.rstrip("\r\n")):
+            owner[i] = 0
+    exclusive = [x for rule in rules for x in rule.exclusive]
     for hazard in link_hazards(text):
         head_line = lines[hazard.first_line - 1] if hazard.first_line <= len(lines) else ""
-        if not any(re.search(x, head_line) for x in rule.exclusive):
+        if not any(re.search(x, head_line) for x in exclusive):
             raise SplitError(
                 f"{origin}:{hazard.first_line}: cannot split: `{hazard.head}` is a non-template definition that "
                 f"every part would define again (a duplicate symbol at link)",
@@ -619,38 +654,9 @@ def split_text(text: str, rule: SplitRule, *, origin: str) -> list[str]:
             )
         for i in range(hazard.first_line - 1, hazard.last_line):
             owner[i] = 0
-    extra: dict[tuple[int, int], str] = {}  # (part, line index) -> replacement text for that line
-    if rule.fanout is None:
-        if len(groups) < rule.parts:
-            raise SplitError(
-                f"{origin}: split into {rule.parts} parts needs at least {rule.parts} distinct instantiation "
-                f"groups; found {len(groups)} lines matching {rule.match!r}",
-                hint="lower `parts`, or check that the source version matches the kernel spec",
-            )
-        for part, members in zip(_deal(len(groups), rule.parts), groups.values(), strict=True):
-            for i, _ in members:
-                owner[i] = part
-    else:
-        fan = rule.fanout
-        matched = [m for members in groups.values() for m in members]
-        if not matched:
-            raise SplitError(f"{origin}: no line matches {rule.match!r}; nothing to fan out",
-                             hint="check that the source version matches the kernel spec")
-        decls = [fan.declaration.format(item=item, match=args) for _, args in matched for item in fan.items]
-        if len(decls) < rule.parts - 1:
-            raise SplitError(f"{origin}: {rule.parts} parts need at least {rule.parts - 1} fanout "
-                             f"instantiations; the rule yields {len(decls)}")
-        first, last = matched[0][0], matched[-1][0]
-        for i, _ in matched:
-            owner[i] = 0
-        extra[(0, first)] = " ".join(f"extern template {d};" for d in decls) + " " + lines[first]
-        for part in range(1, rule.parts):
-            mine = [d for d, p in zip(decls, _deal(len(decls), rule.parts - 1), strict=True) if p + 1 == part]
-            ending = lines[last][len(lines[last].rstrip("\r\n")):] or "\n"
-            extra[(part, last)] = " ".join(f"template {d};" for d in mine) + ending
     header = f'#line 1 "{origin}"\n'
     out = []
-    for part in range(rule.parts):
+    for part in range(offset):
         body = []
         for i, line in enumerate(lines):
             if (part, i) in extra:
@@ -663,21 +669,55 @@ def split_text(text: str, rule: SplitRule, *, origin: str) -> list[str]:
     return out
 
 
+def _plan_rule(lines: Sequence[str], rule: SplitRule, groups: Mapping[str, list[tuple[int, str]]], offset: int,
+               owner: dict[int, int], extra: dict[tuple[int, int], str], origin: str) -> None:
+    """Assign one rule's matched lines to its parts ``offset .. offset + parts - 1`` (fanout: write the
+    ``extern template`` / ``template`` lines)."""
+    if rule.fanout is None:
+        if len(groups) < rule.parts:
+            raise SplitError(
+                f"{origin}: split into {rule.parts} parts needs at least {rule.parts} distinct instantiation "
+                f"groups; found {len(groups)} lines matching {rule.match!r}",
+                hint="lower `parts`, or check that the source version matches the kernel spec",
+            )
+        for part, members in zip(_deal(len(groups), rule.parts), groups.values(), strict=True):
+            for i, _ in members:
+                owner[i] = offset + part
+        return
+    fan = rule.fanout
+    matched = sorted(m for members in groups.values() for m in members)
+    if not matched:
+        raise SplitError(f"{origin}: no line matches {rule.match!r}; nothing to fan out",
+                         hint="check that the source version matches the kernel spec")
+    decls = [fan.declaration.format(item=item, match=args) for _, args in matched for item in fan.items]
+    if len(decls) < rule.parts - 1:
+        raise SplitError(f"{origin}: {rule.parts} parts need at least {rule.parts - 1} fanout "
+                         f"instantiations; the rule yields {len(decls)}")
+    first, last = matched[0][0], matched[-1][0]
+    for i, _ in matched:
+        owner[i] = offset
+    extra[(offset, first)] = " ".join(f"extern template {d};" for d in decls) + " " + lines[first]
+    ending = lines[last][len(lines[last].rstrip("\r\n")):] or "\n"
+    for part, decl in zip(_deal(len(decls), rule.parts - 1), decls, strict=True):
+        key = (offset + 1 + part, last)
+        extra[key] = extra.get(key, "").rstrip("\r\n") + (" " if key in extra else "") + f"template {decl};" + ending
+
+
 def _blank(line: str) -> str:
     ending = line[len(line.rstrip("\r\n")):]
     return "// [buildtool split] compiled in another part" + ending
 
 
-def split_summary(text: str, rule: SplitRule) -> Mapping[int, list[str]]:
+def split_summary(text: str, rule: SplitRule | Sequence[SplitRule]) -> Mapping[int, list[str]]:
     """What each part (1-based) instantiates: for docs, `buildtool` output and tests."""
-    pattern = re.compile(rule.match)
+    rules = (rule,) if isinstance(rule, SplitRule) else tuple(rule)
     inst = re.compile(r"^(?:extern\s+)?template\s+(?!<)")
-    parts = split_text(text, rule, origin="x")
+    parts = split_source(text, rules, origin="x")
     summary: dict[int, list[str]] = {}
     for k, p in enumerate(parts):
         found = []
         for ln in p.splitlines()[1:]:
-            if pattern.match(ln) or (rule.fanout and inst.match(ln.strip())):
+            if inst.match(ln.strip()):
                 found += [s.strip() + ";" for s in ln.split(";") if s.strip() and not s.strip().startswith("//")]
         summary[k + 1] = found
     return summary

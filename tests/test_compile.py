@@ -95,10 +95,11 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     cache = tmp_path / "cache"
     result = cs.compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / "b1", tmp_path / "b1.log",  # type: ignore[arg-type]
                                 cache_dir=cache, use_ccache=False, quiet=True)
-    # the .cpp binding plus the .cu kernel split in two generated TUs, all compiled
-    assert (result.cache_hits, result.cache_misses) == (0, 3)
-    assert {t.unit for t in result.timings} == {"csrc/tiny.cpp", "csrc/tiny_kernel.part1of2.cu",
-                                                  "csrc/tiny_kernel.part2of2.cu"}
+    # the .cpp binding, tiny_add.cu split in 2 parts, tiny_square.cu fanned out in 3: all compiled
+    assert (result.cache_hits, result.cache_misses) == (0, 6)
+    assert {t.unit for t in result.timings} == {
+        "csrc/tiny.cpp", "csrc/tiny_add.part1of2.cu", "csrc/tiny_add.part2of2.cu",
+        "csrc/tiny_square.part1of3.cu", "csrc/tiny_square.part2of3.cu", "csrc/tiny_square.part3of3.cu"}
     assert result.timings[0].seconds >= result.timings[-1].seconds
     (module,) = result.modules
     assert module.path.name == f"tiny_cuda{env.ext_suffix}" and module.size == module.path.stat().st_size  # type: ignore[attr-defined]
@@ -106,12 +107,23 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     assert cubins == [90], how
     assert ptx == [], how
     # linked, stripped, imports next to torch (it cannot run here: no GPU)
+    # fanout: the dispatcher part only references the launchers (extern template), the other parts define
+    # them, and together they link (an unresolved launcher would fail the import below: RTLD_NOW)
+    objects = result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc"
+    nm = shutil.which("nm")
+    if nm:
+        def symbols(obj: str, flag: str) -> str:
+            return subprocess.run([nm, "-C", flag, str(objects / obj)], capture_output=True, text=True).stdout
+        assert "square_launch<128, float>" in symbols("tiny_square.part1of3.cu.o", "--undefined-only")
+        assert "square_launch<128, float>" not in symbols("tiny_square.part1of3.cu.o", "--defined-only")
+        assert "square_launch<128, float>" in symbols("tiny_square.part2of3.cu.o", "--defined-only")
+        assert "square_launch<256, c10::BFloat16>" in symbols("tiny_square.part3of3.cu.o", "--defined-only")
     out = subprocess.run(
-        [str(env.python), "-c", "import torch, tiny_cuda; print(tiny_cuda.scale_add.__doc__)"],  # type: ignore[attr-defined]
+        [str(env.python), "-c", "import torch, tiny_cuda; print(tiny_cuda.scale_add.__doc__, tiny_cuda.square.__doc__)"],  # type: ignore[attr-defined]
         cwd=module.path.parent, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "alpha * x + y" in out.stdout
+    assert "alpha * x + y" in out.stdout and "x * x" in out.stdout
     file_out = subprocess.run(["file", str(module.path)], capture_output=True, text=True)
     if file_out.returncode == 0:
         assert "not stripped" not in file_out.stdout
@@ -124,16 +136,16 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     shutil.copytree(TINY, tree2)
     again = cs.compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b2.log",  # type: ignore[arg-type]
                                cache_dir=cache, use_ccache=False, quiet=True)
-    assert (again.cache_hits, again.cache_misses) == (3, 0)
+    assert (again.cache_hits, again.cache_misses) == (6, 0)
     assert all(t.cached for t in again.timings)
     assert again.modules[0].path.is_file()
 
     # An edited kernel misses only its own TUs (both split parts read the same file).
-    kernel = tree2 / "csrc" / "tiny_kernel.cu"
+    kernel = tree2 / "csrc" / "tiny_add.cu"
     kernel.write_text(kernel.read_text().replace("kThreads = 256", "kThreads = 128"))
     third = cs.compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b3.log",  # type: ignore[arg-type]
                                cache_dir=cache, use_ccache=False, quiet=True)
-    assert (third.cache_hits, third.cache_misses) == (1, 2)
+    assert (third.cache_hits, third.cache_misses) == (4, 2)
 
 
 @pytest.mark.slow
@@ -142,14 +154,14 @@ def test_compile_error_is_a_build_error_with_the_compiler_message(real_target: t
     tc, env = real_target
     tree = tmp_path / "tree"
     shutil.copytree(TINY, tree)
-    kernel = tree / "csrc" / "tiny_kernel.cu"
+    kernel = tree / "csrc" / "tiny_add.cu"
     kernel.write_text(kernel.read_text().replace("if (i < n) {", "if (i < n) { undeclared_thing();"))
-    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_kernel.cu",), "split": ()})
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_add.cu",), "split": ()})
     with pytest.raises(BuildError) as info:
         cs.compile_modules(tree, [spec], _cell(), tc, env, tmp_path / "b", tmp_path / "b.log",  # type: ignore[arg-type]
                            cache_dir=tmp_path / "cache", use_ccache=False, quiet=True)
     text = str(info.value)
-    assert "tiny_kernel.cu" in text and "undeclared_thing" in text
+    assert "tiny_add.cu" in text and "undeclared_thing" in text
     assert str(tmp_path / "b.log") in text
     assert "undeclared_thing" in (tmp_path / "b.log").read_text()
 
@@ -214,7 +226,7 @@ def _windows_context(tmp_path: Path) -> cs.BuildContext:
 def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None:
     ctx = _windows_context(tmp_path)
     (ctx.tree / "csrc").mkdir(parents=True)
-    for name in ("tiny.cpp", "tiny_kernel.cu", "tiny.h"):
+    for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
         shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
     modules = cs.plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
     (module,) = modules
@@ -243,7 +255,7 @@ def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None
     for m in modules:
         m.link_command = cs.link_argv(ctx, m)
     text = cs.write_build_ninja(ctx, modules, launcher="sccache").read_text()
-    assert 'cmd /c "type nul > $out.start" && sccache $cmd /showIncludes' in text
+    assert 'command = cmd /s /c "type nul > $out.start && sccache $cmd /showIncludes"' in text
     assert "deps = msvc" in text
     # list2cmdline quoting: the toolkit path has spaces
     assert '"C:/Program Files/NVIDIA GPU Computing Toolkit/CUDA/v13.2/bin/nvcc.exe"' in text

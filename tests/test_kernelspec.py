@@ -23,6 +23,7 @@ from buildtool.kernelspec import (
     load_kernel_specs,
     nvcc_threads,
     resolve,
+    split_source,
     split_summary,
     split_text,
 )
@@ -378,24 +379,29 @@ MAMBA = [("state-spaces+mamba", "v2.2.2", "", "selective_scan_cuda-2.2"),
 
 
 def _check_split(spec: KernelSpec, read: object) -> int:
-    """Every split rule of ``spec`` splits the real file: every original instantiation is compiled exactly
-    once across parts (fanout: every launcher once), and no part is empty."""
+    """Every split source of ``spec`` splits the real file: each original explicit instantiation and each
+    fanout launcher is defined in exactly one part, dispatcher parts declare their launchers `extern`,
+    and no part is empty. Returns the number of split sources checked."""
     checked = 0
-    for rule in spec.split:
-        for source in rule.source:
-            text = read(source)  # type: ignore[operator]
-            summary = split_summary(text, rule)
-            assert len(summary) == rule.parts
-            originals = [ln.strip() for ln in text.splitlines() if re.match(rule.match, ln)]
-            if rule.fanout is None:
-                compiled = [x for part in summary.values() for x in part]
-                assert sorted(compiled) == sorted(originals), source
-            else:
-                assert all(o in summary[1] for o in originals)
-                defs = [x for k in range(2, rule.parts + 1) for x in summary[k]]
-                assert len(defs) == len(set(defs)) == len(originals) * len(rule.fanout.items), source
-            assert all(summary[k] for k in summary), f"{source}: an empty part"
-            checked += 1
+    sources = sorted({src for rule in spec.split for src in rule.source})
+    for source in sources:
+        rules = spec.rules_for(source)
+        text = read(source)  # type: ignore[operator]
+        summary = split_summary(text, rules)
+        assert len(summary) == sum(r.parts for r in rules)
+        originals = [ln.strip() for ln in text.splitlines() if re.match(r"^template\s+void\b.*;\s*$", ln)]
+        defined = [x for part in summary.values() for x in part if not x.startswith("extern")]
+        expected = list(originals)
+        for rule in rules:
+            if rule.fanout:
+                args = [re.match(rule.match, o).group(rule.key).strip() for o in originals if re.match(rule.match, o)]  # type: ignore[union-attr]
+                expected += [f"template {rule.fanout.declaration.format(item=i, match=a)};"
+                             for a in args for i in rule.fanout.items]
+        assert sorted(defined) == sorted(expected), source
+        externs = [x for part in summary.values() for x in part if x.startswith("extern")]
+        assert sorted(e.removeprefix("extern ") for e in externs) == sorted(set(expected) - set(originals))
+        assert all(summary[k] for k in summary), f"{source}: an empty part"
+        checked += 1
     return checked
 
 
@@ -432,3 +438,27 @@ def test_causal_conv1d_1_7_0_sdist_splits(tmp_path: Path) -> None:
     assert all((fetched.tree / s).is_file() for s in spec.sources)
     assert _check_split(spec, lambda s: (fetched.tree / s).read_text()) == 2
     assert link_hazards((fetched.tree / "csrc" / "causal_conv1d_bwd.cu").read_text()) == []
+
+
+def test_several_rules_split_one_source_and_unclaimed_instantiations_stay_once() -> None:
+    text = SOURCE + "template void other<int>(int x);\n"
+    rules = (SplitRule(source=("a.cu",), parts=2, match=r"^template void run<(float|double)>"),
+             SplitRule(source=("a.cu",), parts=2, match=r"^template void run<(\w+)>\(\w+ x\);", key=1,
+                       fanout=None))
+    with pytest.raises(SplitError, match=r"a.cu:4: the line is matched by split rules 1 and 2"):
+        split_source(text, rules, origin="a.cu")
+    disjoint = (rules[0], SplitRule(source=("a.cu",), parts=2, match=r"^template void run<int>",
+                                    fanout={"declaration": "void body<{item}>(int)", "items": ("1", "2")}))  # type: ignore[arg-type]
+    summary = split_summary(text, disjoint)
+    assert summary[1] == ["template void run<float>(float x);", "template void other<int>(int x);"]
+    assert summary[2] == ["template void run<double>(double x);"]
+    assert summary[3] == ["extern template void body<1>(int);", "extern template void body<2>(int);",
+                          "template void run<int>(int x);"]
+    assert summary[4] == ["template void body<1>(int);", "template void body<2>(int);"]
+
+
+def test_spec_rejects_the_same_source_split_twice_alike(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("module: m\nsources: [a.cu]\nsplit: [{source: a.cu, parts: 2}, {source: a.cu, parts: 3}]\n")
+    with pytest.raises(UserError, match="split twice with the same `match`"):
+        load_kernel_spec(path)

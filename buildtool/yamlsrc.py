@@ -87,7 +87,11 @@ def parse(text: str, file: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        raise UserError(f"YAML syntax error: {exc.problem}", location=loc) from None
+        context = ""
+        if exc.context and exc.context_mark is not None:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+        hint = "YAML indents with spaces, not tabs" if "'\\t'" in str(exc.problem) else None
+        raise UserError(f"YAML syntax error: {exc.problem}{context}", location=loc, hint=hint) from None
     if node is None:
         doc.data = {}
         return doc

@@ -155,7 +155,7 @@ def _load(spec: dict[str, Any]) -> Matrix:
 LEGAL = _all_legal()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(matrix_specs())
 def test_expansion_properties(spec: dict[str, Any]) -> None:
     matrix = _load(spec)
@@ -210,7 +210,7 @@ def test_expansion_properties(spec: dict[str, Any]) -> None:
     assert [c.id for c in _load(spec).expand().cells] == ids
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)
 @given(st.lists(st.sampled_from([*TORCHES, "2.9.0", "2.2.0", "3.0"]), min_size=1, max_size=3, unique=True))
 def test_unknown_torch_is_an_error_never_an_empty_matrix(torches: list[str]) -> None:
     spec = {

@@ -104,14 +104,14 @@ class Compat(_Frozen):
         if info.release != torch and torch_minor(torch) != torch:
             reasons.append(f"torch {torch_minor(torch)} is built from release {info.release}, not {torch}")
         if platform not in info.platforms:
-            reasons.append(f"torch {torch} has no official {platform} wheels")
+            reasons.append(f"torch {torch} has no official {platform} wheels (official: {', '.join(info.platforms)})")
         cudas = info.cuda_for(platform)
         if cuda not in cudas:
             reasons.append(f"torch {torch} has no CUDA {cuda} build for {platform} (official: {', '.join(cudas)})")
         if python not in info.python:
             reasons.append(f"torch {torch} has no wheels for Python {python} (official: {', '.join(info.python)})")
         if cuda not in self.cuda:
-            reasons.append(f"CUDA {cuda} is not in the compatibility table")
+            reasons.append(f"CUDA {cuda} is not in the compatibility table (known: {', '.join(self.cuda)})")
         return reasons
 
 

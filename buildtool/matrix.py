@@ -459,7 +459,8 @@ class Matrix:
         info = self.compat.torch_info(torch)
         policy = self.spec.arch_policy.get(cuda)
         if policy is None and archs is None:
-            reasons.append(f"no arch_policy for CUDA {cuda}")
+            reasons.append(f"no arch_policy for CUDA {cuda} and no archs given (arch_policy has: "
+                           f"{', '.join(self.spec.arch_policy) or 'nothing'})")
         if reasons or info is None:
             return None, reasons
         release = torch if torch.count(".") == 2 else info.release

@@ -190,7 +190,7 @@ CASES = [
       "impossible cell", "causal-conv1d 1.4.0 needs torch<2.13, cell has 2.14.1"),
     C("include-platform-without-torch", ("  - platform: windows-x86_64\n    python: \"3.10\"\n",
                                          "  - platform: linux-aarch64  # <-\n    python: \"3.10\"\n"),
-      "impossible cell", "torch 2.4.1 has no official linux-aarch64 wheels"),
+      "impossible cell", "torch 2.4.1 has no official linux-aarch64 wheels (official: linux-x86_64, windows-x86_64)"),
     C("include-arch-too-old", ("    tags: [seeds]\n", "    tags: [seeds]\n  - {platform: linux-x86_64, python: \"3.12\", cuda: \"13.0\", torch: \"2.10.0\", packages: [causal-conv1d==1.6.1], archs: [\"7.0\"]}  # <-\n"),
       "include[1]: impossible cell", "CUDA 13.0 cannot compile sm_70"),
     # ---------------------------------------------------------------- duplicates

@@ -273,3 +273,20 @@ def test_build_job_resumes_and_keeps_artifacts() -> None:
     assert any(u.startswith("actions/cache/save@") for u in uses)
     assert any(u.startswith("actions/upload-artifact@") for u in uses)
     assert job["container"] == "${{ matrix.container }}"
+
+
+# ---------------------------------------------------------------- .ci/run
+def test_ci_run_runs_the_readme_command() -> None:
+    script = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert script.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in script
+    commands = [line.strip() for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[-1] == "nox -s tests", "the last thing .ci/run does is the README's test command"
+    assert "nox -s tests" in (REPO / "README.md").read_text(encoding="utf-8")
+    assert "python3 -m pip install" in script and "apt-get install" in script
+    if sys.platform != "win32" and shutil.which("bash"):
+        assert subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")], capture_output=True).returncode == 0
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck and sys.platform != "win32":
+        proc = subprocess.run([shellcheck, str(REPO / ".ci" / "run")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout

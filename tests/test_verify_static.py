@@ -98,6 +98,18 @@ def test_incomplete_provenance_names_missing_keys(tmp_path: Path) -> None:
     assert r.result == "fail" and "lacks toolchain" in r.detail
 
 
+def test_provenance_in_the_wheel_stage_layout_passes(tmp_path: Path) -> None:
+    """buildtool/build.py writes flags per module and the cell summary with arch_list."""
+    prov = {"schema": 1, "cell": {"archs": ["9.0"], "ptx": False, "arch_list": "9.0"}, "source": {}, "patches": [],
+            "toolchain": {"provider": "system"}, "archs": "9.0",
+            "modules": [{"module": "tinyk_cuda", "flags": {"nvcc": ["-O3"]}}]}
+    r = check_provenance(open_wheel(make_wheel(tmp_path, prov=prov)))
+    assert r.result == "pass" and r.numbers["archs"] == ["9.0"]
+    del prov["modules"]
+    r = check_provenance(open_wheel(make_wheel(tmp_path, prov=prov)))
+    assert r.result == "fail" and "flags (top-level or per module)" in r.detail
+
+
 @needs_nvcc
 def test_missing_arch_fails_naming_the_arch(tmp_path: Path, cuda_so: bytes) -> None:
     whl = make_wheel(tmp_path, files={"tinyk_cuda.so": cuda_so}, prov=provenance(["8.0", "9.0", "10.0"]))

@@ -38,7 +38,7 @@ def _mamba_branch(m: Any, xz: Tensor, suffix: str = "") -> Tensor:
     """One direction of a Mamba block up to (not including) out_proj: conv + SiLU, projections, gated scan.
     xz: (batch, 2*d_inner, seqlen)."""
     conv, x_proj, dt_proj = getattr(m, "conv1d" + suffix), getattr(m, "x_proj" + suffix), getattr(m, "dt_proj" + suffix)
-    A_log, D = getattr(m, "A_log" + suffix), getattr(m, "D" + suffix)
+    A_log, D = getattr(m, "A_b_log" if suffix else "A_log"), getattr(m, "D" + suffix)  # Vim's names: A_b_log, D_b
     x, z = xz.chunk(2, dim=1)
     x = causal_conv1d_ref(x, conv.weight[:, 0, :], conv.bias, silu=True)
     x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, dt_rank + 2 n)

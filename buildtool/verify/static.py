@@ -219,6 +219,11 @@ def check_provenance(wc: WheelContents) -> CheckResult:
         why = f"{file} {wc.provenance_error}" if wc.provenance_error else f"{file} is missing"
         return failed(wc.label, check, why + " (the wheel stage writes it; without it nobody can tell how the wheel was built)")
     missing = [k for k in policy.provenance.required if k not in wc.provenance]
+    modules = wc.provenance.get("modules")
+    has_flags = "flags" in wc.provenance or (
+        isinstance(modules, list) and bool(modules) and all(isinstance(m, dict) and "flags" in m for m in modules))
+    if not has_flags:
+        missing.append("flags (top-level or per module)")
     if missing:
         return failed(wc.label, check, f"{file} lacks {', '.join(missing)}")
     archs = declared_archs(wc.provenance)

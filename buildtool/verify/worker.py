@@ -162,7 +162,13 @@ def causal_conv1d_checks(r: Runner, spec: dict[str, Any], device: str) -> None:
               lambda dt=dt: _case_summary(wheel, f"numerics causal_conv1d_update {dt}", list(kernels.update_cases(device, dt, update))))
 
 
-def mamba_scan_checks(r: Runner, spec: dict[str, Any], mods: dict[str, ModuleType], device: str) -> None:
+def _configs(configs: tuple[Any, ...], small: bool) -> tuple[Any, ...]:
+    """`small` (fixture tests on the CPU): the same configurations over a short sequence."""
+    import dataclasses
+    return tuple(dataclasses.replace(c, seqlen=24) for c in configs) if small else configs
+
+
+def mamba_scan_checks(r: Runner, spec: dict[str, Any], mods: dict[str, ModuleType], device: str, small: bool = False) -> None:
     from buildtool.verify import kernels
 
     wheel = spec["wheel"]
@@ -173,12 +179,14 @@ def mamba_scan_checks(r: Runner, spec: dict[str, Any], mods: dict[str, ModuleTyp
     for dt in DTYPE_NAMES:
         check = f"numerics selective_scan fwd+bwd {dt}"
         r.run(wheel, check, lambda dt=dt, check=check: _case_summary(
-            wheel, check, list(kernels.scan_cases(device, dt, impl, kernels.MAMBA_SCAN_CONFIGS))))
+            wheel, check, list(kernels.scan_cases(device, dt, impl, _configs(kernels.MAMBA_SCAN_CONFIGS, small)))))
+    if small:
+        return
     check = "numerics selective_scan fwd+bwd float32 L2100"
     r.run(wheel, check, lambda: _case_summary(wheel, check, list(kernels.scan_cases(device, "float32", impl, (kernels.LONG_SCAN,)))))
 
 
-def vmamba_scan_checks(r: Runner, spec: dict[str, Any], mods: dict[str, ModuleType], device: str) -> None:
+def vmamba_scan_checks(r: Runner, spec: dict[str, Any], mods: dict[str, ModuleType], device: str, small: bool = False) -> None:
     import torch
 
     from buildtool.verify import kernels
@@ -195,7 +203,7 @@ def vmamba_scan_checks(r: Runner, spec: dict[str, Any], mods: dict[str, ModuleTy
                 check = f"numerics {name} fwd+bwd {dt}" + (" out_float" if out_float else "")
                 impl = kernels.vmamba_scan_impl(mods[name], oflex=oflex, out_float=out_float)
                 r.run(wheel, check, lambda dt=dt, impl=impl, check=check, out_float=out_float: _case_summary(
-                    wheel, check, list(kernels.scan_cases(device, dt, impl, kernels.VMAMBA_SCAN_CONFIGS, prefix=check,
+                    wheel, check, list(kernels.scan_cases(device, dt, impl, _configs(kernels.VMAMBA_SCAN_CONFIGS, small), prefix=check,
                                                           out_dtype=torch.float32 if out_float else None))))
 
 
@@ -421,9 +429,12 @@ def run_job(job: dict[str, Any]) -> list[CheckResult]:
     r = Runner(job.get("skip", []))
     import torch
 
-    device = "cuda"
-    gpu_arch = torch.cuda.get_device_capability(0)
-    arch = gpu_arch[0] * 10 + gpu_arch[1]
+    device = job.get("device", "cuda")  # "cpu" only in the fixture tests, with stand-in extension modules
+    if "gpu_arch" in job:
+        arch = int(job["gpu_arch"])
+    else:
+        major, minor = torch.cuda.get_device_capability(0)
+        arch = major * 10 + minor
     mods: dict[str, ModuleType] = {}
     for spec in job["wheels"].values():
         check_arch(r, spec, arch)
@@ -431,9 +442,9 @@ def run_job(job: dict[str, Any]) -> list[CheckResult]:
     if "causal_conv1d" in job["wheels"]:
         causal_conv1d_checks(r, job["wheels"]["causal_conv1d"], device)
     if "mamba_ssm" in job["wheels"]:
-        mamba_scan_checks(r, job["wheels"]["mamba_ssm"], mods, device)
+        mamba_scan_checks(r, job["wheels"]["mamba_ssm"], mods, device, small=job.get("small", False))
     if "selective_scan" in job["wheels"]:
-        vmamba_scan_checks(r, job["wheels"]["selective_scan"], mods, device)
+        vmamba_scan_checks(r, job["wheels"]["selective_scan"], mods, device, small=job.get("small", False))
     smoke_checks(r, job, device)
     if job.get("bench", True):
         speed_checks(r, job, mods, device)

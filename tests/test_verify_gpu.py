@@ -1,0 +1,232 @@
+"""GPU checks. On a machine without a GPU they must be reported as skipped (never passed); the real GPU
+test is skipped with "no GPU". The `fixture` tests run the worker's adapters, harness, smoke models and
+report on the CPU with stand-in extension modules (tests/verify_fake_kernels.py: the C++ bindings'
+signatures, computed by the references) — and show that a wrong kernel result fails with a clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from verify_fixtures import compile_c_so, make_wheel, provenance
+
+from buildtool.cli import main
+from buildtool.verify import gpu
+from buildtool.verify.pipeline import VerifyOptions, verify
+from buildtool.verify.static import open_wheel
+
+HERE = Path(__file__).resolve().parent
+
+
+def _torch_has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _tiny_wheel(tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
+    so = compile_c_so(tmp_path / "ext.so").read_bytes()
+    return make_wheel(tmp_path, files={"tinyk_ext.so": so}, prov=provenance(["9.0"]), **kw)
+
+
+# ---------------------------------------------------------------- no GPU: skipped, never passed
+@pytest.mark.skipif(_torch_has_cuda(), reason="this machine has a GPU")
+def test_without_gpu_gpu_checks_are_skipped_never_passed(tmp_path: Path) -> None:
+    whl = _tiny_wheel(tmp_path, dist="causal_conv1d", version="1.7.0+cu130torch2.11cxx11abiTRUE")
+    report = verify([whl])
+    gpu_rows = [r for r in report.results if r.check in gpu.PLANNED["causal-conv1d"]]
+    assert gpu_rows and all(r.result == "skip" and r.detail.startswith("no GPU") for r in gpu_rows)
+    assert not any(r.result == "pass" and (r.check.startswith(("numerics", "smoke", "speed"))) for r in report.results)
+    strict = verify([whl], VerifyOptions(require_gpu=True))
+    assert not strict.ok and any(r.check == "gpu required" and r.result == "fail" for r in strict.results)
+
+
+def test_static_only_reports_gpu_checks_as_skipped(tmp_path: Path) -> None:
+    whl = _tiny_wheel(tmp_path, dist="mamba_ssm", version="2.3.2.post1+cu130torch2.11cxx11abiTRUE")
+    report = verify([whl], VerifyOptions(gpu=False))
+    rows = [r for r in report.results if r.check in gpu.PLANNED["mamba-ssm"]]
+    assert len(rows) == len(gpu.PLANNED["mamba-ssm"]) and all(r.result == "skip" for r in rows)
+
+
+def test_cli_json_report_and_exit_codes(tmp_path: Path) -> None:
+    good = _tiny_wheel(tmp_path)
+    out = tmp_path / "r.json"
+    # the tiny library has no CUDA code: the arch check fails, so the run fails (exit 1), and says why
+    assert main(["verify", str(good), "--static-only", "--json", str(out)]) == 1
+    data = json.loads(out.read_text())
+    assert data["ok"] is False and data["environment"]["date"] and "host_python" in data["environment"]
+    rows = {r["check"]: r for r in data["results"]}
+    assert rows["RECORD"]["result"] == "pass"
+    assert rows["cuda archs"]["result"] == "fail" and "no library in the wheel embeds CUDA code" in rows["cuda archs"]["detail"]
+    assert main(["verify", str(tmp_path / "missing.whl")]) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _torch_has_cuda(), reason="no GPU")
+def test_real_gpu_run_over_dist() -> None:
+    """On a GPU machine: verify the wheels in $BUILDTOOL_VERIFY_DIST (default dist/) for real."""
+    dist = Path(os.environ.get("BUILDTOOL_VERIFY_DIST", HERE.parent / "dist"))
+    wheels = sorted(dist.glob("*.whl"))
+    if not wheels:
+        pytest.skip(f"no wheels in {dist}")
+    report = verify(wheels, VerifyOptions(require_gpu=True, bench=False))
+    assert report.ok, [r for r in report.results if r.failed]
+
+
+# ---------------------------------------------------------------- grouping
+def test_grouping_pairs_each_mamba_with_its_causal_conv1d(tmp_path: Path) -> None:
+    names = ["causal_conv1d-1.7.0+cu130torch2.11cxx11abiTRUE", "causal_conv1d-1.4.0+cu130torch2.11cxx11abiTRUE",
+             "causal_conv1d-1.1.1+cu130torch2.11cxx11abiTRUE", "mamba_ssm-2.3.2.post1+cu130torch2.11cxx11abiTRUE",
+             "mamba_ssm-2.2.2+cu130torch2.11cxx11abiTRUE", "mamba_ssm-1.1.1+vim.cu130torch2.11cxx11abiTRUE",
+             "selective_scan-0.0.2+cu130torch2.11cxx11abiTRUE"]
+    wheels = []
+    for i, n in enumerate(names):
+        d = tmp_path / str(i)
+        d.mkdir()
+        dist, version = n.split("-", 1)
+        wheels.append(open_wheel(make_wheel(d, dist=dist, version=version)))
+    groups, notes = gpu.group_wheels(wheels)
+    labels = sorted(g.label for g in groups)
+    assert labels == ["mamba_ssm 1.1.1+vim.cu130torch2.11cxx11abiTRUE + causal_conv1d 1.1.1",
+                      "mamba_ssm 2.2.2+cu130torch2.11cxx11abiTRUE + causal_conv1d 1.4.0",
+                      "mamba_ssm 2.3.2.post1+cu130torch2.11cxx11abiTRUE + causal_conv1d 1.7.0",
+                      "selective_scan 0.0.2"], labels
+    assert not notes
+
+
+# ---------------------------------------------------------------- CPU fixtures of the worker
+
+
+@pytest.fixture
+def fake_site(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A directory with stand-in extension modules and a stand-in causal_conv1d package."""
+    pytest.importorskip("torch")
+    import verify_fake_kernels as fk
+
+    site = tmp_path / "site"
+    (site / "causal_conv1d").mkdir(parents=True)
+    for name, src in fk.MODULE_SOURCES.items():
+        (site / name).write_text(src)
+    (site / "causal_conv1d" / "__init__.py").write_text(fk.FAKE_CAUSAL_CONV1D_INIT)
+    sys.path.insert(0, str(site))
+    fk.PERTURB["value"] = 0.0
+    yield site
+    fk.PERTURB["value"] = 0.0
+    sys.path.remove(str(site))
+    for mod in [m for m in sys.modules if m.split(".")[0] in
+                ("selective_scan_cuda", "selective_scan_cuda_core", "selective_scan_cuda_oflex", "causal_conv1d_cuda",
+                 "causal_conv1d", "mamba_ssm")]:
+        del sys.modules[mod]
+
+
+def _job(site: Path, tmp_path: Path, wheels: dict[str, dict[str, object]]) -> dict[str, object]:
+    return {"label": "fixture group", "sys_path": [str(site)], "out": str(tmp_path / "out.json"), "skip": [],
+            "bench": False, "device": "cpu", "gpu_arch": 90, "small": True, "wheels": wheels}
+
+
+def test_fixture_worker_runs_every_check_and_passes_correct_kernels(fake_site: Path, tmp_path: Path) -> None:
+    from buildtool.verify.worker import run_job
+
+    wheels = {
+        "causal_conv1d": {"wheel": "cc.whl", "version": "1.1.1", "modules": ["causal_conv1d_cuda"], "cubin_archs": [80, 90]},
+        "selective_scan": {"wheel": "ss.whl", "version": "0.0.2", "cubin_archs": [90],
+                           "modules": ["selective_scan_cuda_core", "selective_scan_cuda_oflex"]},
+    }
+    results = run_job(_job(fake_site, tmp_path, wheels))
+    by = {r.check: r for r in results}
+    assert by["gpu arch embedded"].result == "pass"
+    for dt in ("float32", "float16", "bfloat16"):
+        assert by[f"numerics causal_conv1d fwd+bwd {dt}"].result == "pass", by[f"numerics causal_conv1d fwd+bwd {dt}"]
+        assert by[f"numerics causal_conv1d fwd+bwd {dt}"].numbers["cases"] == 24
+        assert by[f"numerics causal_conv1d_update {dt}"].result == "pass"
+        assert by[f"numerics selective_scan_cuda_core fwd+bwd {dt}"].result == "pass", by[f"numerics selective_scan_cuda_core fwd+bwd {dt}"]
+        assert by[f"numerics selective_scan_cuda_oflex fwd+bwd {dt}"].result == "pass"
+    assert by["numerics selective_scan_cuda_oflex fwd+bwd bfloat16 out_float"].result == "pass"
+    assert by["smoke VMamba SS2D (oflex)"].result == "pass", by["smoke VMamba SS2D (oflex)"]
+    assert by["import causal_conv1d (public API)"].result == "pass"
+    assert not [r for r in results if r.result == "fail"], [r for r in results if r.result == "fail"]
+
+
+def test_fixture_wrong_kernel_result_fails_with_a_clear_message(fake_site: Path, tmp_path: Path) -> None:
+    import verify_fake_kernels as fk
+
+    from buildtool.verify.worker import run_job
+
+    fk.PERTURB["value"] = 0.05
+    wheels = {"selective_scan": {"wheel": "ss.whl", "version": "0.0.2", "cubin_archs": [90],
+                                 "modules": ["selective_scan_cuda_oflex"]}}
+    job = _job(fake_site, tmp_path, wheels)
+    job["skip"] = ["smoke *"]
+    by = {r.check: r for r in run_job(job)}
+    r = by["numerics selective_scan_cuda_oflex fwd+bwd float32"]
+    assert r.result == "fail"
+    assert "cases off" in r.detail and "out: max|Δ| 0.05 > allowed" in r.detail and "float32 fwd" in r.detail
+    assert by["smoke VMamba SS2D (oflex)"].result == "skip"
+
+
+def test_fixture_missing_arch_names_the_no_kernel_image_failure(fake_site: Path, tmp_path: Path) -> None:
+    from buildtool.verify.worker import run_job
+
+    wheels = {"selective_scan": {"wheel": "ss.whl", "version": "0.0.2", "cubin_archs": [80], "ptx_archs": [],
+                                 "modules": []}}
+    by = {r.check: r for r in run_job(_job(fake_site, tmp_path, wheels))}
+    assert by["gpu arch embedded"].result == "fail"
+    assert "sm_90 is not among the embedded archs [80]" in by["gpu arch embedded"].detail
+    assert "no kernel image is available" in by["gpu arch embedded"].detail
+
+
+def test_fixture_mamba_scan_adapter_matches_reference(fake_site: Path) -> None:
+    import importlib
+
+    from buildtool.verify import kernels
+    from buildtool.verify.worker import _configs
+
+    impl = kernels.mamba_scan_impl(importlib.import_module("selective_scan_cuda"))
+    for dt in ("float32", "bfloat16"):
+        cases = list(kernels.scan_cases("cpu", dt, impl, _configs(kernels.MAMBA_SCAN_CONFIGS, True)))
+        assert all(c.ok for c in cases), [c.worst.message for c in cases if not c.ok]
+
+
+def _mirror() -> Path | None:
+    for base in (os.environ.get("BUILDTOOL_SOURCE_MIRROR"), "/work/.mirror"):
+        if base and (Path(base) / "hustvl+Vim" / "repo").exists():
+            return Path(base) / "hustvl+Vim" / "repo"
+    return None
+
+
+VIM_COMMIT = "13ecb590cf506bb3287030f944f6bada351696bd"
+
+
+@pytest.mark.mirror
+def test_fixture_vim_bimamba_v2_block_matches_the_reference_block(fake_site: Path, tmp_path: Path) -> None:
+    """Vim's real Mamba(bimamba_type="v2") module (its fused mamba_inner_fn_no_out_proj path, on stand-in
+    kernels) equals the block written from the definition in buildtool/verify/smoke.py."""
+    pytest.importorskip("einops")
+    repo = _mirror()
+    if repo is None:
+        pytest.skip("no hustvl+Vim mirror (set BUILDTOOL_SOURCE_MIRROR)")
+    archive = tmp_path / "vim.tar"
+    subprocess.run(["git", "--git-dir", str(repo), "archive", "-o", str(archive), VIM_COMMIT, "mamba-1p1p1/mamba_ssm"], check=True)
+    with tarfile.open(archive) as tf:
+        tf.extractall(tmp_path / "vim", filter="data")
+    sys.path.insert(0, str(tmp_path / "vim" / "mamba-1p1p1"))
+    try:
+        from buildtool.verify import smoke
+        from buildtool.verify.worker import import_without_package_init
+
+        import_without_package_init("mamba_ssm")
+        import importlib
+        importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+        Mamba = importlib.import_module("mamba_ssm.modules.mamba_simple").Mamba
+        for kwargs in ({}, {"bimamba_type": "v2"}):
+            res = smoke.smoke_mamba(Mamba, "cpu", **kwargs)
+            assert res.ok, [c.message for c in res.comparisons if not c.ok]
+    finally:
+        sys.path.remove(str(tmp_path / "vim" / "mamba-1p1p1"))

@@ -148,3 +148,61 @@ def test_no_fitting_wheel_lists_reasons(site: Site, tmp_path: Path) -> None:
                          "--torch", "2.5.1", "--cuda", "12.4")
     assert proc.returncode == 2
     assert "no wheel of tiny-kernel fits" in proc.stderr and "built for torch" in proc.stderr
+
+
+# ---------------------------------------------------------------- the same with the real builder's wheel
+@pytest.fixture(scope="module")
+def real_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny CUDA kernel (tests/fixtures/tiny) built by `buildtool build` with real nvcc, then indexed.
+    Shares test_build's object cache, so whichever module runs second does not compile again."""
+    import tinyproj
+
+    reason = tinyproj.available()
+    if reason is not None:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("tinyproj")
+    mirror = tinyproj.make_project(root)
+    env = tinyproj.build_env(root, tmp_path_factory.getbasetemp() / "tiny-object-cache")
+    proc = subprocess.run([*tinyproj.build_command(mirror, root / "dist"), "--json"], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    site_dir = root / "site"
+    proc = buildtool("index", str(root / "dist"), "--out", str(site_dir))
+    assert proc.returncode == 0, proc.stderr
+    return site_dir, tinyproj.torch_site_packages()
+
+
+def test_real_builder_wheel_in_manifest(real_site: tuple[Path, Path]) -> None:
+    import tinyproj
+
+    (w,) = json.loads((real_site[0] / "manifest.json").read_text())["wheels"]
+    assert w["filename"] == tinyproj.WHEEL
+    assert (w["torch"], w["cuda"], w["cxx11_abi"], w["archs"]) == ("2.14", "13.0", True, ["9.0"])
+    assert w["provenance"]["cell"]["id"] == tinyproj.CELL_ID and w["min_glibc"]
+
+
+@pytest.mark.parametrize("installer", ["buildtool", "pip", "uv"])
+def test_real_builder_wheel_installs_and_imports(real_site: tuple[Path, Path], tmp_path: Path, installer: str) -> None:
+    site_dir, torch_site = real_site
+    uv = uv_bin()
+    if installer == "uv" and uv is None:
+        pytest.skip("uv is not installed")
+    python = make_venv(tmp_path / "venv", torch_site, with_pip=installer == "pip")
+    before = torch_facts(python)
+    with serve(site_dir) as url:
+        if installer == "buildtool":
+            proc = buildtool("install", "tiny", "--index", url, "--python", str(python), "--no-host")
+        elif installer == "pip":
+            proc = subprocess.run([str(python), "-m", "pip", "install", "--index-url", url + "/simple/",
+                                   "tiny==0.1+cu130torch2.14cxx11abiTRUE"], capture_output=True, text=True,
+                                  env=clean_env())
+        else:
+            assert uv is not None
+            proc = subprocess.run([uv, "pip", "install", "--python", str(python), "--index-url", url + "/simple/",
+                                   "tiny==0.1+cu130torch2.14cxx11abiTRUE"], capture_output=True, text=True,
+                                  env=clean_env(UV_CACHE_DIR=str(tmp_path / "uvcache")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check = _import(python, "import tiny, tiny_cuda; print(tiny_cuda.__file__)")
+    assert check.returncode == 0, check.stderr
+    assert str(tmp_path) in check.stdout  # the extension came from this venv, built by the real builder
+    assert torch_facts(python) == before

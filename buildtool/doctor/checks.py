@@ -364,9 +364,9 @@ def cccl_headers(ctx: Context) -> Finding:
     if h.cuda_home is None or h.nvcc_version is None:
         return skip("no CUDA toolkit")
     home = Path(h.cuda_home)
-    roots = [r for r in (home / "include", *home.glob("targets/*/include")) if r.is_dir()]
+    roots = [r for r in (home / "include", *home.glob("targets/*/include")) if (r / "cuda_runtime.h").exists()]
     if not roots:
-        return skip(f"{home} has no include/ at all (see cuda-home)")
+        return skip(f"no CUDA headers under {home} (see cuda-home)")
     direct = [r for r in roots if (r / "nv" / "target").exists()]
     cccl = [r / "cccl" for r in roots if (r / "cccl" / "nv" / "target").exists()]
     if direct:

@@ -33,5 +33,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(w.package, w.version, w.python_tag, w.platform, " ".join(w.archs) or "?", w.min_glibc or "-",
                       f"{w.size / 1e6:.1f} MB")
     out.print(table)
-    out.print(f"pip install <pkg>==<version> --extra-index-url {manifest.index_url}", highlight=False)
+    index = manifest.index_url if manifest.base_url else "<URL where SITE is served>/simple/"
+    out.print(f"install: pip install \"<pkg>==<version+label>\" --extra-index-url {index}  (page: index.html)",
+              highlight=False)
     return 0

@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"[red]no wheel of {escape(args.requirement)} fits this environment[/]")
     for n in res.notes:
         out.print(f"  note: {escape(n)}", highlight=False)
-    if args.explain or not res.chosen:
+    if args.explain and not res.rejected:
+        out.print("  (no other candidates)")
+    elif args.explain or not res.chosen:
         table = Table(title="rejected candidates")
         for col in ("wheel", "rule", "catalogue", "reason"):
             table.add_column(col, overflow="fold")

@@ -194,6 +194,31 @@ def test_fixture_mamba_scan_adapter_matches_reference(fake_site: Path) -> None:
         assert all(c.ok for c in cases), [c.worst.message for c in cases if not c.ok]
 
 
+def test_fixture_group_installs_with_pip_target_and_runs_in_a_subprocess(tmp_path: Path) -> None:
+    """The host side for real: pip --no-deps --no-index --target, the worker in a fresh interpreter with the
+    install dir first on its path, results back as JSON. The 'extension modules' are CPU stand-ins."""
+    pytest.importorskip("torch")
+    import verify_fake_kernels as fk
+
+    files = {name: src.encode() for name, src in fk.MODULE_SOURCES.items() if "selective_scan_cuda_" in name}
+    files["verify_fake_kernels.py"] = (HERE / "verify_fake_kernels.py").read_bytes()
+    whl = make_wheel(tmp_path, dist="selective_scan", version="0.0.2+cu130torch2.11cxx11abiTRUE",
+                     tag=next(iter(gpu.sys_tags())).__str__(), files=files)
+    group = gpu.Group("selective_scan 0.0.2", {"selective_scan": open_wheel(whl)})
+    overrides = {"device": "cpu", "gpu_arch": 90, "small": True,
+                 "wheels": {"selective_scan": {"modules": ["selective_scan_cuda_core", "selective_scan_cuda_oflex"],
+                                               "cubin_archs": [90]}}}
+    results = gpu.run_group(group, skip=["smoke *", "numerics * float16*"], bench=False, timeout=600,
+                            keep=tmp_path / "keep", job_overrides=overrides)
+    by = {r.check: r for r in results}
+    assert by["import selective_scan_cuda_oflex"].result == "pass"
+    assert str(tmp_path / "keep") in by["import selective_scan_cuda_oflex"].detail  # imported from the --target dir
+    assert by["numerics selective_scan_cuda_core fwd+bwd float32"].result == "pass"
+    assert by["numerics selective_scan_cuda_oflex fwd+bwd bfloat16 out_float"].result == "pass"
+    assert by["numerics selective_scan_cuda_oflex fwd+bwd float16"].result == "skip"
+    assert not [r for r in results if r.failed]
+
+
 def _mirror() -> Path | None:
     for base in (os.environ.get("BUILDTOOL_SOURCE_MIRROR"), "/work/.mirror"):
         if base and (Path(base) / "hustvl+Vim" / "repo").exists():
@@ -204,29 +229,67 @@ def _mirror() -> Path | None:
 VIM_COMMIT = "13ecb590cf506bb3287030f944f6bada351696bd"
 
 
-@pytest.mark.mirror
-def test_fixture_vim_bimamba_v2_block_matches_the_reference_block(fake_site: Path, tmp_path: Path) -> None:
-    """Vim's real Mamba(bimamba_type="v2") module (its fused mamba_inner_fn_no_out_proj path, on stand-in
-    kernels) equals the block written from the definition in buildtool/verify/smoke.py."""
+@pytest.fixture(scope="module")
+def vim_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Vim's mamba-1p1p1/mamba_ssm at the recipe's commit, from the source mirror."""
+    pytest.importorskip("torch")
     pytest.importorskip("einops")
     repo = _mirror()
     if repo is None:
         pytest.skip("no hustvl+Vim mirror (set BUILDTOOL_SOURCE_MIRROR)")
-    archive = tmp_path / "vim.tar"
+    tmp = tmp_path_factory.mktemp("vim")
+    archive = tmp / "vim.tar"
     subprocess.run(["git", "--git-dir", str(repo), "archive", "-o", str(archive), VIM_COMMIT, "mamba-1p1p1/mamba_ssm"], check=True)
     with tarfile.open(archive) as tf:
-        tf.extractall(tmp_path / "vim", filter="data")
-    sys.path.insert(0, str(tmp_path / "vim" / "mamba-1p1p1"))
-    try:
-        from buildtool.verify import smoke
-        from buildtool.verify.worker import import_without_package_init
+        tf.extractall(tmp, filter="data")
+    return tmp / "mamba-1p1p1"
 
+
+@pytest.mark.mirror
+def test_fixture_vim_bimamba_v2_block_matches_the_reference_block(fake_site: Path, vim_src: Path) -> None:
+    """Vim's real Mamba module, plain and bimamba_type="v2" (its fused mamba_inner_fn(_no_out_proj) path on
+    stand-in kernels), equals the block written from the definition in buildtool/verify/smoke.py."""
+    import importlib
+
+    from buildtool.verify import smoke
+    from buildtool.verify.worker import import_without_package_init
+
+    sys.path.insert(0, str(vim_src))
+    try:
         import_without_package_init("mamba_ssm")
-        import importlib
         importlib.import_module("mamba_ssm.ops.selective_scan_interface")
         Mamba = importlib.import_module("mamba_ssm.modules.mamba_simple").Mamba
         for kwargs in ({}, {"bimamba_type": "v2"}):
             res = smoke.smoke_mamba(Mamba, "cpu", **kwargs)
-            assert res.ok, [c.message for c in res.comparisons if not c.ok]
+            assert res.ok and res.fused, [c.message for c in res.comparisons if not c.ok]
     finally:
-        sys.path.remove(str(tmp_path / "vim" / "mamba-1p1p1"))
+        sys.path.remove(str(vim_src))
+
+
+@pytest.mark.mirror
+def test_fixture_worker_on_the_vim_group(fake_site: Path, vim_src: Path, tmp_path: Path) -> None:
+    """The whole mamba group path of the worker: scan numerics, the Vim block smoke, the public import
+    (whose missing third-party requirement, e.g. transformers, is reported as skipped with its name)."""
+    from buildtool.verify.worker import run_job
+
+    job = _job(fake_site, tmp_path, {
+        "causal_conv1d": {"wheel": "cc.whl", "version": "1.1.1", "modules": ["causal_conv1d_cuda"], "cubin_archs": [90]},
+        "mamba_ssm": {"wheel": "vim.whl", "version": "1.1.1", "vim": True, "modules": ["selective_scan_cuda"], "cubin_archs": [90]},
+    })
+    job["sys_path"] = [str(fake_site), str(vim_src)]
+    job["skip"] = ["numerics causal_conv1d*"]
+    try:
+        by = {r.check: r for r in run_job(job)}
+    finally:
+        sys.path.remove(str(vim_src))
+    assert by["numerics selective_scan fwd+bwd float32"].result == "pass"
+    assert by["numerics selective_scan fwd+bwd bfloat16"].result == "pass"
+    assert by["smoke Vim bimamba-v2 block"].result == "pass", by["smoke Vim bimamba-v2 block"]
+    assert "fused path" in by["smoke Vim bimamba-v2 block"].detail
+    api = by["import mamba_ssm (public API)"]
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        assert api.result == "skip" and "needs 'transformers'" in api.detail
+    else:
+        assert api.result in ("pass", "fail")

@@ -126,7 +126,8 @@ def install(group: Group, target: Path, python: str = sys.executable) -> str | N
 
 
 def run_group(group: Group, *, skip: list[str], bench: bool, timeout: int, python: str = sys.executable,
-              keep: Path | None = None) -> list[CheckResult]:
+              keep: Path | None = None, job_overrides: dict[str, Any] | None = None) -> list[CheckResult]:
+    """`job_overrides` (fixture tests only): e.g. device "cpu" with stand-in modules, merged into the job."""
     policy = load_policy()
     with tempfile.TemporaryDirectory(prefix="buildtool-verify-") as tmp:
         base = keep / group.label.replace(" ", "_").replace("+", "_") if keep else Path(tmp)
@@ -150,6 +151,12 @@ def run_group(group: Group, *, skip: list[str], bench: bool, timeout: int, pytho
                 for key, w in group.wheels.items()
             },
         }
+        for key, value in (job_overrides or {}).items():
+            if key == "wheels":
+                for wkey, fields in value.items():
+                    job["wheels"][wkey].update(fields)
+            else:
+                job[key] = value
         job_file = base / "job.json"
         job_file.write_text(json.dumps(job, indent=2))
         try:

@@ -28,6 +28,7 @@ ScanFn = Callable[..., Tensor]
 class SmokeResult:
     comparisons: tuple[Comparison, ...]
     note: str
+    fused: bool = True
 
     @property
     def ok(self) -> bool:
@@ -83,11 +84,18 @@ def _run_twice(model: nn.Module, hidden: Tensor, ref_forward: Callable[[Tensor],
 
 
 def smoke_mamba(Mamba: type, device: str, **kwargs: Any) -> SmokeResult:
+    """The fused path (mamba_inner_fn: causal_conv1d + selective_scan kernels) when the module found
+    causal_conv1d; otherwise upstream silently falls back to nn.Conv1d — the note says which ran."""
+    import sys
+
     torch.manual_seed(0)
     model = Mamba(d_model=64, d_state=16, d_conv=4, expand=2, **kwargs).to(device)
     hidden = torch.randn(2, 128, 64, device=device)
     name = "Vim bimamba v2" if kwargs.get("bimamba_type") == "v2" else "Mamba"
-    return _run_twice(model, hidden, lambda x: mamba_block_reference(model, x), name)
+    res = _run_twice(model, hidden, lambda x: mamba_block_reference(model, x), name)
+    fused = getattr(sys.modules[Mamba.__module__], "causal_conv1d_fn", None) is not None
+    path = "fused path (mamba_inner_fn)" if fused else "UNFUSED path: the module could not import causal_conv1d"
+    return SmokeResult(res.comparisons, f"{path}; {res.note}", fused=fused)
 
 
 def smoke_mamba2(Mamba2: type, device: str) -> SmokeResult:

@@ -243,7 +243,10 @@ def smoke_checks(r: Runner, job: dict[str, Any], device: str) -> None:
             if problem or mod is None:
                 return problem or failed(label, check, "import failed")
             kwargs = {"bimamba_type": "v2"} if mamba.get("vim") else {}
-            return smoke_result(check, smoke.smoke_mamba(mod.Mamba, device, **kwargs))
+            res = smoke.smoke_mamba(mod.Mamba, device, **kwargs)
+            if not res.fused and "causal_conv1d" in wheels:
+                return failed(label, check, f"{res.note} although causal_conv1d {wheels['causal_conv1d']['version']} is installed")
+            return smoke_result(check, res)
 
         r.run(label, "smoke Vim bimamba-v2 block" if mamba.get("vim") else "smoke Mamba", mamba_v1)
         if not mamba.get("vim"):

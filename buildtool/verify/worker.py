@@ -117,6 +117,9 @@ def _case_summary(wheel: str, check: str, cases: list[Any]) -> CheckResult:
 
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
+# Speed is reported, not judged, except that a kernel clearly slower than the pure-PyTorch reference means
+# something is broken (a debug build, a fallback path). Tiny kernels (update) are launch-bound, hence the slack.
+SLOWEST_ACCEPTED_SPEEDUP = 0.5
 
 
 # ---------------------------------------------------------------- per-package checks
@@ -317,8 +320,9 @@ def speed_checks(r: Runner, job: dict[str, Any], mods: dict[str, ModuleType], de
         speedup = ref / k if k > 0 else float("inf")
         numbers = {"kernel_ms": round(k, 4), "reference_ms": round(ref, 4), "speedup": round(speedup, 2), "shape": shape}
         detail = f"{shape}: kernel {k:.3f} ms, reference {ref:.3f} ms, {speedup:.1f}x"
-        if speedup < 1:
-            return failed(wheel, check, detail + " — the kernel is slower than the pure-PyTorch reference", **numbers)
+        if speedup < SLOWEST_ACCEPTED_SPEEDUP:
+            return failed(wheel, check, detail + f" — the kernel is more than {1 / SLOWEST_ACCEPTED_SPEEDUP:g}x slower "
+                          "than the pure-PyTorch reference", **numbers)
         return passed(wheel, check, detail, **numbers)
 
     def grad_of(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor]) -> Callable[[], object]:

@@ -196,3 +196,18 @@ def test_not_a_zip_is_one_clear_failure(tmp_path: Path) -> None:
     bad.write_bytes(b"not a zip")
     wc, results = static_checks(bad)
     assert wc is None and results[0].result == "fail" and "not a readable wheel" in results[0].detail
+
+
+def test_a_torch_that_is_not_the_target_is_not_used_for_resolution(tmp_path: Path) -> None:
+    """A CPU torch 2.13 here says nothing about what torch 2.11+cu130 provides: fall back to the lists."""
+    site = tmp_path / "site"
+    (site / "torch" / "lib").mkdir(parents=True)
+    (site / "torch" / "version.py").write_text("__version__ = '2.13.0+cpu'\n")
+    compile_c_so(site / "torch" / "lib" / "libc10.so")
+    target = TargetLibs.discover([site])
+    assert target is not None and target.torch_version == "2.13.0+cpu"
+    so = compile_c_so(tmp_path / "ext.so").read_bytes()
+    wc = open_wheel(make_wheel(tmp_path, files={"ext.so": so}))  # label: cu130 torch 2.11
+    assert target.serves(wc.name) == "the torch here is 2.13.0+cpu, the wheel targets torch 2.11"
+    r = check_shared_libs(wc, target)
+    assert r.result == "pass" and "the wheel targets torch 2.11" in r.detail

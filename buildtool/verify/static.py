@@ -240,6 +240,7 @@ class TargetLibs:
 
     names: frozenset[str]
     where: str
+    torch_version: str | None = None  # e.g. '2.11.0+cu130', read from torch/version.py without importing torch
 
     @classmethod
     def discover(cls, site_dirs: Iterable[Path] | None = None) -> TargetLibs | None:
@@ -254,12 +255,29 @@ class TargetLibs:
         else:
             roots.extend(site_dirs)
         names: set[str] = set()
+        version = None
         for root in roots:
+            vfile = root / "torch" / "version.py"
+            if vfile.is_file():
+                m = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", vfile.read_text(errors="replace"), re.M)
+                version = m[1] if m else version
             for pattern in ("torch/lib/*.so*", "nvidia/*/lib/*.so*", "nvidia/*/*/lib/*.so*", "nvidia/*/lib64/*.so*"):
                 names.update(p.name for p in root.glob(pattern))
         if not names:
             return None
-        return cls(frozenset(names), ", ".join(str(r) for r in roots))
+        return cls(frozenset(names), ", ".join(str(r) for r in roots), version)
+
+    def serves(self, wheel: WheelName) -> str | None:
+        """None when this torch is the wheel's target (same A.B, a CUDA build of the same major), else why not."""
+        if wheel.label is None or self.torch_version is None:
+            return None
+        public, _, local = self.torch_version.partition("+")
+        minor = ".".join(public.split(".")[:2])
+        if minor != wheel.label.torch:
+            return f"the torch here is {self.torch_version}, the wheel targets torch {wheel.label.torch}"
+        if local and not local.startswith(f"cu{wheel.label.cuda_major}"):
+            return f"the torch here is {self.torch_version}, the wheel targets CUDA {wheel.label.cuda}"
+        return None
 
 
 def check_shared_libs(wc: WheelContents, target: TargetLibs | None, policy: VerifyPolicy | None = None) -> CheckResult:
@@ -275,6 +293,9 @@ def check_shared_libs(wc: WheelContents, target: TargetLibs | None, policy: Veri
     own = {n.rsplit("/", 1)[-1] for n in wc.elves} | {e.soname for e in wc.elves.values() if e.soname}
     unresolved: list[str] = []
     needed_all: set[str] = set()
+    not_target = target.serves(wc.name) if target is not None else None
+    if not_target:
+        target = None
     for lib, info in wc.elves.items():
         for need in info.needed:
             needed_all.add(need)
@@ -290,7 +311,8 @@ def check_shared_libs(wc: WheelContents, target: TargetLibs | None, policy: Veri
     problems = [f"bundles {n} (torch/CUDA libraries must come from the installed torch)" for n in bundled] + unresolved
     if problems:
         return failed(wc.label, check, "; ".join(problems), needed=sorted(needed_all))
-    how = f"resolved against {target.where}" if target else "checked against the torch/CUDA/system library lists (no target torch found here)"
+    how = (f"resolved against {target.where}" if target else
+           f"checked against the torch/CUDA/system library lists ({not_target or 'no torch found here'})")
     return passed(wc.label, check, f"{len(wc.elves)} libraries, {how}; nothing bundled", needed=sorted(needed_all))
 
 

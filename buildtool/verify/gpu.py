@@ -136,7 +136,7 @@ def run_group(group: Group, *, skip: list[str], bench: bool, timeout: int, pytho
         problem = install(group, target, python)
         if problem:
             return [failed(w.label, "install", problem) for w in group.wheels.values()]
-        job = {
+        job: dict[str, Any] = {
             "label": group.label,
             "sys_path": [str(target)],
             "out": str(base / "results.json"),

@@ -21,16 +21,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from rich.console import RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from buildtool.console import err
 
@@ -44,6 +48,17 @@ def format_seconds(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class _OverallOnly(ProgressColumn):
+    """A column shown for the overall task only; running-TU rows show just their name and elapsed time."""
+
+    def __init__(self, column: ProgressColumn) -> None:
+        super().__init__()
+        self.column = column
+
+    def render(self, task: Task) -> RenderableType:
+        return Text("") if task.fields.get("unit") else self.column.render(task)
 
 
 class NinjaProgress:
@@ -197,8 +212,9 @@ class NinjaProgress:
 
     def _loop_live(self, proc: subprocess.Popen[str]) -> None:
         total = len(self.units)
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), _OverallOnly(BarColumn()),
+                   _OverallOnly(MofNCompleteColumn()), TimeElapsedColumn(), _OverallOnly(TextColumn("ETA")),
+                   _OverallOnly(TimeRemainingColumn()))
         with Progress(*columns, console=err, transient=False) as bar:
             overall = bar.add_task(f"[bold]{self.title}", total=total or 1)
             tasks: dict[str, TaskID] = {}
@@ -206,7 +222,7 @@ class NinjaProgress:
             while True:
                 done, ended = self._drain(time.time())
                 for obj in self._scan_started():
-                    tasks[obj] = bar.add_task(f"  {self.units[obj]}", total=None)
+                    tasks[obj] = bar.add_task(f"  {self.units[obj]}", total=None, unit=True)
                 for label in done:
                     info = self._finish(label)
                     last_event = time.monotonic()
@@ -218,6 +234,8 @@ class NinjaProgress:
                         bar.remove_task(task)
                     bar.advance(overall)
                     bar.console.print(f"  [green]✓[/] {label} [dim]{format_seconds(seconds)}[/]", highlight=False)
+                    if len(self.finished) == total:
+                        bar.update(overall, description=f"[bold]{self.title}[/]: linking")
                 if self._heartbeat_due(last_event) and proc.poll() is None:
                     message = f"still compiling: {self._running_text()}"
                     self.log.write("# " + message + "\n")

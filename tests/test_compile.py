@@ -103,6 +103,9 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     assert result.timings[0].seconds >= result.timings[-1].seconds
     (module,) = result.modules
     assert module.path.name == f"tiny_cuda{env.ext_suffix}" and module.size == module.path.stat().st_size  # type: ignore[attr-defined]
+    # compressed device code (-Xfatbin=-compress-all): stored smaller than the uncompressed size recorded
+    assert set(module.device_code) == {"sm_90"} == set(module.device_code_uncompressed)
+    assert module.device_code["sm_90"] < module.device_code_uncompressed["sm_90"]
     cubins, ptx, how = _list_elf(module.path)
     assert cubins == [90], how
     assert ptx == [], how

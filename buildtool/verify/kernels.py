@@ -149,8 +149,9 @@ def _fwd_bwd(name: str, impl: Callable[..., Tensor], ref: Callable[..., Tensor],
                                 f"{name}: output dtype {k_out.dtype} != expected {out_dtype}"))
     if backward:
         g = torch.Generator(device="cpu").manual_seed(1234)
-        dout = torch.randn(r_out.shape, generator=g).to(device=k_out.device)
-        k_g = _grads(k_out, [k_in[n] for n in names], dout.to(k_out.dtype))
+        # the kernel gets dout in its output dtype; the reference gets exactly those (rounded) values
+        dout = torch.randn(r_out.shape, generator=g).to(device=k_out.device, dtype=k_out.dtype)
+        k_g = _grads(k_out, [k_in[n] for n in names], dout)
         r_g = _grads(r_out, [r_in[n] for n in names], dout.to(r_out.dtype))
         for n, kg, rg in zip(names, k_g, r_g, strict=True):
             if rg is not None:

@@ -120,6 +120,15 @@ def install(group: Group, target: Path, python: str = sys.executable) -> str | N
     cmd = [python, "-m", "pip", "install", "--no-deps", "--no-index", "--no-compile", "--disable-pip-version-check",
            "--target", str(target), *[str(w.path) for w in group.wheels.values()]]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and "No module named pip" in proc.stderr:
+        # an interpreter without pip: a wheel without .data is its own install tree
+        import zipfile
+        for w in group.wheels.values():
+            with zipfile.ZipFile(w.path) as zf:
+                if any(".data/" in n.split("/", 1)[0] + "/" for n in zf.namelist()):
+                    return f"{w.label} has a .data directory and there is no pip to install it"
+                zf.extractall(target)
+        return None
     if proc.returncode != 0:
         return f"pip install --target failed: {(proc.stderr or proc.stdout).strip()[-800:]}"
     return None

@@ -103,10 +103,10 @@ def test_env_create_end_to_end(tmp_path: Path) -> None:
     (kernel,) = report["kernels"]["installed"]
     assert kernel["filename"].startswith("causal_conv1d-1.7.0+cu130torch2.13cxx11abiTRUE-")
     assert report["import_ok"] and report["kernels"]["torch_before"] == report["kernels"]["torch_after"]
-    # doctor ran: the CPU stand-in torch is reported, nothing else fails
+    # doctor ran: it reports the CPU stand-in torch under the CUDA kernel, and nothing else fails
     problems = {p["id"]: p["status"] for p in report["doctor_problems"]}
-    assert problems.get("cuda-major") == "warn"
-    assert "fail" not in {s for i, s in problems.items() if i not in ("cuda-home", "cccl")}
+    assert problems.get("cuda-major") == "fail"
+    assert "fail" not in {s for i, s in problems.items() if i not in ("cuda-major", "cuda-home", "cccl")}
     run = subprocess.run([str(target / "bin" / "python"), "-c", "import torch, causal_conv1d, causal_conv1d_cuda"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -120,22 +120,23 @@ def cuda_major_matches(ctx: Context) -> Finding:
     if (early := _no_torch(ctx)) or (early := _no_extensions(ctx)):
         return early
     major = ctx.torch.cuda_major
-    if major is None:
-        return warn(f"torch {ctx.torch.version} is a CPU-only build: CUDA kernels cannot run with it",
-                    "install a CUDA build of torch (e.g. `pip install torch --index-url https://download.pytorch.org/whl/cu128`)")
     problems = []
+    if major is None:
+        problems.append(f"torch {ctx.torch.version} is a CPU-only build: the installed CUDA kernels cannot run with it")
     for ext in ctx.extensions:
         elf = ctx.elf(ext.path)
         for lib in elf.needed if elf else ():
             m = re.match(r"libcudart\.so\.(\d+)", lib)
             if m and int(m[1]) != major:
-                problems.append(f"{ext.path.name} needs {lib}, torch uses CUDA {ctx.torch.cuda}")
+                problems.append(f"{ext.path.name} needs {lib}, torch uses CUDA {ctx.torch.cuda or 'none (CPU build)'}")
     for n in ctx.kernel_dists():
         lab = ctx.label(n)
-        if lab and lab.cuda_major != major:
+        if lab and major is not None and lab.cuda_major != major:
             problems.append(f"{n} {ctx.version(n)} is labelled cu{lab.cuda.replace('.', '')}, torch uses CUDA {ctx.torch.cuda}")
     if problems:
-        return fail("; ".join(problems))
+        fix = None if major is not None else ("install a CUDA build of torch (e.g. `pip install torch --index-url "
+                                              "https://download.pytorch.org/whl/cu128`), then `buildtool install <pkg>`")
+        return fail("; ".join(problems), fix)
     return ok(f"kernels match torch's CUDA {ctx.torch.cuda}")
 
 

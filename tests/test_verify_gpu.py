@@ -5,6 +5,7 @@ signatures, computed by the references) — and show that a wrong kernel result 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -293,3 +294,48 @@ def test_fixture_worker_on_the_vim_group(fake_site: Path, vim_src: Path, tmp_pat
         assert api.result == "skip" and "needs 'transformers'" in api.detail
     else:
         assert api.result in ("pass", "fail")
+
+
+def _git_extract(repo: Path, ref: str, path: str, dest: Path) -> None:
+    archive = dest / "src.tar"
+    subprocess.run(["git", "--git-dir", str(repo), "archive", "-o", str(archive), ref, path], check=True)
+    with tarfile.open(archive) as tf:
+        tf.extractall(dest, filter="data")
+
+
+@pytest.mark.mirror
+def test_fixture_worker_on_a_mamba_2_3_group(fake_site: Path, tmp_path: Path) -> None:
+    """mamba-ssm 2.3.2.post1's real Python package with causal-conv1d's 1.6/1.7 Python package (custom ops
+    over `causal_conv1d_cuda`), on stand-in kernels: the conv/update numerics through the modern API, the
+    Mamba block on its fused path, and the public import skipped with the missing requirement named."""
+    pytest.importorskip("einops")
+    pytest.importorskip("triton")  # imported (not run) by mamba_ssm.ops.triton.layer_norm
+    base = Path(os.environ.get("BUILDTOOL_SOURCE_MIRROR") or "/work/.mirror")
+    mamba_repo, conv_repo = base / "state-spaces+mamba" / "repo", base / "Dao-AILab+causal-conv1d" / "repo"
+    if not (mamba_repo.exists() and conv_repo.exists()):
+        pytest.skip("no state-spaces+mamba / Dao-AILab+causal-conv1d mirror (set BUILDTOOL_SOURCE_MIRROR)")
+    src = tmp_path / "src"
+    src.mkdir()
+    _git_extract(mamba_repo, "v2.3.2.post1", "mamba_ssm", src)
+    _git_extract(conv_repo, "v1.6.1.post4", "causal_conv1d", src)  # same cpp_functions as 1.7.0
+    from buildtool.verify.worker import run_job
+
+    job = _job(fake_site, tmp_path, {
+        "causal_conv1d": {"wheel": "cc.whl", "version": "1.6.1", "modules": ["causal_conv1d_cuda"], "cubin_archs": [90]},
+        "mamba_ssm": {"wheel": "mamba.whl", "version": "2.3.2.post1", "vim": False, "modules": ["selective_scan_cuda"],
+                      "cubin_archs": [90]},
+    })
+    job["sys_path"] = [str(src), str(fake_site)]
+    job["skip"] = ["smoke Mamba2", "numerics selective_scan*", "numerics * float16", "numerics * bfloat16"]
+    try:
+        by = {r.check: r for r in run_job(job)}
+    finally:
+        sys.path.remove(str(src))
+    assert by["numerics causal_conv1d fwd+bwd float32"].result == "pass", by["numerics causal_conv1d fwd+bwd float32"]
+    assert by["numerics causal_conv1d_update float32"].result == "pass", by["numerics causal_conv1d_update float32"]
+    assert by["smoke Mamba"].result == "pass" and "fused path" in by["smoke Mamba"].detail, by["smoke Mamba"]
+    api = by["import mamba_ssm (public API)"]
+    missing = [m for m in ("huggingface_hub", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        assert api.result == "skip" and "needs '" in api.detail, api
+    assert by["import causal_conv1d (public API)"].result == "pass"

@@ -55,27 +55,56 @@ def vmamba_bwd(u, delta, A, B, C, D, delta_bias, dout, x, softplus, nrows):  # t
     return [du, ddelta, dA, dB, dC, dD, ddb]
 
 
-# ---- causal_conv1d_cuda (1.1.x signature: fwd(x, w, b, seq_idx, silu); bwd(x, w, b, dout, seq_idx, dx, silu))
+# ---- causal_conv1d_cuda. 1.1.x: fwd(x, w, b, seq_idx, silu) -> out; bwd(x, w, b, dout, seq_idx, dx, silu)
+# -> [dx, dw, db]; update(x, state, w, b, silu) -> out.  1.6 / 1.7 (the outputs are arguments):
+# fwd(x, w, b, seq_idx, initial_states, out, final_states_out, silu);
+# bwd(x, w, b, dout, seq_idx, initial_states, dfinal_states, dx, dweight, dbias, dinitial_states, silu);
+# update(x (b, d, l), state, w, b, out, silu, cache_seqlens, conv_state_indices).
 def conv_fwd(x, weight, bias, *rest):  # type: ignore[no-untyped-def]
-    return causal_conv1d_ref(x, weight, bias, bool(rest[-1])).to(x.dtype) + PERTURB["value"]
+    out = causal_conv1d_ref(x, weight, bias, bool(rest[-1])).to(x.dtype) + PERTURB["value"]
+    if len(rest) == 5:
+        rest[2].copy_(out)
+        return None
+    return out
 
 
-@torch.enable_grad()
 def conv_bwd(x, weight, bias, dout, *rest):  # type: ignore[no-untyped-def]
-    silu, dx_out = bool(rest[-1]), (rest[1] if len(rest) == 3 else None)
-    leaves = [t.detach().float().requires_grad_() if t is not None else None for t in (x, weight, bias)]
-    out = causal_conv1d_ref(leaves[0], leaves[1], leaves[2], silu)
-    grads = torch.autograd.grad(out, [t for t in leaves if t is not None], dout.float())
-    dx, dw = grads[0].to(x.dtype), grads[1].to(weight.dtype)
-    db = grads[2].to(bias.dtype) if bias is not None else None
+    """Gradients in closed form: 1.6+ calls this inside a torch.library custom op, below autograd."""
+    silu = bool(rest[-1])
+    xf, wf, g = x.double(), weight.double(), dout.double()
+    width, seqlen = wf.shape[1], xf.shape[-1]
+    if silu:
+        pre = causal_conv1d_ref(xf, wf, bias.double() if bias is not None else None, False)
+        sig = torch.sigmoid(pre)
+        g = g * sig * (1 + pre * (1 - sig))
+    gpad = torch.nn.functional.pad(g, (0, width - 1))
+    xpad = torch.nn.functional.pad(xf, (width - 1, 0))
+    dx = sum(wf[:, k, None] * gpad[..., width - 1 - k: width - 1 - k + seqlen] for k in range(width))
+    dw = torch.stack([(g * xpad[..., k: k + seqlen]).sum((0, 2)) for k in range(width)], dim=1)
+    dx, dw = dx.to(x.dtype), dw.to(weight.dtype)
+    db = g.sum((0, 2)).to(bias.dtype) if bias is not None else None
+    if len(rest) == 8:  # 1.6+: write into dx, dweight, dbias
+        _seq, _init, _dfinal, dx_out, dw_out, db_out, _dinit, _silu = rest
+        dx_out.copy_(dx)
+        dw_out.copy_(dw)
+        if db_out is not None:
+            db_out.copy_(db)
+        return None
+    dx_out = rest[1] if len(rest) == 3 else None
     if dx_out is not None:
         dx_out.copy_(dx)
         dx = dx_out
     return [dx, dw, db]
 
 
-def conv_update(x, conv_state, weight, bias, silu, *rest):  # type: ignore[no-untyped-def]
-    out, state = causal_conv1d_update_ref(x, conv_state, weight, bias, silu)
+def conv_update(x, conv_state, weight, bias, *rest):  # type: ignore[no-untyped-def]
+    if len(rest) == 4:  # 1.6+: x (b, d, 1), out given
+        out_arg, silu = rest[0], bool(rest[1])
+        out, state = causal_conv1d_update_ref(x[..., 0], conv_state, weight, bias, silu)
+        conv_state.copy_(state.to(conv_state.dtype))
+        out_arg.copy_((out.to(x.dtype) + PERTURB["value"])[..., None])
+        return None
+    out, state = causal_conv1d_update_ref(x, conv_state, weight, bias, bool(rest[0]))
     conv_state.copy_(state.to(conv_state.dtype))
     return out.to(x.dtype) + PERTURB["value"]
 
@@ -86,7 +115,7 @@ class _ConvFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, silu):  # type: ignore[no-untyped-def]
         ctx.save_for_backward(x, weight, bias)
         ctx.silu = silu
-        return conv_fwd(x, weight, bias, None, silu)
+        return conv_fwd(x, weight, bias, None, silu)  # the 1.1.x arity
 
     @staticmethod
     def backward(ctx, dout):  # type: ignore[no-untyped-def]

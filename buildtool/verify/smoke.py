@@ -101,7 +101,9 @@ def smoke_mamba(Mamba: type, device: str, **kwargs: Any) -> SmokeResult:
 def smoke_mamba2(Mamba2: type, device: str) -> SmokeResult:
     """Fused (mamba_split_conv1d_scan_combined) vs unfused (causal_conv1d + mamba_chunk_scan_combined)."""
     torch.manual_seed(0)
-    fused = Mamba2(d_model=64, d_state=32, d_conv=4, expand=2, headdim=32, chunk_size=64, use_mem_eff_path=True).to(device)
+    # nheads = 128 / 16 = 8 keeps in_proj's width (2*128 + 2*32 + 8 = 328) a multiple of 8, which the
+    # channel-last causal_conv1d requires of x's strides.
+    fused = Mamba2(d_model=64, d_state=32, d_conv=4, expand=2, headdim=16, chunk_size=64, use_mem_eff_path=True).to(device)
     hidden = torch.randn(2, 128, 64, device=device)
 
     def unfused(x: Tensor) -> Tensor:

@@ -304,10 +304,12 @@ def _git_extract(repo: Path, ref: str, path: str, dest: Path) -> None:
 
 
 @pytest.mark.mirror
-def test_fixture_worker_on_a_mamba_2_3_group(fake_site: Path, tmp_path: Path) -> None:
-    """mamba-ssm 2.3.2.post1's real Python package with causal-conv1d's 1.6/1.7 Python package (custom ops
-    over `causal_conv1d_cuda`), on stand-in kernels: the conv/update numerics through the modern API, the
-    Mamba block on its fused path, and the public import skipped with the missing requirement named."""
+@pytest.mark.parametrize(("mamba_tag", "conv_tag"), [("v2.3.2.post1", "v1.6.1.post4"), ("v2.2.2", "v1.4.0")])
+def test_fixture_worker_on_a_mamba_2_group(fake_site: Path, tmp_path: Path, mamba_tag: str, conv_tag: str) -> None:
+    """mamba-ssm's real Python package with its causal-conv1d's Python package (1.6.1.post4 has 1.7.0's
+    custom ops over `causal_conv1d_cuda`; 1.4.0 the 7-argument raw calls), on stand-in kernels: the
+    conv/update numerics through that API, the Mamba block on its fused path, and the public import
+    skipped with the missing requirement named."""
     pytest.importorskip("einops")
     pytest.importorskip("triton")  # imported (not run) by mamba_ssm.ops.triton.layer_norm
     base = Path(os.environ.get("BUILDTOOL_SOURCE_MIRROR") or "/work/.mirror")
@@ -316,13 +318,13 @@ def test_fixture_worker_on_a_mamba_2_3_group(fake_site: Path, tmp_path: Path) ->
         pytest.skip("no state-spaces+mamba / Dao-AILab+causal-conv1d mirror (set BUILDTOOL_SOURCE_MIRROR)")
     src = tmp_path / "src"
     src.mkdir()
-    _git_extract(mamba_repo, "v2.3.2.post1", "mamba_ssm", src)
-    _git_extract(conv_repo, "v1.6.1.post4", "causal_conv1d", src)  # same cpp_functions as 1.7.0
+    _git_extract(mamba_repo, mamba_tag, "mamba_ssm", src)
+    _git_extract(conv_repo, conv_tag, "causal_conv1d", src)
     from buildtool.verify.worker import run_job
 
     job = _job(fake_site, tmp_path, {
-        "causal_conv1d": {"wheel": "cc.whl", "version": "1.6.1", "modules": ["causal_conv1d_cuda"], "cubin_archs": [90]},
-        "mamba_ssm": {"wheel": "mamba.whl", "version": "2.3.2.post1", "vim": False, "modules": ["selective_scan_cuda"],
+        "causal_conv1d": {"wheel": "cc.whl", "version": conv_tag[1:], "modules": ["causal_conv1d_cuda"], "cubin_archs": [90]},
+        "mamba_ssm": {"wheel": "mamba.whl", "version": mamba_tag[1:], "vim": False, "modules": ["selective_scan_cuda"],
                       "cubin_archs": [90]},
     })
     job["sys_path"] = [str(src), str(fake_site)]

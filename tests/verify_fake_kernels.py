@@ -90,7 +90,12 @@ def conv_bwd(x, weight, bias, dout, *rest):  # type: ignore[no-untyped-def]
         if db_out is not None:
             db_out.copy_(db)
         return None
-    dx_out = rest[1] if len(rest) == 3 else None
+    if len(rest) == 6:  # 1.4: (seq_idx, initial_states, dfinal_states, dx, return_dinitial_states, silu)
+        if rest[3] is not None:
+            rest[3].copy_(dx)
+            dx = rest[3]
+        return [dx, dw, db, None]
+    dx_out = rest[1] if len(rest) == 3 else None  # 1.1: (seq_idx, dx, silu)
     if dx_out is not None:
         dx_out.copy_(dx)
         dx = dx_out
@@ -98,15 +103,18 @@ def conv_bwd(x, weight, bias, dout, *rest):  # type: ignore[no-untyped-def]
 
 
 def conv_update(x, conv_state, weight, bias, *rest):  # type: ignore[no-untyped-def]
-    if len(rest) == 4:  # 1.6+: x (b, d, 1), out given
-        out_arg, silu = rest[0], bool(rest[1])
-        out, state = causal_conv1d_update_ref(x[..., 0], conv_state, weight, bias, silu)
-        conv_state.copy_(state.to(conv_state.dtype))
-        out_arg.copy_((out.to(x.dtype) + PERTURB["value"])[..., None])
-        return None
-    out, state = causal_conv1d_update_ref(x, conv_state, weight, bias, bool(rest[0]))
+    """1.1: (x (b, d), state, w, b, silu) -> out; 1.4: (x (b, d, 1), state, w, b, silu, cache_seqlens) -> out;
+    1.6+: (x (b, d, 1), state, w, b, out, silu, cache_seqlens, conv_state_indices), writes out."""
+    out_arg, silu = (rest[0], bool(rest[1])) if len(rest) == 4 else (None, bool(rest[0]))
+    step = x[..., 0] if x.dim() == 3 else x
+    out, state = causal_conv1d_update_ref(step, conv_state, weight, bias, silu)
     conv_state.copy_(state.to(conv_state.dtype))
-    return out.to(x.dtype) + PERTURB["value"]
+    out = out.to(x.dtype) + PERTURB["value"]
+    out = out[..., None] if x.dim() == 3 else out
+    if out_arg is not None:
+        out_arg.copy_(out)
+        return None
+    return out
 
 
 # ---- the public causal_conv1d API (for the package stand-in)

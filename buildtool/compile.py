@@ -533,7 +533,7 @@ def compile_modules(
     jobs = jobs or default_jobs(threads, memory=available_memory())
 
     usage_before = _children_usage()
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log:  # the caller's cell log: append
         log.write(f"# buildtool compile: {', '.join(s.name for s in specs)} for {getattr(cell, 'id', cell)}\n")
         log.write(f"# tree {tree}\n# build.ninja {ninja_file}\n# jobs {jobs}, nvcc --threads {threads}, "
                   f"ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "

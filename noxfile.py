@@ -97,3 +97,21 @@ def verify(session: nox.Session) -> None:
     next to the torch the wheels were built for). `nox -s verify -- dist/*.whl --json verify.json`"""
     args = session.posargs or ["dist"]
     session.run("python", "-m", "buildtool", "verify", *args, external=True)
+
+
+BENCH_DEFAULT = [
+    "--cell", "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0",
+    "--second-cell",
+    "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0=linux-x86_64-cp312-cu130-torch2.14-causal-conv1d-1.7.0@"
+    "python3.12",
+    "--archs", "9.0", "--out", "docs/bench/local.json",
+]
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Upstream setup.py vs buildtool (cold, warm, second Python) on this machine; see benchmarks/bench.py.
+    Pass your own arguments after `--`, e.g. on the GPU machine:
+    nox -s bench -- --cell <id> --archs 9.0 --use-current-env --out docs/bench/h200.json"""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench.py", *(session.posargs or BENCH_DEFAULT))

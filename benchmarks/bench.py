@@ -1,0 +1,248 @@
+"""`nox -s bench`: build time, CPU, peak memory and wheel size of buildtool against upstream's setup.py,
+on the same machine, in the same run, for the same arch list.
+
+    python benchmarks/bench.py --cell CELL_ID [--cell ...] --archs 9.0 [--second-python PY] [--upstream-timeout S]
+        [--use-current-env | --build-python PY] --out docs/performance-<machine>.json
+
+Per cell: (a) upstream `pip wheel --no-build-isolation` of the untouched source (arch list restricted on a
+temp copy, see upstream.py), (b) buildtool cold (empty object cache, fresh build dir), (c) buildtool warm
+rebuild (same build dir), (d) buildtool for a second Python version (object cache from (b) only). Ratios are
+against (a). Results: JSON next to a Markdown table appended to docs/performance.md by --markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from upstream import build_upstream
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Run:
+    label: str
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    slowest_tu: str = ""
+    slowest_tu_s: float | None = None
+    wheel_bytes: int | None = None
+    ok: bool = False
+    note: str = ""
+    cache: dict[str, int] = field(default_factory=dict)
+
+
+def _buildtool(args: list[str], env: dict[str, str]) -> tuple[float, float, float, dict[str, Any], int]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "buildtool", "build", *args, "--json"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        summary = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        summary = {"error": proc.stderr[-2000:]}
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, after.ru_maxrss / 1024.0, summary, proc.returncode
+
+
+def _cell_report(cell_id: str) -> dict[str, Any]:
+    path = REPO / "build" / "logs" / f"{cell_id}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _slowest_from_log(cell_id: str) -> tuple[str, float | None]:
+    """From the cell log's `slowest translation unit: NAME SECONDS s` line."""
+    log = REPO / "build" / "logs" / f"{cell_id}.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    for line in reversed(lines):
+        if "slowest translation unit:" in line:
+            name, secs, _ = line.split("slowest translation unit:", 1)[1].strip().rsplit(" ", 2)
+            return name, float(secs)
+    return "", None
+
+
+def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[str, str], dist: Path) -> Run:
+    for old in dist.glob("*.whl"):
+        old.unlink()
+    wall, cpu, rss, summary, rc = _buildtool([cell_id, "--archs", archs, "--toolchain", "system", "--dist", str(dist),
+                                              *env_args], env)
+    run = Run(label=label, wall_s=round(wall, 1), cpu_s=round(cpu, 1), peak_rss_mb=round(rss))
+    cells = summary.get("cells") or []
+    if rc != 0 or not cells or cells[0].get("status") != "built":
+        run.note = str(cells[0].get("message") if cells else summary.get("error", ""))[:300]
+        return run
+    run.ok = True
+    run.wheel_bytes = cells[0].get("size")
+    run.slowest_tu, run.slowest_tu_s = _slowest_from_log(cell_id)
+    log = (REPO / "build" / "logs" / f"{cell_id}.log").read_text(errors="replace")
+    for line in log.splitlines():
+        if line.startswith("compile:") and "cached" in line:
+            # "compile: N module(s), H cached / M compiled ..."
+            words = line.replace(",", "").split()
+            with contextlib.suppress(ValueError, IndexError):
+                run.cache = {"hits": int(words[words.index("cached") - 1]), "misses": int(words[words.index("compiled") - 1])}
+    return run
+
+
+def upstream_source(cell_id: str, env: dict[str, str]) -> Path:
+    """The untouched upstream source of a cell's package (sdist or git archive), from buildtool's source cache."""
+    out = Path(tempfile.mkdtemp(prefix="bench-src-"))
+    pkg_ver = cell_id.split("-torch", 1)[1].split("-", 1)[1]
+    name, _, version = pkg_ver.rpartition("-")
+    code = (
+        "import sys, json\n"
+        "from pathlib import Path\n"
+        "from buildtool.project import find_project\n"
+        "from buildtool.recipe import load_recipes\n"
+        "from buildtool import sources\n"
+        f"r = load_recipes(find_project().recipes_dir)[{name!r}].get({version!r})\n"
+        f"f = sources.fetch(r.source, Path({str(out / 'src')!r}), mirror=sources.mirror_from_env())\n"
+        "print(f.tree)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"cannot fetch the upstream source of {cell_id}: {proc.stderr[-800:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cell", action="append", required=True)
+    ap.add_argument("--archs", default="9.0")
+    ap.add_argument("--use-current-env", action="store_true")
+    ap.add_argument("--build-python")
+    ap.add_argument("--second-cell", action="append", default=[], metavar="CELL=PYTHON",
+                    help="(d): CELL_ID of the same package for another Python, built with that interpreter")
+    ap.add_argument("--upstream-timeout", type=int, default=1800)
+    ap.add_argument("--skip-upstream", action="store_true")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    env_args: list[str] = []
+    if args.use_current_env:
+        env_args = ["--use-current-env"]
+    elif args.build_python:
+        env_args = ["--build-python", args.build_python]
+    cache = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    src_cache = Path(os.environ.get("BUILDTOOL_CACHE_DIR", Path.home() / ".cache" / "buildtool")) / "sources"
+    if src_cache.is_dir():
+        shutil.copytree(src_cache, cache / "sources")
+    env = dict(os.environ, BUILDTOOL_CACHE_DIR=str(cache), CCACHE_DISABLE="1", PYTHONUNBUFFERED="1")
+    dist = Path(tempfile.mkdtemp(prefix="bench-dist-"))
+    seconds = dict(x.split("=", 1) for x in args.second_cell)
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)},
+        "archs": args.archs, "cells": {},
+    }
+    for cell_id in args.cell:
+        shutil.rmtree(REPO / "build" / "cells" / cell_id, ignore_errors=True)
+        runs: list[Run] = []
+        if args.skip_upstream:
+            runs.append(Run(label="(a) upstream setup.py", note="skipped (--skip-upstream)"))
+        else:
+            source = upstream_source(cell_id, env)
+            up_env = {"CAUSAL_CONV1D_FORCE_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE", "CCACHE_DISABLE": "1"}
+            try:
+                res = _timeout_upstream(source, args.archs.split(","), dist / "upstream", args.jobs, up_env, args.upstream_timeout)
+                runs.append(res)
+            finally:
+                shutil.rmtree(source.parent, ignore_errors=True)
+        runs.append(ours("(b) buildtool cold", cell_id, args.archs, env_args, env, dist))
+        runs.append(ours("(c) buildtool warm rebuild", cell_id, args.archs, env_args, env, dist))
+        if cell_id in seconds:
+            other = seconds[cell_id].split("@")
+            runs.append(ours(f"(d) buildtool second Python ({other[0]})", other[0], args.archs,
+                             ["--build-python", other[1]], env, dist))
+        results["cells"][cell_id] = [asdict(r) for r in runs]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return 0
+
+
+def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env: dict[str, str], timeout: int) -> Run:
+    """Upstream build in a child process group, killed at ``timeout`` seconds (reported as not finished)."""
+    import multiprocessing as mp
+
+    q: mp.Queue[Any] = mp.Queue()
+
+    def target() -> None:
+        os.setsid()
+        r = build_upstream(source, archs, out, jobs, env)
+        q.put(asdict(r) | {"wheel": str(r.wheel) if r.wheel else None, "log": str(r.log)})
+
+    t0 = time.perf_counter()
+    p = mp.Process(target=target)
+    p.start()
+    p.join(timeout)
+    run = Run(label="(a) upstream setup.py")
+    if p.is_alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, 9)
+        p.join(5)
+        run.wall_s = round(time.perf_counter() - t0, 1)
+        run.note = f"did not finish in {timeout} s (killed)"
+        return run
+    data = q.get()
+    run.wall_s, run.cpu_s, run.peak_rss_mb = round(data["wall_s"], 1), round(data["cpu_s"], 1), round(data["peak_rss_mb"])
+    run.wheel_bytes = data["wheel_bytes"] or None
+    run.ok = data["returncode"] == 0 and data["wheel"] is not None
+    tus = data["tu_seconds"]
+    if tus:
+        name, secs = max(tus.items(), key=lambda kv: kv[1])
+        run.slowest_tu, run.slowest_tu_s = name, round(secs, 1)
+    if not run.ok:
+        run.note = f"failed (exit {data['returncode']}), log {data['log']}"
+    return run
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"### {results['date']} — {results['machine']['cores']} cores, {results['machine']['platform']}, "
+             f"archs {results['archs']}", ""]
+    for cell_id, runs in results["cells"].items():
+        base = runs[0]
+        lines += [f"**{cell_id}**", "",
+                  "| build | wall s | CPU s | slowest TU | peak RSS MB | wheel MB | wall vs (a) | wheel vs (a) | note |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            def ratio(key: str, r: dict[str, Any] = r, base: dict[str, Any] = base) -> str:
+                a, b = base.get(key), r.get(key)
+                if r is base:
+                    return "1.00" if a else "—"
+                return f"{b / a:.2f}" if a and b else "—"
+            if base["note"].startswith("did not finish") and r is not base and r["wall_s"]:
+                wall_ratio = f"< {r['wall_s'] / base['wall_s']:.2f}"
+            else:
+                wall_ratio = ratio("wall_s")
+            tu = f"{r['slowest_tu']} {r['slowest_tu_s']} s" if r["slowest_tu_s"] else "—"
+            mb = f"{r['wheel_bytes'] / 1e6:.1f}" if r["wheel_bytes"] else "—"
+            cache = f"cache {r['cache']['hits']} hit / {r['cache']['misses']} miss" if r.get("cache") else ""
+            lines.append(f"| {r['label']} | {r['wall_s'] or '—'} | {r['cpu_s'] or '—'} | {tu} | {r['peak_rss_mb'] or '—'} | "
+                         f"{mb} | {wall_ratio} | {ratio('wheel_bytes')} | {' '.join(x for x in (r['note'], cache) if x)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

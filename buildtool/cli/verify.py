@@ -7,13 +7,14 @@ from pathlib import Path
 
 from buildtool.console import out
 from buildtool.verify.pipeline import VerifyOptions, verify
-from buildtool.verify.report import table, write_json
+from buildtool.verify.report import markdown, table, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="verify wheels: metadata, RECORD, libraries, archs; on a GPU numerics, models, speed")
     p.add_argument("wheels", nargs="+", type=Path, help="wheel files or directories holding them (e.g. dist/)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
+    p.add_argument("--markdown", type=Path, metavar="FILE", help="also write a markdown summary (for docs/) to FILE")
     p.add_argument("--static-only", action="store_true", help="skip the GPU checks (they are reported as skipped)")
     p.add_argument("--require-gpu", action="store_true", help="fail when no GPU is usable (for GPU CI runners)")
     p.add_argument("--no-bench", action="store_true", help="skip the speed checks")
@@ -33,4 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(report, args.json)
         out.print(f"report written to {args.json}", highlight=False)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(report), encoding="utf-8")
+        out.print(f"summary written to {args.markdown}", highlight=False)
     return 0 if report.ok else 1

@@ -102,8 +102,7 @@ def verify(session: nox.Session) -> None:
 BENCH_DEFAULT = [
     "--cell", "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0",
     "--second-cell",
-    "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0=linux-x86_64-cp312-cu130-torch2.14-causal-conv1d-1.7.0@"
-    "python3.12",
+    "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0=linux-x86_64-cp312-cu130-torch2.14-causal-conv1d-1.7.0",
     "--archs", "9.0", "--out", "docs/bench/local.json",
 ]
 

@@ -46,6 +46,7 @@ class Run:
     ok: bool = False
     note: str = ""
     cache: dict[str, int] = field(default_factory=dict)
+    env_s: float = 0.0  # creating/checking the build env (torch venv): one-off, reported apart from the build
 
 
 def _buildtool(args: list[str], env: dict[str, str]) -> tuple[float, float, float, dict[str, Any], int]:
@@ -91,6 +92,7 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
         return run
     run.ok = True
     run.wheel_bytes = cells[0].get("size")
+    run.env_s = round(float((cells[0].get("timings") or {}).get("build env", 0.0)), 1)
     run.slowest_tu, run.slowest_tu_s = _slowest_from_log(cell_id)
     log = (REPO / "build" / "logs" / f"{cell_id}.log").read_text(errors="replace")
     for line in log.splitlines():
@@ -171,9 +173,9 @@ def main() -> int:
         runs.append(ours("(b) buildtool cold", cell_id, args.archs, env_args, env, dist))
         runs.append(ours("(c) buildtool warm rebuild", cell_id, args.archs, env_args, env, dist))
         if cell_id in seconds:
-            other = seconds[cell_id].split("@")
-            runs.append(ours(f"(d) buildtool second Python ({other[0]})", other[0], args.archs,
-                             ["--build-python", other[1]], env, dist))
+            other, _, interpreter = seconds[cell_id].partition("@")
+            runs.append(ours(f"(d) buildtool second Python ({other})", other, args.archs,
+                             ["--build-python", interpreter] if interpreter else [], env, dist))
         results["cells"][cell_id] = [asdict(r) for r in runs]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -223,22 +225,27 @@ def markdown(results: dict[str, Any]) -> str:
     for cell_id, runs in results["cells"].items():
         base = runs[0]
         lines += [f"**{cell_id}**", "",
-                  "| build | wall s | CPU s | slowest TU | peak RSS MB | wheel MB | wall vs (a) | wheel vs (a) | note |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| build | wall s | build env s | CPU s | slowest TU | peak RSS MB | wheel MB | wall vs (a) | wheel vs (a) | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
             def ratio(key: str, r: dict[str, Any] = r, base: dict[str, Any] = base) -> str:
                 a, b = base.get(key), r.get(key)
                 if r is base:
                     return "1.00" if a else "—"
                 return f"{b / a:.2f}" if a and b else "—"
-            if base["note"].startswith("did not finish") and r is not base and r["wall_s"]:
-                wall_ratio = f"< {r['wall_s'] / base['wall_s']:.2f}"
+            # Ratios leave out the one-off build env (a torch venv, shared by every later build).
+            own = (r["wall_s"] - r.get("env_s", 0.0)) if r["wall_s"] and r is not base else None
+            if r is base:
+                wall_ratio = "1.00" if base["wall_s"] and not base["note"] else "—"
+            elif own and base["wall_s"]:
+                prefix = "< " if base["note"].startswith("did not finish") else ""
+                wall_ratio = f"{prefix}{own / base['wall_s']:.2f}"
             else:
-                wall_ratio = ratio("wall_s")
+                wall_ratio = "—"
             tu = f"{r['slowest_tu']} {r['slowest_tu_s']} s" if r["slowest_tu_s"] else "—"
             mb = f"{r['wheel_bytes'] / 1e6:.1f}" if r["wheel_bytes"] else "—"
             cache = f"cache {r['cache']['hits']} hit / {r['cache']['misses']} miss" if r.get("cache") else ""
-            lines.append(f"| {r['label']} | {r['wall_s'] or '—'} | {r['cpu_s'] or '—'} | {tu} | {r['peak_rss_mb'] or '—'} | "
+            lines.append(f"| {r['label']} | {r['wall_s'] or '—'} | {r.get('env_s') or '—'} | {r['cpu_s'] or '—'} | {tu} | {r['peak_rss_mb'] or '—'} | "
                          f"{mb} | {wall_ratio} | {ratio('wheel_bytes')} | {' '.join(x for x in (r['note'], cache) if x)} |")
         lines.append("")
     return "\n".join(lines)

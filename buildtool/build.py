@@ -374,11 +374,13 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
             on_step(name)
         return _step(name, timings, log)
 
+    lock = None
     try:
         host = host_platform()
         if host != cell.platform:
             return result("skipped", f"{cell.platform} cells build on {cell.platform} (this machine: {host or 'unknown'})")
         recipe = (recipes or load_recipes(project.recipes_dir))[cell.package]
+        lock = _lock_cell(paths.work)
         with step("toolchain"):
             toolchain = _toolchain_for(cell, options, toolchains, log)
         with step("prepare"):
@@ -412,6 +414,32 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
     except KeyboardInterrupt:
         log.line("interrupted: dist/ untouched; the build directory is kept so the next run continues")
         raise
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _lock_cell(work: Path) -> Any:
+    """An exclusive lock on the cell's work dir for this process (two builds of one cell would clobber each
+    other's tree and objects); released when the returned file is closed."""
+    work.mkdir(parents=True, exist_ok=True)
+    handle = (work / ".lock").open("a+", encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks through fcntl; CI runs one build per job there
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise BuildError(f"{work} is being built by {holder}", hint="wait for it, or use another build dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _toolchain_for(cell: Cell, options: BuildOptions, cache: dict[tuple[str, str], Any] | None,

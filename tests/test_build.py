@@ -211,3 +211,18 @@ def test_default_cell_wheel_in_dist_if_built(tmp_path: Path) -> None:
     proc = subprocess.run([str(python), "-c", "import causal_conv1d, causal_conv1d_cuda; print(causal_conv1d.__version__)"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_second_build_of_the_same_cell_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    from buildtool.build import _lock_cell
+
+    held = _lock_cell(tmp_path / "cell")
+    try:
+        code = ("import sys; from pathlib import Path; from buildtool.build import _lock_cell\n"
+                "try:\n    _lock_cell(Path(sys.argv[1]))\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cell")], capture_output=True, text=True,
+                              check=True)
+        assert proc.stdout.startswith("BuildError") and f"pid {os.getpid()}" in proc.stdout
+    finally:
+        held.close()
+    _lock_cell(tmp_path / "cell").close()  # free again once the holder closed it

@@ -100,17 +100,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_LEGACY_MANYLINUX = {"manylinux1": "2_5", "manylinux2010": "2_12", "manylinux2014": "2_17"}
+
+
 def _platform_of(tag: str) -> tuple[str, str | None]:
-    """('linux-x86_64', '2.28' for manylinux_2_28 else None) from a platform tag."""
+    """('linux-x86_64', '2.28' for manylinux_2_28 else None) from a platform tag or a compressed tag set
+    (`manylinux_2_27_x86_64.manylinux_2_28_x86_64`: the lowest glibc of the set is enough)."""
     if tag == "any":
         return "any", None
     if tag == "win_amd64":
         return "windows-x86_64", None
-    m = _TAG_PLATFORM.match(tag)
-    if m:
-        glibc = m["glibc"].replace("_", ".") if m["glibc"] else None
-        return f"linux-{m['machine']}", glibc
-    return tag, None
+    found: list[tuple[str, str | None]] = []
+    for part in tag.split("."):
+        for legacy, modern in _LEGACY_MANYLINUX.items():
+            if part.startswith(legacy + "_"):
+                part = f"manylinux_{modern}_" + part[len(legacy) + 1:]
+        m = _TAG_PLATFORM.match(part)
+        if m:
+            found.append((f"linux-{m['machine']}", m["glibc"].replace("_", ".") if m["glibc"] else None))
+    if not found:
+        return tag, None
+    glibcs = [g for _, g in found if g]
+    return found[0][0], (min(glibcs, key=Version) if glibcs else None)
 
 
 def _archs_from(prov: dict[str, Any] | None) -> tuple[tuple[str, ...], str | None]:

@@ -126,3 +126,17 @@ def test_pip_reads_the_served_index(site: Path, tmp_path: Path) -> None:
             capture_output=True, text=True, env=clean_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert list(tmp_path.glob("tiny_kernel-1.0.0+cu130torch2.14cxx11abiTRUE-*.whl"))
+
+
+@pytest.mark.parametrize(("tag", "platform", "glibc"), [
+    ("linux_x86_64", "linux-x86_64", None),
+    ("manylinux_2_28_x86_64", "linux-x86_64", "2.28"),
+    ("manylinux_2_27_x86_64.manylinux_2_28_x86_64", "linux-x86_64", "2.27"),
+    ("manylinux2014_aarch64", "linux-aarch64", "2.17"),
+    ("win_amd64", "windows-x86_64", None),
+    ("any", "any", None),
+])
+def test_platform_tags(tag: str, platform: str, glibc: str | None) -> None:
+    from buildtool.index import _platform_of
+
+    assert _platform_of(tag) == (platform, glibc)

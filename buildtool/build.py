@@ -100,6 +100,7 @@ class CellResult(_Frozen):
     message: str = ""
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = {}
+    slowest_tu: str | None = None
 
 
 def cell_paths(build_root: Path, cell: Cell) -> CellPaths:
@@ -361,10 +362,10 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
     start = time.monotonic()
 
     def result(status: Status, message: str = "", wheel: Path | None = None,
-               notes: Sequence[str] = ()) -> CellResult:
+               notes: Sequence[str] = (), slowest: str | None = None) -> CellResult:
         res = CellResult(cell_id=cell.id, status=status, seconds=round(time.monotonic() - start, 2), log=paths.log,
                          wheel=wheel, size=wheel.stat().st_size if wheel else None, message=message,
-                         notes=tuple(notes), timings=dict(timings))
+                         notes=tuple(notes), timings=dict(timings), slowest_tu=slowest)
         log.line(f"result: {status} {message}")
         paths.report.write_text(json.dumps(res.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
         return res
@@ -404,16 +405,22 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
                 if stale != final:
                     stale.unlink(missing_ok=True)
                     log.line(f"removed stale {stale.name}")
+        slowest_name = None
         if built.compile_seconds:
-            slowest = max(built.compile_seconds.items(), key=lambda kv: kv[1])
-            timings["slowest_tu"] = slowest[1]
-            log.line(f"slowest translation unit: {slowest[0]} {slowest[1]:.1f} s")
-        return result("built", "", final, built.notes)
+            slowest_name, seconds = max(built.compile_seconds.items(), key=lambda kv: kv[1])
+            timings["slowest_tu"] = seconds
+            log.line(f"slowest translation unit: {slowest_name} {seconds:.1f} s")
+        return result("built", "", final, built.notes, slowest_name)
     except UserError as exc:  # BuildError included: the cell failed, the matrix goes on
         return result("failed", str(exc))
     except KeyboardInterrupt:
         log.line("interrupted: dist/ untouched; the build directory is kept so the next run continues")
         raise
+    except Exception as exc:  # a bug in a stage must not take the other cells down
+        import traceback
+
+        log.line("internal error:\n" + traceback.format_exc())
+        return result("failed", f"internal error ({type(exc).__name__}: {exc}); traceback in {paths.log}")
     finally:
         if lock is not None:
             lock.close()

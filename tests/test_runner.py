@@ -108,3 +108,31 @@ def test_nox_has_a_build_session_per_profile() -> None:
     profiles = load_matrix(REPO).spec.profiles
     assert {f"build-{p}" for p in profiles} <= sessions
     assert {"build-local", "build-cu124", "build-cu130", "build-seeds", "build-gpu-dev"} <= sessions
+
+
+def test_unexpected_error_fails_only_that_cell_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in a stage (simulated: the toolchain stage raising RuntimeError for one cell) fails that cell with
+    the traceback in its log; the run goes on to the next cell."""
+    import buildtool.build as build_mod
+    from buildtool.build import BuildOptions
+    from buildtool.project import Project
+    from buildtool.runner import run_cells
+
+    matrix = load_matrix(REPO)
+    cells = [c for c in matrix.select(matrix.expand(), "cu130") if c.platform == "linux-x86_64"][:2]
+    calls: list[str] = []
+
+    def broken(cell, options, cache, log):
+        calls.append(cell.id)
+        if len(calls) == 1:
+            raise RuntimeError("stage bug")
+        raise UserError("no toolkit (simulated)")
+
+    monkeypatch.setattr(build_mod, "_toolchain_for", broken)
+    options = BuildOptions(dist_dir=tmp_path / "dist", build_root=tmp_path / "build")
+    report = run_cells(Project(REPO), cells, options)
+    assert [r.status for r in report.results] == ["failed", "failed"] and calls == [c.id for c in cells]
+    first = report.results[0]
+    assert first.message.startswith("internal error (RuntimeError: stage bug)")
+    assert "Traceback" in first.log.read_text() and exit_code(report) == 1
+    assert report.results[1].message == "no toolkit (simulated)"

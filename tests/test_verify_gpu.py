@@ -343,3 +343,25 @@ def test_fixture_worker_on_a_mamba_2_group(fake_site: Path, tmp_path: Path, mamb
     if missing:
         assert api.result == "skip" and "needs '" in api.detail, api
     assert by["import causal_conv1d (public API)"].result == "pass"
+
+
+def test_kernel_errors_are_named() -> None:
+    from buildtool.verify.worker import describe_error, missing_dependency
+
+    msg = describe_error(RuntimeError("CUDA error: no kernel image is available for execution on the device\nmore"))
+    assert msg.startswith("no kernel image for this GPU's arch (the wheel lacks its cubin and PTX)")
+    assert "different torch / C++ ABI" in describe_error(ImportError("x.so: undefined symbol: _ZN3c10"))
+    exc = ModuleNotFoundError("No module named 'transformers.generation'", name="transformers.generation")
+    assert missing_dependency(exc, ["mamba_ssm"]) == "transformers"
+    assert missing_dependency(ModuleNotFoundError("x", name="mamba_ssm.ops"), ["mamba_ssm"]) is None
+
+
+def test_a_mamba_wheel_without_its_causal_conv1d_is_noted(tmp_path: Path) -> None:
+    d1, d2 = tmp_path / "a", tmp_path / "b"
+    d1.mkdir()
+    d2.mkdir()
+    mamba = open_wheel(make_wheel(d1, dist="mamba_ssm", version="2.2.2+cu130torch2.11cxx11abiTRUE"))
+    conv = open_wheel(make_wheel(d2, dist="causal_conv1d", version="1.7.0+cu130torch2.11cxx11abiTRUE"))
+    groups, notes = gpu.group_wheels([mamba, conv])
+    assert sorted(g.label for g in groups) == ["causal_conv1d 1.7.0", "mamba_ssm 2.2.2+cu130torch2.11cxx11abiTRUE"]
+    assert notes[0].check == "pairing" and "no causal-conv1d wheel >=1.2,<1.5.1" in notes[0].detail

@@ -192,12 +192,13 @@ def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
 def _project_page(project: str, records: list[WheelRecord], meta_sha: dict[str, str]) -> str:
     rows = []
     for r in records:
-        href = f"../../{r.url}#sha256={r.sha256}"
+        href = f"{_href(r.url)}#sha256={r.sha256}"
         attrs = [f'href="{html.escape(href)}"']
         if r.requires_python:
             attrs.append(f'data-requires-python="{html.escape(r.requires_python)}"')
-        attrs.append(f'data-dist-info-metadata="sha256={meta_sha[r.filename]}"')
-        attrs.append(f'data-core-metadata="sha256={meta_sha[r.filename]}"')
+        if r.filename in meta_sha:  # PEP 658: only where <href>.metadata is served next to the wheel
+            attrs.append(f'data-dist-info-metadata="sha256={meta_sha[r.filename]}"')
+            attrs.append(f'data-core-metadata="sha256={meta_sha[r.filename]}"')
         rows.append(f"    <a {' '.join(attrs)}>{html.escape(r.filename)}</a><br/>")
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n"
@@ -213,10 +214,10 @@ def _project_json(project: str, records: list[WheelRecord], meta_sha: dict[str, 
         "versions": sorted({r.version for r in records}, key=Version),
         "files": [
             {
-                "filename": r.filename, "url": f"../../{r.url}", "hashes": {"sha256": r.sha256},
+                "filename": r.filename, "url": _href(r.url), "hashes": {"sha256": r.sha256},
                 "requires-python": r.requires_python, "size": r.size,
-                "core-metadata": {"sha256": meta_sha[r.filename]},
-                "dist-info-metadata": {"sha256": meta_sha[r.filename]},
+                "core-metadata": {"sha256": meta_sha[r.filename]} if r.filename in meta_sha else False,
+                "dist-info-metadata": {"sha256": meta_sha[r.filename]} if r.filename in meta_sha else False,
             }
             for r in records
         ],
@@ -229,6 +230,11 @@ def _root_page(projects: list[str]) -> str:
         "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n"
         "    <title>Simple index</title>\n  </head>\n  <body>\n" + links + "\n  </body>\n</html>\n"
     )
+
+
+def _href(url: str) -> str:
+    """A wheel URL as seen from simple/<project>/: absolute stays, site-relative goes up two levels."""
+    return url if "://" in url else f"../../{url}"
 
 
 def _absolute(base_url: str, rel: str) -> str:
@@ -257,7 +263,9 @@ def wheel_files(dist: Path) -> list[Path]:
     return wheels
 
 
-def build_index(dist: Path | Iterable[Path], out: Path, base_url: str = "") -> Manifest:
+def build_index(dist: Path | Iterable[Path], out: Path, base_url: str = "", files_url: str | None = None) -> Manifest:
+    """Write the site. With ``files_url`` the wheels stay where they are hosted (e.g. GitHub Release assets,
+    too big for Pages): links point there and nothing is copied; PEP 658 metadata is then not advertised."""
     wheels = wheel_files(dist) if isinstance(dist, Path) else sorted(dist)
     files_dir = out / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
@@ -269,23 +277,25 @@ def build_index(dist: Path | Iterable[Path], out: Path, base_url: str = "") -> M
             raise UserError(f"two wheels named {wheel.name}: {seen[wheel.name]} and {wheel}")
         seen[wheel.name] = wheel
         record, meta = read_wheel(wheel)
+        if files_url:
+            records.append(record.model_copy(update={"url": f"{files_url.rstrip('/')}/{quote(wheel.name)}"}))
+            continue
         target = files_dir / wheel.name
         if wheel.resolve() != target.resolve():
             shutil.copyfile(wheel, target)
         target.with_name(wheel.name + ".metadata").write_bytes(meta)
         meta_sha[wheel.name] = hashlib.sha256(meta).hexdigest()
-        records.append(record.model_copy(update={"url": _absolute(base_url, record.url)}))
+        records.append(record)
     by_project: dict[str, list[WheelRecord]] = {}
     for r in sorted(records, key=lambda r: (r.package, r.parsed_version, r.filename)):
         by_project.setdefault(r.package, []).append(r)
     simple = out / "simple"
     simple.mkdir(parents=True, exist_ok=True)
     for project, recs in by_project.items():
-        rel = [r.model_copy(update={"url": "files/" + quote(r.filename)}) for r in recs]
         pdir = simple / project
         pdir.mkdir(exist_ok=True)
-        (pdir / "index.html").write_text(_project_page(project, rel, meta_sha), encoding="utf-8")
-        (pdir / "index.json").write_text(json.dumps(_project_json(project, rel, meta_sha), indent=1), encoding="utf-8")
+        (pdir / "index.html").write_text(_project_page(project, recs, meta_sha), encoding="utf-8")
+        (pdir / "index.json").write_text(json.dumps(_project_json(project, recs, meta_sha), indent=1), encoding="utf-8")
     (simple / "index.html").write_text(_root_page(list(by_project)), encoding="utf-8")
     (simple / "index.json").write_text(json.dumps({
         "meta": {"api-version": "1.1"}, "projects": [{"name": p} for p in by_project],
@@ -293,7 +303,8 @@ def build_index(dist: Path | Iterable[Path], out: Path, base_url: str = "") -> M
     manifest = Manifest(
         generator=f"buildtool {__version__}", generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         base_url=base_url.rstrip("/"), index_url=_absolute(base_url, "simple/"),
-        wheels=tuple(r for recs in by_project.values() for r in recs),
+        wheels=tuple(r.model_copy(update={"url": _absolute(base_url, r.url)}) if "://" not in r.url else r
+                     for recs in by_project.values() for r in recs),
     )
     (out / "manifest.json").write_text(manifest.model_dump_json(indent=1), encoding="utf-8")
     write_page(out, manifest)

@@ -140,3 +140,16 @@ def test_platform_tags(tag: str, platform: str, glibc: str | None) -> None:
     from buildtool.index import _platform_of
 
     assert _platform_of(tag) == (platform, glibc)
+
+
+def test_files_url_links_external_wheels(dist: Path, tmp_path: Path) -> None:
+    """--files-url: wheels stay on their host (Release assets), the site only links them."""
+    out = tmp_path / "site"
+    proc = buildtool("index", str(dist), "--out", str(out), "--files-url", "https://releases.example/v1/")
+    assert proc.returncode == 0, proc.stderr
+    assert not list(out.glob("files/*.whl"))
+    page = (out / "simple" / "tiny-kernel" / "index.html").read_text()
+    assert 'href="https://releases.example/v1/tiny_kernel-1.0.0%2Bcu130torch2.14' in page
+    assert "data-dist-info-metadata" not in page  # no <href>.metadata on the release host
+    m = json.loads((out / "manifest.json").read_text())
+    assert all(w["url"].startswith("https://releases.example/v1/") for w in m["wheels"])

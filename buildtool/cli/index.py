@@ -17,12 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="SITE", help="output directory (the site root)")
     p.add_argument("--base-url", default="", metavar="URL",
                    help="URL the site will be served at (absolute wheel URLs in manifest.json and the page)")
+    p.add_argument("--files-url", metavar="URL",
+                   help="where the wheels are hosted instead of SITE/files (e.g. a GitHub Release download URL); "
+                        "nothing is copied")
     p.add_argument("--json", action="store_true", help="print the manifest")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = build_index(args.dist, args.out, args.base_url)
+    manifest = build_index(args.dist, args.out, args.base_url, files_url=args.files_url)
     if args.json:
         print_json(manifest.model_dump())
         return 0

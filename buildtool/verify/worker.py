@@ -355,11 +355,12 @@ def speed_checks(r: Runner, job: dict[str, Any], mods: dict[str, ModuleType], de
         def update_speed() -> CheckResult:
             from buildtool.verify.references import causal_conv1d_update_ref
             impl = kernels.causal_conv1d_update_impl(importlib.import_module("causal_conv1d"))
-            x = torch.randn(64, 2048, device=device, dtype=torch.bfloat16)
-            state = torch.randn(64, 2048, 4, device=device, dtype=torch.bfloat16)
-            w = torch.randn(2048, 4, device=device, dtype=torch.bfloat16)
+            # a large batch, so neither side is pure launch overhead
+            x = torch.randn(256, 4096, device=device, dtype=torch.bfloat16)
+            state = torch.randn(256, 4096, 4, device=device, dtype=torch.bfloat16)
+            w = torch.randn(4096, 4, device=device, dtype=torch.bfloat16)
             return ratio_result(cc["wheel"], "speed causal_conv1d_update", lambda: impl(x, state, w, None, True),
-                                lambda: causal_conv1d_update_ref(x, state, w, None, True), "B64 D2048 W4 bf16")
+                                lambda: causal_conv1d_update_ref(x, state, w, None, True), "B256 D4096 W4 bf16")
         r.run(cc["wheel"], "speed causal_conv1d_update", update_speed)
 
     def scan_speed(wheel: str, check: str, impl: kernels.ScanImpl, groups: int, backward: bool) -> CheckResult:

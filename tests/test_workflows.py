@@ -220,7 +220,11 @@ def test_wheels_plan_matrix_is_buildtool_matrix(profile: str, tmp_path: Path) ->
     printed, outputs = _run_plan("wheels.yml", profile, tmp_path)
     matrix = load_matrix(REPO)
     expected = github_matrix(matrix.select(matrix.expand(), profile), runners=matrix.spec.runners)
-    assert printed == expected == json.loads((GOLDEN / f"github-{profile}.json").read_text(encoding="utf-8"))
+    assert printed == expected
+    assert expected == json.loads((GOLDEN / f"github-{profile}.json").read_text(encoding="utf-8")), (
+        "matrix.yaml (or compat/recipes) changed the cells: regenerate the golden files with "
+        "UPDATE_GOLDEN=1 pytest tests/test_matrix.py and review the diff"
+    )
     chunks = int(outputs["chunks"])
     assert chunks == expected["chunks"] and int(outputs["count"]) == expected["count"]
     assert [json.loads(outputs[f"matrix-{i}"]) for i in range(chunks)] == expected["matrices"]

@@ -35,12 +35,21 @@ _FILTER = """{indent}_keep_codes = {codes!r}
 
 
 def restrict_archs(setup_py: str, archs: list[str]) -> str:
-    """Return setup.py text whose cc_flag keeps only `arch=compute_XY,code=sm_XY` for ``archs``."""
+    """Return setup.py text whose cc_flag keeps only `arch=compute_XY,code=sm_XY` for ``archs``.
+
+    The filter goes right after the block that fills cc_flag (the first line after the last
+    `cc_flag.append(` that is indented no deeper than `cc_flag = []`), before anything copies the list
+    (`[...] + cc_flag` makes a new list, so filtering later would change nothing)."""
     codes = [f"arch=compute_{a.replace('.', '')},code=sm_{a.replace('.', '')}" for a in archs]
-    m = re.search(r"^(?P<indent>[ \t]*)ext_modules\.append\(", setup_py, re.MULTILINE)
-    if m is None or "cc_flag" not in setup_py:
-        raise ValueError("setup.py has no cc_flag / ext_modules.append( to restrict")
-    return setup_py[: m.start()] + _FILTER.format(indent=m["indent"], codes=codes) + setup_py[m.start() :]
+    lines = setup_py.splitlines(keepends=True)
+    init = next((i for i, ln in enumerate(lines) if re.match(r"^\s*cc_flag\s*=\s*\[\]", ln)), None)
+    appends = [i for i, ln in enumerate(lines) if "cc_flag.append(" in ln]
+    if init is None or not appends:
+        raise ValueError("setup.py has no `cc_flag = []` / `cc_flag.append(` to restrict")
+    indent = re.match(r"^([ \t]*)", lines[init]).group(1)  # type: ignore[union-attr]
+    at = next((i for i in range(appends[-1] + 1, len(lines))
+               if lines[i].strip() and len(lines[i]) - len(lines[i].lstrip()) <= len(indent)), len(lines))
+    return "".join(lines[:at]) + _FILTER.format(indent=indent, codes=codes) + "".join(lines[at:])
 
 
 @dataclass

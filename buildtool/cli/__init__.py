@@ -9,9 +9,9 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from buildtool import __version__
 from rich.markup import escape
 
+from buildtool import __version__
 from buildtool.console import err
 from buildtool.errors import UserError
 

@@ -88,7 +88,12 @@ def test_pip_wheel_no_build_isolation(tree: Path, tmp_path: Path, tmp_path_facto
     `pip wheel --no-build-isolation` on the prepared tree; the result is the wheel `buildtool build` names."""
     python = tinyproj.torch_venv(tmp_path / "venv")
     site = next((tmp_path / "venv" / "lib").glob("python3.*/site-packages"))
-    (site / "buildtool-src.pth").write_text(str(tinyproj.REPO) + "\n", encoding="utf-8")
+    # buildtool from the checkout, and its pure-Python dependencies the torch env lacks (pyelftools) from
+    # this interpreter's environment, after the torch env's own packages.
+    import sysconfig
+
+    here = sysconfig.get_paths()["purelib"]
+    (site / "zz-buildtool-src.pth").write_text(f"{tinyproj.REPO}\n{here}\n", encoding="utf-8")
     env = tinyproj.build_env(tree.parent, tmp_path_factory.getbasetemp() / "tiny-object-cache")
     env.pop("BUILDTOOL_ROOT")
     env["PIP_NO_INDEX"] = "1"

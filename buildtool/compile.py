@@ -492,10 +492,12 @@ def compile_modules(
     cache_dir: Path | None = None,
     use_object_cache: bool = True,
     use_ccache: bool = True,
+    split: bool = True,
     quiet: bool = False,
 ) -> CompileResult:
     """Compile and link every spec's module for ``cell``; returns the module files and build statistics.
-    ``cache_dir`` holds the object cache (default $BUILDTOOL_CACHE_DIR or ~/.cache/buildtool)."""
+    ``cache_dir`` holds the object cache (default $BUILDTOOL_CACHE_DIR or ~/.cache/buildtool);
+    ``split=False`` compiles every source as one TU, ignoring the specs' split rules (for comparisons)."""
     from buildtool.progress import STATUS_MARK, NinjaProgress
 
     started = time.monotonic()
@@ -521,7 +523,7 @@ def compile_modules(
                        else f"{cxx.path} {getattr(getattr(toolchain, 'host', None), 'version', '')}"),
     )
 
-    modules = plan_modules(ctx, specs)
+    modules = plan_modules(ctx, specs if split else [s.model_copy(update={"split": ()}) for s in specs])
     hits = _restore_cached(ctx, modules)
     for m in modules:
         m.link_command = link_argv(ctx, m)

@@ -136,3 +136,20 @@ def test_unexpected_error_fails_only_that_cell_fixture(tmp_path: Path, monkeypat
     assert first.message.startswith("internal error (RuntimeError: stage bug)")
     assert "Traceback" in first.log.read_text() and exit_code(report) == 1
     assert report.results[1].message == "no toolkit (simulated)"
+
+
+@pytest.mark.network
+@pytest.mark.skipif(_has_cuda_124(), reason="this machine has a CUDA 12.4 toolkit")
+@pytest.mark.skipif(shutil.which("nox") is None and not (Path(sys.executable).parent / "nox").exists(),
+                    reason="nox not installed")
+def test_nox_build_cu124_fails_with_the_toolchain_message() -> None:
+    """The real `nox -s build-cu124` (venv, install, build) on a machine without CUDA 12.4."""
+    nox = shutil.which("nox") or str(Path(sys.executable).parent / "nox")
+    proc = subprocess.run([nox, "-s", "build-cu124", "-f", str(REPO / "noxfile.py"), "--", "--dist",
+                           str(REPO / "build" / "test-dist-cu124")], capture_output=True, text=True, timeout=600,
+                          check=False, cwd=REPO)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "no CUDA 12.4 toolkit" in text and "- conda:" in text and "hint:" in text
+    assert "Traceback" not in text
+    assert "Session build-cu124 failed" in text

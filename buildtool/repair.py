@@ -231,6 +231,10 @@ def repair_wheel(wheel: Path, out_dir: Path, *, platform: str, cuda: str, log: P
     policy = policy or load_policy()
     info = load_compat().platforms[platform]
     out_dir.mkdir(parents=True, exist_ok=True)
+    patterns = policy.windows_exclusions(cuda) if info.os == "windows" else list(policy.linux.exclude)
+    bad = bundled_forbidden(wheel, patterns)
+    if bad:  # e.g. a recipe that ships a copy of libtorch: the wheel would fight the installed torch
+        raise BuildError(f"the wheel contains libraries that must come from torch/CUDA: {', '.join(bad)}")
     if info.os == "windows":
         return _repair_windows(wheel, out_dir, cuda=cuda, policy=policy, log=log, epoch=epoch)
     with tempfile.TemporaryDirectory(prefix="buildtool-repair-") as tmp:

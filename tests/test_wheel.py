@@ -243,3 +243,14 @@ def test_bundled_forbidden_sees_grafted_names_fixture(tmp_path: Path) -> None:
         zf.writestr("pkg.libs/libfoo-1a2b3c4d.so.1", b"")
         zf.writestr("pkg/ext.so", b"")
     assert bundled_forbidden(path, load_policy().linux.exclude) == ["pkg.libs/libc10-1a2b3c4d.so"]
+
+
+def test_wheel_carrying_a_torch_library_is_refused(repo_root: Path, tmp_path: Path) -> None:
+    from buildtool.errors import BuildError
+
+    _, contents = _contents(repo_root, tmp_path)
+    files = dict(contents.files)
+    files["causal_conv1d/lib/libc10.so"] = b"\x7fELF copy of torch's library"
+    raw = write_wheel(WheelContents(name=contents.name, files=files, metadata=contents.metadata), tmp_path / "raw")
+    with pytest.raises(BuildError, match=r"libc10\.so"):
+        repair_wheel(raw, tmp_path / "out", platform="linux-x86_64", cuda="13.0")

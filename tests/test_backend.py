@@ -22,11 +22,12 @@ needs_tiny = pytest.mark.skipif(tinyproj.available() is not None, reason=str(tin
 
 @pytest.fixture(scope="module")
 def torch_env():
-    if not tinyproj.TORCH_PYTHON.exists():
-        pytest.skip(f"no torch env at {tinyproj.TORCH_ENV}")
+    reason = tinyproj.available()
+    if reason is not None:
+        pytest.skip(reason)
     from buildtool.buildenv import env_from_python
 
-    return env_from_python(tinyproj.TORCH_PYTHON)
+    return env_from_python(tinyproj.torch_python())
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tarfile
+from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,20 +22,42 @@ WHEEL = "tiny-0.1+cu130torch2.14cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"
 INIT_PY = b"import torch  # noqa: F401  (loads libc10/libtorch for the extension)\nfrom tiny_cuda import scale_add\n"
 
 
+@cache
+def torch_python() -> Path:
+    """An interpreter with torch 2.14.1 (CUDA 13.0) for the tiny cell: $BUILDTOOL_TEST_TORCH_ENV (default
+    /work/torchenv) when it exists, else buildtool's own cached build env for the cell (created once under
+    ~/.cache/buildtool/buildenvs from the configured indexes: what a fresh CI machine does)."""
+    if TORCH_PYTHON.exists():
+        return TORCH_PYTHON
+    from buildtool.buildenv import create_build_env
+    from buildtool.matrix import Cell
+    from buildtool.toolchain import default_cache_dir
+
+    cell = Cell(platform="linux-x86_64", python="3.11", cuda="13.0", torch="2.14.1", package="tiny", version="0.1",
+                cxx11_abi=True, cxx_std="20", archs=("9.0",), ptx=False, triton=None)
+    cache = Path(os.environ.get("BUILDTOOL_TEST_ENV_CACHE") or default_cache_dir())
+    return create_build_env(cell, cache / "buildenvs").python
+
+
+@cache
 def torch_site_packages() -> Path:
-    return next((TORCH_ENV / "lib").glob("python3.*/site-packages"))
+    import subprocess
+
+    code = "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))"
+    out = subprocess.run([str(torch_python()), "-c", code], capture_output=True, text=True, check=True).stdout
+    return Path(out.strip().splitlines()[-1])
 
 
 def available() -> str | None:
-    """Why the tiny build cannot run here, or None when it can."""
+    """Why the tiny build cannot run here, or None when it can (a torch env is found or created lazily)."""
     if not FIXTURE.is_dir():
         return "tests/fixtures/tiny is missing"
-    if not TORCH_PYTHON.exists():
-        return f"no torch env at {TORCH_ENV} (set BUILDTOOL_TEST_TORCH_ENV)"
     if shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
         return "no nvcc"
     if sys.platform != "linux":
         return "Linux only"
+    if sys.version_info[:2] != (3, 11) and not TORCH_PYTHON.exists():
+        return "the tiny cell is cp311: needs Python 3.11 for its build env"
     return None
 
 
@@ -85,7 +108,7 @@ profiles:
 
 
 def build_command(mirror: Path, dist: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "buildtool", "build", "--build-python", str(TORCH_PYTHON), "--toolchain", "system",
+    return [sys.executable, "-m", "buildtool", "build", "--build-python", str(torch_python()), "--toolchain", "system",
             "--source-mirror", str(mirror), "--dist", str(dist), *extra]
 
 

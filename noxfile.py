@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 
 import nox
 
@@ -21,10 +22,38 @@ nox.options.reuse_existing_virtualenvs = True
 DEV = ".[dev]"
 
 
+# The torch the tests compile against and run references with: the default cell's build env, created by
+# buildtool itself (cached in the user cache dir, shared with `nox -s build-local`), so the suite exercises
+# real torch headers and libraries without a second multi-GB install.
+_TORCH_ENV = """
+from buildtool import buildenv
+from buildtool.matrix import load_matrix
+from buildtool.project import find_project
+from buildtool.toolchain import default_cache_dir
+matrix = load_matrix(find_project().root)
+cell = matrix.select(matrix.expand(), matrix.spec.default_profile)[0]
+print(buildenv.create_build_env(cell, default_cache_dir() / "buildenvs").python)
+"""
+
+_PTH = """
+import sys, sysconfig
+from pathlib import Path
+torch_env = [p for p in sys.argv[1:]]
+Path(sysconfig.get_paths()["purelib"], "buildtool_test_torch.pth").write_text("\\n".join(torch_env) + "\\n")
+"""
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite; pytest's 'no tests collected' (exit 5) is not a failure."""
     session.install("-e", DEV)
+    python = session.run("python", "-c", _TORCH_ENV, silent=True).strip().splitlines()[-1]
+    torch_env = str(Path(python).parent.parent)
+    site = session.run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                       silent=True, external=True).strip().splitlines()[-1]
+    # torch (and numpy) importable in the test interpreter too: the CPU reference tests use it
+    session.run("python", "-c", _PTH, site, silent=True)
+    session.env.update(BUILDTOOL_TEST_TORCH_ENV=torch_env, BUILDTOOL_TORCH_PYTHON=python)
     session.run("pytest", *session.posargs, success_codes=[0, 5])
 
 

@@ -3,6 +3,7 @@ interpreter, cell checks, and a real isolated venv with the default cell's torch
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ from buildtool.errors import UserError
 from buildtool.matrix import Cell
 from buildtool.toolchain import default_cache_dir
 
-TORCHENV = Path("/work/torchenv/bin/python")
+# The torch venv the test session provides (noxfile `tests`), else the shared developer one.
+TORCHENV = Path(os.environ.get("BUILDTOOL_TEST_TORCH_ENV", "/work/torchenv")) / "bin" / "python"
 
 
 def cell(**over: object) -> Cell:
@@ -103,7 +105,7 @@ def test_current_env_without_torch_is_a_user_error() -> None:
         assert env.origin == "current" and env.python == Path(sys.executable)
 
 
-@pytest.mark.skipif(not TORCHENV.exists(), reason="no shared torch venv at /work/torchenv")
+@pytest.mark.skipif(not TORCHENV.exists(), reason=f"no torch venv at {TORCHENV} (set BUILDTOOL_TEST_TORCH_ENV)")
 def test_env_from_real_interpreter() -> None:
     env = env_from_python(TORCHENV)
     assert env.torch_version.startswith("2.14.1") and env.torch_cuda == "13.0" and env.cxx11_abi is True

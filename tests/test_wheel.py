@@ -6,6 +6,7 @@ import base64
 import csv
 import hashlib
 import io
+import os
 import shutil
 import subprocess
 import zipfile
@@ -36,7 +37,8 @@ from buildtool.wheel import (
     write_wheel,
 )
 
-TORCH_LIB = Path("/work/torchenv/lib/python3.11/site-packages/torch/lib")
+_TORCH_ENV = Path(os.environ.get("BUILDTOOL_TEST_TORCH_ENV", "/work/torchenv"))
+TORCH_LIB = next(iter(sorted(_TORCH_ENV.glob("lib/python3*/site-packages/torch/lib"))), _TORCH_ENV / "torch-lib-not-found")
 
 
 def _cell(repo_root: Path, package: str, profile: str):
@@ -175,7 +177,7 @@ def _so_wheel(repo_root: Path, tmp_path: Path, so: Path) -> Path:
 
 
 needs_gcc_and_torch = pytest.mark.skipif(shutil.which("gcc") is None or not TORCH_LIB.is_dir(),
-                                         reason="needs gcc and the torch env at /work/torchenv")
+                                         reason=f"needs gcc and a torch venv at {_TORCH_ENV} (set BUILDTOOL_TEST_TORCH_ENV)")
 
 
 @needs_gcc_and_torch

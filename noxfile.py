@@ -57,6 +57,14 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, success_codes=[0, 5])
 
 
+@nox.session(name="tests-fast")
+def tests_fast(session: nox.Session) -> None:
+    """The suite without provisioning the default cell's torch build env (the Windows CI job, quick local
+    runs): tests that need that torch skip. `nox -s tests-fast -- -k matrix`"""
+    session.install("-e", DEV)
+    session.run("pytest", *session.posargs, success_codes=[0, 5])
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("-e", DEV)

@@ -30,6 +30,7 @@ from buildtool.kernelspec import (
     KernelSpec,
     ResolvedKernel,
     TargetFacts,
+    nvcc_threads,
     resolve,
     split_source,
 )
@@ -523,7 +524,11 @@ def compile_modules(
                        else f"{cxx.path} {getattr(getattr(toolchain, 'host', None), 'version', '')}"),
     )
 
-    modules = plan_modules(ctx, specs if split else [s.model_copy(update={"split": ()}) for s in specs])
+    threads = nvcc_threads(facts.archs, facts.ptx)
+    jobs = jobs or default_jobs(threads, memory=available_memory())
+    # split rules apply per machine size (min_jobs); split=False compiles every source whole
+    planned_specs = [s.for_jobs(jobs) if split else s.model_copy(update={"split": ()}) for s in specs]
+    modules = plan_modules(ctx, planned_specs)
     hits = _restore_cached(ctx, modules)
     for m in modules:
         m.link_command = link_argv(ctx, m)
@@ -531,8 +536,6 @@ def compile_modules(
     launcher = shutil.which("ccache", path=run_env.get("PATH")) if use_ccache else None
     ninja_file = write_build_ninja(ctx, modules, launcher)
     to_compile = [u for m in modules for u in m.units if not u.cached]
-    threads = max((m.resolved.nvcc_threads for m in modules), default=1)
-    jobs = jobs or default_jobs(threads, memory=available_memory())
 
     usage_before = _children_usage()
     with open(log_path, "a", encoding="utf-8") as log:  # the caller's cell log: append

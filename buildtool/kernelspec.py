@@ -191,6 +191,9 @@ class SplitRule(_Frozen):
     key: int = Field(0, ge=0, description="capture group of `match` that groups lines (0: the whole line)")
     exclusive: tuple[str, ...] = ()
     fanout: Fanout | None = None
+    min_jobs: int = Field(1, ge=1, description="split only when the build runs at least this many jobs: each "
+                          "part re-parses the headers, which costs more than it saves on a machine the "
+                          "unsplit TUs already keep busy")
 
     _t = field_validator("source", "exclusive", mode="before")(_as_tuple)
 
@@ -266,6 +269,12 @@ class KernelSpec(FlagSet):
                     raise ValueError(f'split source "{source}" is split twice with the same `match`')
                 seen[source].add(rule.match)
         return self
+
+    def for_jobs(self, jobs: int) -> KernelSpec:
+        """This spec as a build with ``jobs`` parallel compiles uses it: split rules whose ``min_jobs``
+        exceeds ``jobs`` dropped."""
+        kept = tuple(r for r in self.split if r.min_jobs <= jobs)
+        return self if kept == self.split else self.model_copy(update={"split": kept})
 
     def rules_for(self, source: str) -> tuple[SplitRule, ...]:
         """The split rules of ``source``, in spec order (each owns the lines its ``match`` selects)."""

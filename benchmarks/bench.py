@@ -47,6 +47,7 @@ class Run:
     note: str = ""
     cache: dict[str, int] = field(default_factory=dict)
     env_s: float = 0.0  # creating/checking the build env (torch venv): one-off, reported apart from the build
+    load: str = ""  # 1-minute load average before / after: other work on the machine distorts wall times
 
 
 def _buildtool(args: list[str], env: dict[str, str]) -> tuple[float, float, float, dict[str, Any], int]:
@@ -83,9 +84,11 @@ def _slowest_from_log(cell_id: str) -> tuple[str, float | None]:
 def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[str, str], dist: Path) -> Run:
     for old in dist.glob("*.whl"):
         old.unlink()
+    load0 = os.getloadavg()[0]
     wall, cpu, rss, summary, rc = _buildtool([cell_id, "--archs", archs, "--toolchain", "system", "--dist", str(dist),
                                               *env_args], env)
-    run = Run(label=label, wall_s=round(wall, 1), cpu_s=round(cpu, 1), peak_rss_mb=round(rss))
+    run = Run(label=label, wall_s=round(wall, 1), cpu_s=round(cpu, 1), peak_rss_mb=round(rss),
+              load=f"{load0:.1f}/{os.getloadavg()[0]:.1f}")
     cells = summary.get("cells") or []
     if rc != 0 or not cells or cells[0].get("status") != "built":
         run.note = str(cells[0].get("message") if cells else summary.get("error", ""))[:300]
@@ -200,10 +203,12 @@ def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env:
         q.put(asdict(r) | {"wheel": str(r.wheel) if r.wheel else None, "log": str(r.log)})
 
     t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
     p = mp.Process(target=target)
     p.start()
     p.join(timeout)
     run = Run(label="(a) upstream setup.py")
+    run.load = f"{load0:.1f}/{os.getloadavg()[0]:.1f}"
     if p.is_alive():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, 9)
@@ -230,8 +235,8 @@ def markdown(results: dict[str, Any]) -> str:
     for cell_id, runs in results["cells"].items():
         base = runs[0]
         lines += [f"**{cell_id}**", "",
-                  "| build | wall s | build env s | CPU s | slowest TU | peak RSS MB | wheel MB | wall vs (a) | wheel vs (a) | note |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| build | wall s | build env s | CPU s | slowest TU | peak RSS MB | wheel MB | wall vs (a) | wheel vs (a) | load | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
             def ratio(key: str, r: dict[str, Any] = r, base: dict[str, Any] = base) -> str:
                 a, b = base.get(key), r.get(key)
@@ -251,7 +256,7 @@ def markdown(results: dict[str, Any]) -> str:
             mb = f"{r['wheel_bytes'] / 1e6:.1f}" if r["wheel_bytes"] else "—"
             cache = f"cache {r['cache']['hits']} hit / {r['cache']['misses']} miss" if r.get("cache") else ""
             lines.append(f"| {r['label']} | {r['wall_s'] or '—'} | {r.get('env_s') or '—'} | {r['cpu_s'] or '—'} | {tu} | {r['peak_rss_mb'] or '—'} | "
-                         f"{mb} | {wall_ratio} | {ratio('wheel_bytes')} | {' '.join(x for x in (r['note'], cache) if x)} |")
+                         f"{mb} | {wall_ratio} | {ratio('wheel_bytes')} | {r.get('load', '')} | {' '.join(x for x in (r['note'], cache) if x)} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -140,6 +140,8 @@ def main() -> int:
     ap.add_argument("--skip-upstream", action="store_true")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--upstream-python", default=sys.executable,
+                    help="interpreter (with torch, setuptools, wheel) that runs upstream's setup.py")
     ap.add_argument("--keep-wheels", type=Path, metavar="DIR", help="copy the cold builds' wheels here")
     args = ap.parse_args()
 
@@ -169,8 +171,11 @@ def main() -> int:
         else:
             source = upstream_source(cell_id, env)
             up_env = {"CAUSAL_CONV1D_FORCE_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE", "CCACHE_DISABLE": "1"}
+            if os.environ.get("CUDA_HOME"):
+                up_env["CUDA_HOME"] = os.environ["CUDA_HOME"]
             try:
-                res = _timeout_upstream(source, args.archs.split(","), dist / "upstream", args.jobs, up_env, args.upstream_timeout)
+                res = _timeout_upstream(source, args.archs.split(","), dist / "upstream", args.jobs, up_env,
+                                        args.upstream_timeout, args.upstream_python)
                 runs.append(res)
             finally:
                 shutil.rmtree(source.parent, ignore_errors=True)
@@ -191,7 +196,8 @@ def main() -> int:
     return 0
 
 
-def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env: dict[str, str], timeout: int) -> Run:
+def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env: dict[str, str], timeout: int,
+                      python: str) -> Run:
     """Upstream build in a child process group, killed at ``timeout`` seconds (reported as not finished)."""
     import multiprocessing as mp
 
@@ -199,7 +205,7 @@ def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env:
 
     def target() -> None:
         os.setsid()
-        r = build_upstream(source, archs, out, jobs, env)
+        r = build_upstream(source, archs, out, jobs, env, python)
         q.put(asdict(r) | {"wheel": str(r.wheel) if r.wheel else None, "log": str(r.log)})
 
     t0 = time.perf_counter()

@@ -78,7 +78,8 @@ def ninja_log_durations(build_root: Path) -> dict[str, float]:
     return times
 
 
-def build_upstream(source: Path, archs: list[str], out_dir: Path, jobs: int, env_extra: dict[str, str]) -> UpstreamResult:
+def build_upstream(source: Path, archs: list[str], out_dir: Path, jobs: int, env_extra: dict[str, str],
+                   python: str = sys.executable) -> UpstreamResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="upstream-"))
     tree = work / "src"
@@ -91,7 +92,7 @@ def build_upstream(source: Path, archs: list[str], out_dir: Path, jobs: int, env
     t0 = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-v", "-w", str(out_dir), str(tree)],
+            [python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-v", "-w", str(out_dir), str(tree)],
             stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tree,
         )
     wall = time.perf_counter() - t0

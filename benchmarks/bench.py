@@ -151,9 +151,12 @@ def main() -> int:
     elif args.build_python:
         env_args = ["--build-python", args.build_python]
     cache = Path(tempfile.mkdtemp(prefix="bench-cache-"))
-    src_cache = Path(os.environ.get("BUILDTOOL_CACHE_DIR", Path.home() / ".cache" / "buildtool")) / "sources"
-    if src_cache.is_dir():
-        shutil.copytree(src_cache, cache / "sources")
+    # A fresh object cache, but the user's sources and torch build envs (those are not what we measure).
+    user_cache = Path(os.environ.get("BUILDTOOL_CACHE_DIR") or Path.home() / ".cache" / "buildtool")
+    if (user_cache / "sources").is_dir():
+        shutil.copytree(user_cache / "sources", cache / "sources")
+    (user_cache / "buildenvs").mkdir(parents=True, exist_ok=True)
+    (cache / "buildenvs").symlink_to(user_cache / "buildenvs")
     env = dict(os.environ, BUILDTOOL_CACHE_DIR=str(cache), CCACHE_DISABLE="1", PYTHONUNBUFFERED="1")
     dist = Path(tempfile.mkdtemp(prefix="bench-dist-"))
     seconds = dict(x.split("=", 1) for x in args.second_cell)

@@ -1,14 +1,15 @@
 """Read what a shared object needs, without loading it: undefined symbols, DT_NEEDED, symbol versions.
 
 Used by `index` (min glibc of a wheel) and `doctor` (F01/F02 torch symbols, F03 cudart, F10/F11
-glibc/libstdc++, F38 machine). Loading a mismatched .so can crash; reading it cannot.
+glibc/libstdc++, F38 machine), `repair` (GLIBC/GLIBCXX ceilings) and `verify` (DT_NEEDED, soname, the
+`.nv_fatbin` section's bytes). Loading a mismatched .so can crash; reading it cannot.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,9 @@ class ElfInfo:
     needed: tuple[str, ...]
     undefined: tuple[str, ...]
     version_needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    soname: str | None = None
+    # Contents of the sections asked for by name (e.g. `.nv_fatbin` for verify); absent when the file lacks one.
+    sections: dict[str, bytes] = field(default_factory=dict)
 
     def max_version(self, prefix: str) -> str | None:
         """Highest `GLIBC_x.y` / `GLIBCXX_3.4.z` requirement, without the prefix."""
@@ -46,35 +50,44 @@ class ElfInfo:
         return self.max_version("GLIBCXX_")
 
 
-def _read(stream: IO[bytes]) -> ElfInfo:
+def _read(stream: IO[bytes], sections: Collection[str] = ()) -> ElfInfo:
     elf = ELFFile(stream)
     needed: list[str] = []
+    soname: str | None = None
+    kept: dict[str, bytes] = {}
     undefined: list[str] = []
     needs: dict[str, tuple[str, ...]] = {}
     for sec in elf.iter_sections():
+        if sec.name in sections:
+            kept[sec.name] = sec.data()
         if isinstance(sec, DynamicSection):
-            needed += [str(getattr(t, "needed", "")) for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+            for tag in sec.iter_tags():
+                if tag.entry.d_tag == "DT_NEEDED":
+                    needed.append(str(getattr(tag, "needed", "")))
+                elif tag.entry.d_tag == "DT_SONAME":
+                    soname = str(getattr(tag, "soname", ""))
         elif isinstance(sec, SymbolTableSection) and sec.name == ".dynsym":
             undefined += [s.name for s in sec.iter_symbols() if s.name and s["st_shndx"] == "SHN_UNDEF"]
         elif isinstance(sec, GNUVerNeedSection):
             for verneed, auxes in sec.iter_versions():
                 needs[str(verneed.name)] = tuple(str(a.name) for a in auxes)
     machine = MACHINES.get(elf["e_machine"], str(elf["e_machine"]))
-    return ElfInfo(machine=machine, needed=tuple(needed), undefined=tuple(sorted(set(undefined))), version_needs=needs)
+    return ElfInfo(machine=machine, needed=tuple(needed), undefined=tuple(sorted(set(undefined))), version_needs=needs,
+                   soname=soname, sections=kept)
 
 
-def read_elf(path: Path) -> ElfInfo | None:
-    """None when the file is not ELF (e.g. a Windows .pyd)."""
+def read_elf(path: Path, sections: Collection[str] = ()) -> ElfInfo | None:
+    """None when the file is not ELF (e.g. a Windows .pyd). `sections`: names whose bytes to keep."""
     try:
         with open(path, "rb") as fh:
-            return _read(fh)
+            return _read(fh, sections)
     except (ELFError, OSError):
         return None
 
 
-def read_elf_bytes(data: bytes) -> ElfInfo | None:
+def read_elf_bytes(data: bytes, sections: Collection[str] = ()) -> ElfInfo | None:
     try:
-        return _read(io.BytesIO(data))
+        return _read(io.BytesIO(data), sections)
     except ELFError:
         return None
 

@@ -4,7 +4,7 @@ Kernel wheels link against torch's libraries (libc10, libtorch*) and the CUDA ru
 nvidia-* wheels provide; those must never be copied into the wheel. The policy (exclusions and the
 symbol-version ceilings) is data: buildtool/data/repair.yaml.
 
-Before calling auditwheel the ELF's version needs are read directly (pure Python, below): if a shared
+Before calling auditwheel the ELF's version needs are read directly (buildtool.elfinfo): if a shared
 library needs a newer GLIBC/GLIBCXX than manylinux_2_28 allows, the wheel keeps its linux_<arch> tag and
 the result says which symbol version is to blame (auditwheel would only refuse).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from packaging.version import Version
 from pydantic import BaseModel, ConfigDict
 
 from buildtool.compat import load_compat
+from buildtool.elfinfo import ElfInfo, read_elf_bytes
 from buildtool.errors import BuildError
 from buildtool.wheel import rewrite_wheel
 
@@ -84,54 +84,13 @@ class RepairResult(_Frozen):
     notes: tuple[str, ...] = ()
 
 
-# ---------------------------------------------------------------- ELF reading (pure Python)
-class ElfInfo(_Frozen):
-    needed: tuple[str, ...]                   # DT_NEEDED
-    version_needs: dict[str, tuple[str, ...]]  # library -> symbol versions it needs (GLIBC_2.17, ...)
-
-
-_SHT_DYNAMIC = 6
-_SHT_GNU_VERNEED = 0x6FFFFFFE
-_DT_NEEDED = 1
-
-
+# ---------------------------------------------------------------- ELF reading (buildtool.elfinfo)
 def read_elf(path: Path) -> ElfInfo:
-    """DT_NEEDED entries and the GNU version needs (.gnu.version_r) of a 64-bit little-endian ELF."""
-    data = path.read_bytes()
-    if data[:4] != b"\x7fELF":
+    """DT_NEEDED entries and the GNU version needs of a shared library; BuildError when it is not ELF."""
+    info = read_elf_bytes(path.read_bytes())  # read here so a missing file still raises OSError
+    if info is None:
         raise BuildError(f"{path.name} is not an ELF file")
-    if data[4] != 2 or data[5] != 1:
-        raise BuildError(f"{path.name}: only 64-bit little-endian ELF files are supported")
-    (_, _, _, _, _, _, shoff, _, _, _, _, shentsize, shnum, _) = struct.unpack_from("<16sHHIQQQIHHHHHH", data, 0)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-
-    def string(section_index: int, offset: int) -> str:
-        base = sections[section_index][4] + offset
-        end = data.index(b"\0", base)
-        return data[base:end].decode("utf-8", "replace")
-
-    needed: list[str] = []
-    needs: dict[str, list[str]] = {}
-    for _name, sh_type, _flags, _addr, offset, size, link, info, _align, _entsize in sections:
-        if sh_type == _SHT_DYNAMIC:
-            for pos in range(offset, offset + size, 16):
-                tag, value = struct.unpack_from("<qQ", data, pos)
-                if tag == 0:
-                    break
-                if tag == _DT_NEEDED:
-                    needed.append(string(link, value))
-        elif sh_type == _SHT_GNU_VERNEED:
-            pos = offset
-            for _ in range(info):
-                _ver, count, file_off, aux, nxt = struct.unpack_from("<HHIII", data, pos)
-                lib = string(link, file_off)
-                apos = pos + aux
-                for _ in range(count):
-                    _hash, _vflags, _other, name_off, anext = struct.unpack_from("<IHHII", data, apos)
-                    needs.setdefault(lib, []).append(string(link, name_off))
-                    apos += anext
-                pos += nxt
-    return ElfInfo(needed=tuple(needed), version_needs={k: tuple(v) for k, v in needs.items()})
+    return info
 
 
 def max_versions(infos: Sequence[ElfInfo]) -> dict[str, str]:

@@ -1,6 +1,7 @@
-"""A small pure-Python reader for what verification needs from ELF shared libraries: DT_NEEDED, the
-versioned symbols they require (GLIBC_2.28, GLIBCXX_3.4.25, ...) and the CUDA fatbin entries (cubin /
-PTX per arch). No readelf, objdump or cuobjdump needed, so the static checks run on any machine.
+"""What verification needs from ELF shared libraries: DT_NEEDED, DT_SONAME, the versioned symbols they
+require (GLIBC_2.28, GLIBCXX_3.4.25, ...) and the CUDA fatbin entries (cubin / PTX per arch). The ELF
+part comes from buildtool.elfinfo (pyelftools); the fatbin parsing is here. No readelf, objdump or
+cuobjdump needed, so the static checks run on any machine.
 
 Fatbin layout (as nvcc writes it into `.nv_fatbin`): a container header `<I magic 0xBA55ED50, H version,
 H header size, Q payload size>` followed by entries `<H kind (1 PTX, 2 ELF), H version, I header size,
@@ -15,10 +16,11 @@ import re
 import struct
 from dataclasses import dataclass, field
 
+from buildtool import elfinfo
+
 ELF_MAGIC = b"\x7fELF"
 FATBIN_MAGIC = 0xBA55ED50
-_DT_NEEDED, _DT_SONAME = 1, 14
-_SHT_DYNAMIC, _SHT_GNU_VERNEED = 6, 0x6FFFFFFE
+FATBIN_SECTION = ".nv_fatbin"
 
 
 @dataclass(frozen=True)
@@ -68,68 +70,17 @@ def is_elf(data: bytes) -> bool:
     return data[:4] == ELF_MAGIC
 
 
-def _cstr(blob: bytes, offset: int) -> str:
-    end = blob.find(b"\0", offset)
-    return blob[offset: end if end >= 0 else len(blob)].decode("utf-8", "replace")
-
-
 def read_elf(data: bytes) -> ElfInfo:
-    """Parse a 64-bit little-endian ELF (x86_64 / aarch64 Linux). Raises ValueError for anything else."""
+    """Parse an ELF shared library (buildtool.elfinfo) and the fatbin in its `.nv_fatbin` section.
+    Raises ValueError when the bytes are not a readable ELF."""
     if not is_elf(data):
         raise ValueError("not an ELF file")
-    if data[4] != 2 or data[5] != 1:
-        raise ValueError("only 64-bit little-endian ELF is supported")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    sections = []
-    for i in range(shnum):
-        name, stype, _flags, _addr, off, size, link, info, _align, entsize = struct.unpack_from(
-            "<IIQQQQIIQQ", data, shoff + i * shentsize)
-        sections.append((name, stype, off, size, link, info, entsize))
-    shstr_off, shstr_size = sections[shstrndx][2], sections[shstrndx][3]
-    shstr = data[shstr_off: shstr_off + shstr_size]
-    named = {_cstr(shstr, s[0]): s for s in sections}
-
-    needed: list[str] = []
-    soname = None
-    for _name, stype, off, size, link, _info, _entsize in sections:
-        if stype != _SHT_DYNAMIC:
-            continue
-        strtab = data[sections[link][2]: sections[link][2] + sections[link][3]]
-        for pos in range(off, off + size, 16):
-            tag, val = struct.unpack_from("<qQ", data, pos)
-            if tag == 0:
-                break
-            if tag == _DT_NEEDED:
-                needed.append(_cstr(strtab, val))
-            elif tag == _DT_SONAME:
-                soname = _cstr(strtab, val)
-
-    needs: dict[str, tuple[str, ...]] = {}
-    for _name, stype, off, _size, link, count, _entsize in sections:
-        if stype != _SHT_GNU_VERNEED:
-            continue
-        strtab = data[sections[link][2]: sections[link][2] + sections[link][3]]
-        pos = off
-        for _ in range(count):
-            _ver, cnt, file_off, aux, nxt = struct.unpack_from("<HHIII", data, pos)
-            names = []
-            apos = pos + aux
-            for _ in range(cnt):
-                _hash, _flags, _other, name_off, anext = struct.unpack_from("<IHHII", data, apos)
-                names.append(_cstr(strtab, name_off))
-                apos += anext
-            needs[_cstr(strtab, file_off)] = tuple(names)
-            if nxt == 0:
-                break
-            pos += nxt
-
-    fat = named.get(".nv_fatbin")
-    entries: tuple[FatbinEntry, ...] = ()
-    if fat is not None:
-        entries = tuple(read_fatbin(data[fat[2]: fat[2] + fat[3]]))
-    return ElfInfo(needed=tuple(needed), soname=soname, version_needs=needs, fatbin=entries,
-                   has_fatbin_section=fat is not None)
+    info = elfinfo.read_elf_bytes(data, sections=(FATBIN_SECTION,))
+    if info is None:
+        raise ValueError("pyelftools could not parse it")
+    fat = info.sections.get(FATBIN_SECTION)
+    return ElfInfo(needed=info.needed, soname=info.soname, version_needs=info.version_needs,
+                   fatbin=tuple(read_fatbin(fat)) if fat is not None else (), has_fatbin_section=fat is not None)
 
 
 def read_fatbin(blob: bytes) -> list[FatbinEntry]:

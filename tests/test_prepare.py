@@ -76,7 +76,7 @@ SDISTS = [
     ("mamba-ssm", "2.3.2.post1", ["MS-1", "MS-3", "MS-2"],
      {"m-log2e-without-definition", "directive-in-macro-arguments", "nonstatic-constexpr-in-switch-macro",
       "nonstatic-constexpr-captured-by-switch"}),
-    ("mamba-ssm", "2.2.6.post3", ["MS-1", "MS-3", "MS-2"],
+    ("mamba-ssm", "2.2.6.post3", ["MS-1", "MS-3", "MS-2", "TF-1"],
      {"m-log2e-without-definition", "directive-in-macro-arguments", "nonstatic-constexpr-in-switch-macro",
       "nonstatic-constexpr-captured-by-switch"}),
 ]
@@ -115,8 +115,8 @@ def test_prepare_pypi_sdist(project: Project, cache_dir: Path, tmp_path: Path, p
 GIT = [
     ("causal-conv1d", "1.4.0", ["CC-1", "CC-2"]),
     ("causal-conv1d", "1.1.1", []),
-    ("mamba-ssm", "2.2.2", ["MS-4", "MS-1", "MS-3", "MS-2"]),
-    ("mamba-ssm-vim", "1.1.1", ["VIM-1 (MS-4)", "VIM-3", "VIM-1 (MS-1)", "VIM-1 (MS-2)"]),
+    ("mamba-ssm", "2.2.2", ["MS-4", "MS-1", "MS-3", "MS-2", "TF-1"]),
+    ("mamba-ssm-vim", "1.1.1", ["VIM-1 (MS-4)", "VIM-3", "VIM-1 (MS-1)", "VIM-1 (MS-2)", "TF-1"]),
     ("selective-scan", "0.0.2", ["VM-4", "VM-1", "VM-2"]),
 ]
 

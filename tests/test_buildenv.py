@@ -69,7 +69,7 @@ def test_install_commands() -> None:
     pip_cmds = install_commands(py, cell(cuda="12.6"), "https://download.pytorch.org/whl/cu126", "pip")
     assert pip_cmds[0][:4] == ["/e/bin/python", "-m", "pip", "install"]
     assert pip_cmds[0][-3:] == ["torch==2.14.1", "--index-url", "https://download.pytorch.org/whl/cu126"]
-    assert pip_cmds[1][-2:] == ["ninja", "numpy"]
+    assert pip_cmds[1][-5:] == ["ninja", "numpy", "packaging", "setuptools", "wheel"]
     uv_cmds = install_commands(py, cell(), None, "uv")
     assert uv_cmds[0] == ["uv", "pip", "install", "--python", "/e/bin/python", "torch==2.14.1"]
     assert env_key(cell()) == "torch2.14.1-cu130-py3.11-linux-x86_64"

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -50,19 +49,28 @@ class Run:
     load: str = ""  # 1-minute load average before / after: other work on the machine distorts wall times
 
 
+# Runs one command and reports its own children's usage, so each measurement's peak RSS is its own
+# (RUSAGE_CHILDREN of this long-lived process keeps the largest child ever, e.g. the upstream build's).
+_MEASURE = """
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+sys.stderr.write(proc.stderr)
+print(json.dumps({"rc": proc.returncode, "wall": time.perf_counter() - t0, "cpu": u.ru_utime + u.ru_stime,
+                  "rss_mb": u.ru_maxrss / 1024.0, "stdout": proc.stdout}))
+"""
+
+
 def _buildtool(args: list[str], env: dict[str, str]) -> tuple[float, float, float, dict[str, Any], int]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "buildtool", "build", *args, "--json"], cwd=REPO, env=env,
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cmd = [sys.executable, "-m", "buildtool", "build", *args, "--json"]
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], cwd=REPO, env=env, capture_output=True, text=True)
     try:
-        summary = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        summary = {"error": proc.stderr[-2000:]}
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, after.ru_maxrss / 1024.0, summary, proc.returncode
+        m = json.loads(proc.stdout.strip().splitlines()[-1])
+        summary = json.loads(m["stdout"])
+    except (json.JSONDecodeError, IndexError, KeyError):
+        return 0.0, 0.0, 0.0, {"error": proc.stderr[-2000:]}, 1
+    return m["wall"], m["cpu"], m["rss_mb"], summary, m["rc"]
 
 
 def _cell_report(cell_id: str) -> dict[str, Any]:

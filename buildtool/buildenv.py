@@ -187,20 +187,40 @@ def install_commands(python: Path, cell: Cell, index: str | None, installer: Ins
     return [torch_cmd, [*base, *extras]]
 
 
+def _runs_as(candidate: str, version: str) -> bool:
+    """True when ``candidate`` starts and is Python ``version`` (a pyenv shim for a version that is
+    installed but not selected exits 127; a stale link points nowhere)."""
+    try:
+        proc = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and proc.stdout.strip() == version
+
+
 def find_python(version: str) -> Path:
-    """An interpreter for Python ``version`` ("3.11"): the running one, pythonX.Y on PATH, `uv python find`."""
+    """An interpreter for Python ``version`` ("3.11"): the running one, a working pythonX.Y on PATH, a pyenv
+    installation of it, `uv python find`."""
     if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         return Path(sys.executable)
-    found = shutil.which(f"python{version}")
-    if found:
-        return Path(found)
+    tried: list[str] = []
+    candidates = [shutil.which(f"python{version}")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += [str(p) for p in sorted(pyenv_root.glob(f"versions/{version}*/bin/python{version}"), reverse=True)]
+    for cand in candidates:
+        if cand is None:
+            continue
+        if _runs_as(cand, version):
+            return Path(cand)
+        tried.append(f"{cand} (does not run as Python {version})")
     uv = shutil.which("uv")
     if uv:
         proc = subprocess.run([uv, "python", "find", version], capture_output=True, text=True, timeout=60)
         if proc.returncode == 0 and proc.stdout.strip():
             return Path(proc.stdout.strip())
     raise UserError(
-        f"no Python {version} interpreter: not the running one ({sys.version.split()[0]}), no python{version} on PATH"
+        f"no Python {version} interpreter: not the running one ({sys.version.split()[0]}), no working "
+        f"python{version} on PATH" + (f" (tried {'; '.join(tried)})" if tried else "")
         + (", `uv python find` found none" if uv else ", no uv"),
         hint=f"install it (`uv python install {version}`, `pyenv install {version}`, or your OS package), "
         "or build with --use-current-env",

@@ -141,3 +141,18 @@ def test_create_build_env_real() -> None:
     assert proc.stdout.strip() == "13.0", proc.stderr
     assert create_build_env(cell(), root) == env  # reused, not rebuilt
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary dirs left
+
+
+def test_find_python_skips_an_interpreter_that_does_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pyenv shim for an installed-but-unselected version exits 127: it must not be taken (seen on the
+    developer machine, where `python3.12` is such a shim)."""
+    from buildtool.buildenv import find_python
+
+    shim = tmp_path / "bin" / "python3.98"
+    shim.parent.mkdir()
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.98: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:/usr/bin:/bin")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    with pytest.raises(UserError, match=r"python3\.98 \(does not run as Python 3\.98\)"):
+        find_python("3.98")

@@ -109,8 +109,8 @@ def load(path: Path) -> Document:
     return parse(text, str(path))
 
 
-def _allowed_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """Field names allowed at ``loc`` (the parent of an unknown key) by walking the model's annotations.
+def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> Any:
+    """The pydantic model that validates the mapping at ``loc`` (None when ``loc`` leaves the models).
 
     Path parts that are not fields (list indexes, keys of ``dict[str, Model]``) keep the current model."""
     current: Any = model
@@ -120,21 +120,18 @@ def _allowed_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[st
             continue
         current = _inner_model(fields[part].annotation)
         if current is None:
-            return []
-    fields = getattr(current, "model_fields", None)
+            return None
+    return current
+
+
+def _allowed_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """Field names allowed at ``loc`` (the parent of an unknown key)."""
+    fields = getattr(_model_at(model, loc), "model_fields", None)
     return sorted(f.alias or name for name, f in fields.items()) if fields else []
 
 
 def _required_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    current: Any = model
-    for part in loc:
-        fields = getattr(current, "model_fields", None)
-        if isinstance(part, int) or not fields or part not in fields:
-            continue
-        current = _inner_model(fields[part].annotation)
-        if current is None:
-            return []
-    fields = getattr(current, "model_fields", None)
+    fields = getattr(_model_at(model, loc), "model_fields", None)
     return sorted(f.alias or name for name, f in fields.items() if f.is_required()) if fields else []
 
 

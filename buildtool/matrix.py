@@ -46,7 +46,9 @@ def _check_versions(name: str, values: Iterable[str]) -> None:
             raise ValueError(f'{name} "{v}" is not a version like 3.10 or 12.4')
 
 
-class Axes(_Frozen):
+class _CellAxes(_Frozen):
+    """platform / python / cuda / torch, each one value or a list (shared by `axes` and `include`)."""
+
     platform: tuple[str, ...]
     python: tuple[str, ...]
     cuda: tuple[str, ...]
@@ -64,6 +66,13 @@ class Axes(_Frozen):
     @classmethod
     def _versions(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
         _check_versions(info.field_name, v)
+        return v
+
+
+class Axes(_CellAxes):
+    @field_validator("python", "cuda", "torch")
+    @classmethod
+    def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         dupes = sorted({x for x in v if v.count(x) > 1})
         if dupes:
             raise ValueError(f"values must be unique; listed more than once: {', '.join(dupes)}")
@@ -125,30 +134,14 @@ class ArchPolicy(_Frozen):
         return v
 
 
-class IncludeEntry(_Frozen):
+class IncludeEntry(_CellAxes):
     """Explicit cells added on top of the product of the axes (each field may be one value or a list)."""
 
-    platform: tuple[str, ...]
-    python: tuple[str, ...]
-    cuda: tuple[str, ...]
-    torch: tuple[str, ...]
     packages: tuple[str, ...]
     tags: tuple[str, ...] = ()
     archs: tuple[str, ...] | None = None
 
-    _t = field_validator("platform", "python", "cuda", "torch", "packages", "tags", "archs", mode="before")(_as_tuple)
-
-    @field_validator("platform")
-    @classmethod
-    def _platforms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        _check_platforms(v)
-        return v
-
-    @field_validator("python", "cuda", "torch")
-    @classmethod
-    def _versions(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
-        _check_versions(info.field_name, v)
-        return v
+    _t2 = field_validator("packages", "tags", "archs", mode="before")(_as_tuple)
 
 
 class Profile(_Frozen):

@@ -4,7 +4,7 @@ The toolchain is resolved first (it is cheap and the most common failure: a miss
 seconds, before sources are fetched or torch is installed). Every cell has a persistent work directory,
 build/cells/<cell-id>/, holding the prepared tree and ninja's objects, so an interrupted build continues
 where it stopped. The wheel reaches dist/ only through an atomic rename of a finished file
-(dist/.partial-<pid>-XXXX -> dist/<name>.whl): an interrupt leaves no partial wheel there.
+(dist/.partial-<pid>-<random> -> dist/<name>.whl): an interrupt leaves no partial wheel there.
 
 `build_tree` (prepared tree + toolchain + env -> wheel) is shared with the PEP 517 backend
 (buildtool.backend), so `pip wheel` on a prepared tree and `buildtool build` run the same code.
@@ -145,11 +145,11 @@ def _step(name: str, timings: dict[str, float], log: CellLog) -> Iterator[None]:
 
 # ---------------------------------------------------------------- provenance
 def _portable(value: Any, roots: Mapping[str, str]) -> Any:
-    """Replace machine-specific prefixes (the tree, torch, CUDA) with placeholders, recursively."""
+    """Replace machine-specific prefixes (the tree, torch, CUDA) with symbolic names such as {torch}, recursively."""
     if isinstance(value, str):
-        for placeholder, root in roots.items():
+        for symbol, root in roots.items():
             if root and root in value:
-                value = value.replace(root, placeholder)
+                value = value.replace(root, symbol)
         return value
     if isinstance(value, list | tuple):
         return [_portable(v, roots) for v in value]

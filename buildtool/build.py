@@ -211,9 +211,17 @@ def provenance_matches(found: Mapping[str, Any] | None, expected: Mapping[str, A
     if found is None:
         return False, "the existing wheel has no readable provenance"
     for key in RESUME_KEYS:
-        if found.get(key) != expected.get(key):
+        if _resume_view(key, found.get(key)) != _resume_view(key, expected.get(key)):
             return False, f"{key} changed"
     return True, "same cell, source, patches and flags"
+
+
+def _resume_view(key: str, value: Any) -> Any:
+    """What must match for --resume: for modules their flags, not the list of generated TUs (how finely
+    heavy sources were split depends on the machine's job count, not on what the wheel contains)."""
+    if key != "modules" or not isinstance(value, list):
+        return value
+    return [{k: v for k, v in m.items() if k != "units"} if isinstance(m, dict) else m for m in value]
 
 
 # ---------------------------------------------------------------- shared core
@@ -250,13 +258,14 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
     timings = timings if timings is not None else {}
     version = recipe.get(cell.version)
     specs = kernelspec.load_kernel_specs(tree / ".buildtool" / "kernels", version.kernels)
-    resolved = resolve_kernels(tree, recipe, cell, toolchain)
-    provenance = make_provenance(cell=cell, tree_provenance=tree_provenance, toolchain=toolchain, env=env,
-                                 modules=module_flags(resolved), tree_root=tree)
     with _step("compile", timings, log):
         result = compile_stage.compile_modules(tree, specs, cell, toolchain, env, objects,  # type: ignore[arg-type]
                                                log.path, jobs=jobs, use_object_cache=compile_cache,
                                                use_ccache=compile_cache)
+    # Record what was compiled (the split depends on the job count), not every part a spec could generate.
+    compiled = list(result.kernels) or resolve_kernels(tree, recipe, cell, toolchain)
+    provenance = make_provenance(cell=cell, tree_provenance=tree_provenance, toolchain=toolchain, env=env,
+                                 modules=module_flags(compiled), tree_root=tree)
     log.line(f"compile: {len(result.modules)} module(s), {result.cache_hits} cached / {result.cache_misses} compiled "
              f"object(s), {result.jobs} job(s), {result.wall_seconds:.1f} s")
     files: dict[str, bytes | Path] = dict(collect_python_files(tree, version.python_packages))

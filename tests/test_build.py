@@ -226,3 +226,18 @@ def test_second_build_of_the_same_cell_is_refused_while_the_first_runs(tmp_path:
     finally:
         held.close()
     _lock_cell(tmp_path / "cell").close()  # free again once the holder closed it
+
+
+def test_resume_ignores_how_finely_sources_were_split_but_not_flags() -> None:
+    """A wheel built with 37 bwd parts on a 16-core host and one built with 4 parts on 2 cores contain the
+    same kernels with the same flags: --resume accepts either; a flag change is refused."""
+    from buildtool.build import provenance_matches
+
+    def prov(units: list[str], flags: list[str]) -> dict[str, object]:
+        return {"cell": {"id": "c"}, "source": {"sha256": "s"}, "patches": [],
+                "modules": [{"module": "m", "spec": "m-1", "flags": {"cuda": flags}, "link_flags": [], "units": units}]}
+
+    coarse = prov(["bwd.part1of4.cu", "bwd.part2of4.cu"], ["-O3"])
+    fine = prov([f"bwd.part{i}of37.cu" for i in range(1, 38)], ["-O3"])
+    assert provenance_matches(coarse, fine) == (True, "same cell, source, patches and flags")
+    assert provenance_matches(coarse, prov(["bwd.part1of4.cu"], ["-O2"])) == (False, "modules changed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from typing import Literal
 
 from packaging.version import Version
@@ -122,7 +121,4 @@ def torch_minor(torch: str) -> str:
 
 @cache
 def load_compat() -> Compat:
-    text = resources.files("buildtool.data").joinpath("compat.yaml").read_text(encoding="utf-8")
-    doc = yamlsrc.parse(text, "buildtool/data/compat.yaml")
-    result: Compat = yamlsrc.validate(Compat, doc)
-    return result
+    return yamlsrc.load_packaged(Compat, "compat.yaml")

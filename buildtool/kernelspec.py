@@ -13,7 +13,6 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
-from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -334,9 +333,7 @@ def load_kernel_specs(kernels_dir: Path, names: Sequence[str]) -> list[KernelSpe
 
 @cache
 def load_common_flags() -> CommonFlags:
-    text = resources.files("buildtool.data").joinpath("compile_flags.yaml").read_text(encoding="utf-8")
-    result: CommonFlags = yamlsrc.validate(CommonFlags, yamlsrc.parse(text, "buildtool/data/compile_flags.yaml"))
-    return result
+    return yamlsrc.load_packaged(CommonFlags, "compile_flags.yaml")
 
 
 # ------------------------------------------------------------------------------------------- resolution

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -125,8 +124,7 @@ class LintReport(_Frozen):
 
 @cache
 def load_rules() -> RuleBook:
-    text = resources.files("buildtool.data").joinpath("lint_rules.yaml").read_text(encoding="utf-8")
-    book: RuleBook = yamlsrc.validate(RuleBook, yamlsrc.parse(text, "buildtool/data/lint_rules.yaml"))
+    book = yamlsrc.load_packaged(RuleBook, "lint_rules.yaml")
     for rule in book.rules:
         for pattern in _patterns(rule):
             try:

@@ -20,13 +20,12 @@ import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
-import yaml
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict
 
+from buildtool import yamlsrc
 from buildtool.compat import load_compat
 from buildtool.elfinfo import ElfInfo, read_elf_bytes
 from buildtool.errors import BuildError
@@ -71,8 +70,7 @@ class RepairPolicy(_Frozen):
 
 @cache
 def load_policy() -> RepairPolicy:
-    text = resources.files("buildtool.data").joinpath("repair.yaml").read_text(encoding="utf-8")
-    return RepairPolicy.model_validate(yaml.safe_load(text))
+    return yamlsrc.load_packaged(RepairPolicy, "repair.yaml")
 
 
 class RepairResult(_Frozen):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -143,6 +144,16 @@ def _inner_model(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_packaged(model: type[ModelT], name: str) -> ModelT:
+    """A data file shipped in buildtool/data/, validated against ``model`` (errors name the file and line)."""
+    text = resources.files("buildtool.data").joinpath(name).read_text(encoding="utf-8")
+    result: ModelT = validate(model, parse(text, f"buildtool/data/{name}"))
+    return result
 
 
 def validate(model: type[BaseModel], doc: Document, *, context: Mapping[str, Any] | None = None) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -157,10 +156,7 @@ class ProviderFacts(_Frozen):
 
 @cache
 def load_facts() -> ProviderFacts:
-    text = resources.files("buildtool.data").joinpath("toolchain.yaml").read_text(encoding="utf-8")
-    doc = yamlsrc.parse(text, "buildtool/data/toolchain.yaml")
-    facts: ProviderFacts = yamlsrc.validate(ProviderFacts, doc)
-    return facts
+    return yamlsrc.load_packaged(ProviderFacts, "toolchain.yaml")
 
 
 def split_cuda(cuda: str) -> tuple[int, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from importlib import resources
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -97,8 +96,7 @@ class VerifyPolicy(_Frozen):
 
 
 def _load(name: str, model: type[_Frozen]) -> _Frozen:
-    text = resources.files("buildtool.data").joinpath(name).read_text(encoding="utf-8")
-    return yamlsrc.validate(model, yamlsrc.parse(text, f"buildtool/data/{name}"))  # type: ignore[no-any-return]
+    return yamlsrc.load_packaged(model, name)
 
 
 @cache

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -151,6 +152,11 @@ def main() -> int:
     ap.add_argument("--upstream-python", default=sys.executable,
                     help="interpreter (with torch, setuptools, wheel) that runs upstream's setup.py")
     ap.add_argument("--keep-wheels", type=Path, metavar="DIR", help="copy the cold builds' wheels here")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=ARGS",
+                    help="one more cold build with extra `buildtool build` arguments, e.g. "
+                         "'old split=--split-compile 1' (compared with (a) like (b))")
+    ap.add_argument("--keep-upstream-wheels", type=Path, metavar="DIR",
+                    help="copy upstream's wheels here (for the kernel speed comparison, benchmarks/kernel_speed.py)")
     args = ap.parse_args()
 
     env_args: list[str] = []
@@ -188,6 +194,10 @@ def main() -> int:
                 res = _timeout_upstream(source, args.archs.split(","), dist / "upstream", args.jobs, up_env,
                                         args.upstream_timeout, args.upstream_python)
                 runs.append(res)
+                if args.keep_upstream_wheels:
+                    args.keep_upstream_wheels.mkdir(parents=True, exist_ok=True)
+                    for wheel in (dist / "upstream").glob("*.whl"):
+                        shutil.copy2(wheel, args.keep_upstream_wheels / wheel.name)
             finally:
                 shutil.rmtree(source.parent, ignore_errors=True)
         runs.append(ours("(b) buildtool cold", cell_id, args.archs, env_args, env, dist))
@@ -196,6 +206,17 @@ def main() -> int:
             for wheel in dist.glob("*.whl"):
                 shutil.copy2(wheel, args.keep_wheels / wheel.name)
         runs.append(ours("(c) buildtool warm rebuild", cell_id, args.archs, env_args, env, dist))
+        for variant in args.variant:
+            label, _, extra = variant.partition("=")
+            # cold again: its own empty object cache and build dir, ccache still off
+            shutil.rmtree(REPO / "build" / "cells" / cell_id, ignore_errors=True)
+            v_cache = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+            (v_cache / "buildenvs").symlink_to(user_cache / "buildenvs")
+            if (cache / "sources").is_dir():
+                shutil.copytree(cache / "sources", v_cache / "sources")
+            runs.append(ours(f"(b') buildtool cold, {label}", cell_id, args.archs, [*env_args, *shlex.split(extra)],
+                             dict(env, BUILDTOOL_CACHE_DIR=str(v_cache)), dist))
+            shutil.rmtree(v_cache, ignore_errors=True)
         if cell_id in seconds:
             other, _, interpreter = seconds[cell_id].partition("@")
             runs.append(ours(f"(d) buildtool second Python ({other})", other, args.archs,
@@ -228,7 +249,7 @@ def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env:
     run.load = f"{load0:.1f}/{os.getloadavg()[0]:.1f}"
     if p.is_alive():
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, 9)
+            os.killpg(p.pid or 0, 9)
         p.join(5)
         run.wall_s = round(time.perf_counter() - t0, 1)
         run.note = f"did not finish in {timeout} s (killed)"

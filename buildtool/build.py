@@ -77,6 +77,8 @@ class BuildOptions(_Frozen):
     dist_dir: Path
     build_root: Path
     jobs: int | None = None
+    split_compile: int | None = None  # nvcc -split-compile threads; None: every core (compile.default_split_compile)
+    split_sources: bool = True  # False: compile each source whole, ignoring the specs' split rules (comparisons)
     resume: bool = False
     compile_cache: bool = True  # object cache + ccache; off to measure cold compiles
 
@@ -250,7 +252,8 @@ def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain
 def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe, cell: Cell,
                toolchain: Toolchain, env: BuildEnv, objects: Path, staging: Path, log: CellLog,
                jobs: int | None = None, timings: dict[str, float] | None = None,
-               compile_cache: bool = True) -> BuiltWheel:
+               compile_cache: bool = True, split_compile: int | None = None,
+               split_sources: bool = True) -> BuiltWheel:
     """Compile the cell's kernels in a prepared tree and assemble + repair the wheel into ``staging``."""
     from buildtool import compile as compile_stage
     from buildtool import kernelspec
@@ -261,13 +264,14 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
     with _step("compile", timings, log):
         result = compile_stage.compile_modules(tree, specs, cell, toolchain, env, objects,  # type: ignore[arg-type]
                                                log.path, jobs=jobs, use_object_cache=compile_cache,
-                                               use_ccache=compile_cache)
+                                               use_ccache=compile_cache, split=split_sources,
+                                               split_compile=split_compile)
     # Record what was compiled (the split depends on the job count), not every part a spec could generate.
     compiled = list(result.kernels) or resolve_kernels(tree, recipe, cell, toolchain)
     provenance = make_provenance(cell=cell, tree_provenance=tree_provenance, toolchain=toolchain, env=env,
                                  modules=module_flags(compiled), tree_root=tree)
     log.line(f"compile: {len(result.modules)} module(s), {result.cache_hits} cached / {result.cache_misses} compiled "
-             f"object(s), {result.jobs} job(s), {result.wall_seconds:.1f} s")
+             f"object(s), {result.jobs} job(s), -split-compile {result.split_compile}, {result.wall_seconds:.1f} s")
     files: dict[str, bytes | Path] = dict(collect_python_files(tree, version.python_packages))
     for module_path in _compiled_paths(result):
         files[module_path.name] = module_path
@@ -407,7 +411,8 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
             env = _build_env(cell, options, log)
         built = build_tree(tree=paths.tree, tree_provenance=tree_provenance, recipe=recipe, cell=cell,
                            toolchain=toolchain, env=env, objects=paths.objects, staging=paths.staging, log=log,
-                           jobs=options.jobs, timings=timings, compile_cache=options.compile_cache)
+                           jobs=options.jobs, timings=timings, compile_cache=options.compile_cache,
+                           split_compile=options.split_compile, split_sources=options.split_sources)
         with step("publish"):
             final = publish(built.wheel, options.dist_dir)
             for stale in existing_wheels(options.dist_dir, name):

@@ -38,6 +38,12 @@ from buildtool.kernelspec import (
 GIB = 1024**3
 #: nvcc's peak memory per gencode target on the heavy Mamba TUs (measured 2.5-4 GB); sizes -j.
 NVCC_BYTES_PER_THREAD = 4 * GIB
+#: nvcc -split-compile (CUDA >= 11.3) optimises and assembles partitions of one TU in parallel. Each kernel's
+#: SASS is identical to the unsplit compile (tests/test_split_compile.py), so, like -j, it is a scheduling
+#: knob: it stays out of cache keys and provenance. Measured on mamba's selective_scan_bwd_fp32_real.cu,
+#: sm_90: 0.66 GB peak unsplit, 0.90 GB with 8 partitions, hence the factor that sizes -j.
+SPLIT_COMPILE_MIN_CUDA = (11, 3)
+SPLIT_COMPILE_MEMORY_FACTOR = 1.4
 CACHE_FORMAT = 1
 # Headers only: a TU's own text is hashed separately (none of the packages #includes a .cu/.cpp file).
 HEADER_SUFFIXES = {".h", ".hh", ".hpp", ".hxx", ".cuh", ".inl", ".inc", ".tcc", ".def"}
@@ -93,6 +99,7 @@ class CompileResult(_Frozen):
     cache_misses: int
     ccache: bool
     jobs: int
+    split_compile: int = 1
     wall_seconds: float
     cpu_seconds: float | None
     peak_rss_mb: float | None
@@ -202,12 +209,30 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_jobs(nvcc_threads: int, cores: int | None = None, memory: int | None = None) -> int:
+def default_jobs(nvcc_threads: int, cores: int | None = None, memory: int | None = None, *,
+                 split_compile: int = 1) -> int:
     """Parallel compile jobs: one per core, fewer when free memory cannot hold that many nvcc processes."""
     cores = cores or _usable_cores()
     if memory is None:
         return cores
-    return max(1, min(cores, memory // (NVCC_BYTES_PER_THREAD * max(1, nvcc_threads))))
+    per_job = NVCC_BYTES_PER_THREAD * max(1, nvcc_threads) * (SPLIT_COMPILE_MEMORY_FACTOR if split_compile > 1 else 1)
+    return max(1, min(cores, int(memory // per_job)))
+
+
+def default_split_compile(cuda_version: str, cores: int | None = None) -> int:
+    """Threads for nvcc -split-compile: every usable core (1 = off, and off before CUDA 11.3).
+
+    A job count alone leaves cores idle once fewer TUs than cores remain, which on a 16-core host is most of a
+    Mamba build: its wall time is the slowest TU. With every nvcc allowed all cores, the tail TUs spread over
+    the cores the finished ones freed; while many TUs run, the kernel's scheduler shares the cores among them.
+    """
+    try:
+        version = tuple(int(x) for x in cuda_version.split(".")[:2])
+    except ValueError:
+        return 1
+    if version < SPLIT_COMPILE_MIN_CUDA:
+        return 1
+    return max(1, cores or _usable_cores())
 
 
 # ----------------------------------------------------------------------------------------------- plan
@@ -247,6 +272,7 @@ class BuildContext:
     cache_dir: Path | None
     nvcc_identity: str = ""  # `nvcc --version` banner: part of the CUDA objects' cache key
     host_identity: str = ""  # the host compiler's version banner
+    split_compile: int = 1  # nvcc -split-compile threads (1: off); not part of cache keys (same SASS)
 
     @property
     def windows(self) -> bool:
@@ -280,6 +306,8 @@ def compile_argv(ctx: BuildContext, planned: PlannedUnit) -> list[str]:
         if not ctx.windows and ctx.cxx.kind == "gcc":
             argv += ["-ccbin", ctx.cxx.path]
         argv += [f"-I{d}" for d in includes] + list(unit.flags)
+        if ctx.split_compile > 1:
+            argv.append(f"-split-compile={ctx.split_compile}")
         return [*argv, "-c", str(planned.source_path), "-o", str(planned.object_path)]
     if ctx.cxx.kind == "msvc":
         return [ctx.cxx.path, "/nologo", *(f"/I{d}" for d in includes), *unit.flags,
@@ -510,11 +538,13 @@ def compile_modules(
     use_object_cache: bool = True,
     use_ccache: bool = True,
     split: bool = True,
+    split_compile: int | None = None,
     quiet: bool = False,
 ) -> CompileResult:
     """Compile and link every spec's module for ``cell``; returns the module files and build statistics.
     ``cache_dir`` holds the object cache (default $BUILDTOOL_CACHE_DIR or ~/.cache/buildtool);
-    ``split=False`` compiles every source as one TU, ignoring the specs' split rules (for comparisons)."""
+    ``split=False`` compiles every source as one TU, ignoring the specs' split rules (for comparisons);
+    ``split_compile``: nvcc -split-compile threads (default: ``default_split_compile``; 1 turns it off)."""
     from buildtool.progress import STATUS_MARK, NinjaProgress
 
     started = time.monotonic()
@@ -533,15 +563,20 @@ def compile_modules(
     cache_root = None
     if use_object_cache:
         cache_root = Path(cache_dir or os.environ.get("BUILDTOOL_CACHE_DIR") or Path.home() / ".cache" / "buildtool")
+    if split_compile is None:
+        split_compile = default_split_compile(toolchain.cuda_version)
+    elif split_compile < 1:
+        raise UserError(f"split_compile must be at least 1 (1 turns nvcc -split-compile off), not {split_compile}")
     ctx = BuildContext(
         tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root,
         nvcc_identity=tool_identity((str(toolchain.nvcc), "--version")),
         host_identity=(tool_identity((cxx.path, "--version")) if cxx.kind == "gcc"
                        else f"{cxx.path} {getattr(getattr(toolchain, 'host', None), 'version', '')}"),
+        split_compile=split_compile,
     )
 
     threads = nvcc_threads(facts.archs, facts.ptx)
-    jobs = jobs or default_jobs(threads, memory=available_memory())
+    jobs = jobs or default_jobs(threads, memory=available_memory(), split_compile=split_compile)
     # split rules apply per machine size (min_jobs); split=False compiles every source whole
     planned_specs = [s.for_jobs(jobs) if split else s.model_copy(update={"split": ()}) for s in specs]
     modules = plan_modules(ctx, planned_specs)
@@ -557,6 +592,7 @@ def compile_modules(
     with open(log_path, "a", encoding="utf-8") as log:  # the caller's cell log: append
         log.write(f"# buildtool compile: {', '.join(s.name for s in specs)} for {getattr(cell, 'id', cell)}\n")
         log.write(f"# tree {tree}\n# build.ninja {ninja_file}\n# jobs {jobs}, nvcc --threads {threads}, "
+                  f"-split-compile {split_compile if split_compile > 1 else 'off'}, "
                   f"ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "
                   f"{hits} hits, {len(to_compile)} to compile\n")
         for u in to_compile:
@@ -593,7 +629,7 @@ def compile_modules(
                                         device_code_uncompressed=device_code_sizes(m.output, uncompressed=True)))
     return CompileResult(
         modules=tuple(artifacts), timings=tuple(timings), cache_hits=hits, cache_misses=misses,
-        ccache=launcher is not None, jobs=jobs, wall_seconds=round(time.monotonic() - started, 3),
+        ccache=launcher is not None, jobs=jobs, split_compile=split_compile, wall_seconds=round(time.monotonic() - started, 3),
         cpu_seconds=cpu, peak_rss_mb=rss, log_path=log_path, build_ninja=ninja_file,
         kernels=tuple(m.resolved for m in modules),
     )

@@ -4,8 +4,10 @@ progress heartbeat with a real ninja). Windows command shapes are fixture tests 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -340,3 +342,70 @@ def test_cold_compiles_are_byte_identical_across_build_dirs(real_target: tuple[o
         objects.append((obj_dir / "tiny_add.cu.o").read_bytes())
         assert not list(obj_dir.glob("*.keep"))  # removed after a successful compile
     assert objects[0] == objects[1]
+
+
+def _sass_by_kernel(cuobjdump: str, obj: Path) -> dict[str, list[str]]:
+    """Each kernel's SASS with the per-line address comments dropped (they encode only the position)."""
+    proc = subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True, check=True)
+    kernels: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in proc.stdout.splitlines():
+        head = re.match(r"\s*Function : (\S+)", line)
+        if head:
+            current = kernels.setdefault(head.group(1), [])
+        elif current is not None:
+            current.append(re.sub(r"/\*[0-9a-f]{4}\*/", "", line).strip())
+    return kernels
+
+
+@pytest.mark.slow
+def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_target: tuple[object, object],
+                                                                       tmp_path: Path) -> None:
+    """-split-compile is a scheduling knob (not in cache keys or provenance) because each kernel's machine
+    code is the same as without it. tiny_square.cu unsplit holds 6 kernels, so nvcc has partitions to make."""
+    from buildtool.verify.static import find_cuobjdump
+
+    tc, env = real_target
+    # the torch env's triton ships a cuobjdump when the toolkit (as here) has none
+    in_env = sorted(Path(env.python).parent.parent.glob("lib/python3*/site-packages/triton/backends/nvidia/bin/cuobjdump"))  # type: ignore[attr-defined]
+    tool = find_cuobjdump() or (str(in_env[0]) if in_env else None)
+    if tool is None:
+        pytest.skip("no cuobjdump (CUDA toolkit bin/ or triton's copy)")
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",), "split": ()})
+    sass = []
+    for threads in (1, 4):
+        result = cs.compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / f"t{threads}", tmp_path / f"t{threads}.log",  # type: ignore[arg-type]
+                                    use_object_cache=False, use_ccache=False, split_compile=threads, quiet=True)
+        assert result.split_compile == threads
+        ninja = result.build_ninja.read_text()
+        assert ("-split-compile=4" in ninja) == (threads == 4)
+        sass.append(_sass_by_kernel(tool, result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o"))
+    assert len(sass[0]) == 6
+    assert sass[0] == sass[1]
+
+
+def test_split_compile_default_is_every_core_from_cuda_11_3() -> None:
+    assert cs.default_split_compile("13.0", cores=16) == 16
+    assert cs.default_split_compile("11.3", cores=2) == 2
+    assert cs.default_split_compile("11.2", cores=16) == 1  # the option does not exist there
+    assert cs.default_split_compile("12.8", cores=1) == 1
+    assert cs.default_split_compile("not-a-version", cores=8) == 1
+
+
+def test_split_compile_leaves_cache_keys_alone_and_only_touches_nvcc_commands(tmp_path: Path) -> None:
+    ctx = dataclasses.replace(_windows_context(tmp_path), tree=TINY)
+    spec = load_kernel_spec(TINY_SPEC)
+    planned = cs.plan_modules(ctx, [spec])
+    split_ctx = dataclasses.replace(ctx, split_compile=8)
+    again = cs.plan_modules(split_ctx, [spec])
+    assert [u.cache_key for m in planned for u in m.units] == [u.cache_key for m in again for u in m.units]
+    for unit in again[0].units:
+        argv = cs.compile_argv(split_ctx, unit)
+        assert ("-split-compile=8" in argv) == (unit.unit.language == "cuda")
+    assert not any("-split-compile" in a for u in planned[0].units for a in cs.compile_argv(ctx, u))
+
+
+def test_split_compile_memory_lowers_the_default_job_count() -> None:
+    gib = cs.GIB
+    assert cs.default_jobs(1, cores=16, memory=40 * gib) == 10
+    assert cs.default_jobs(1, cores=16, memory=40 * gib, split_compile=16) == 7

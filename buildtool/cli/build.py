@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="skip cells whose wheel exists in --dist with the same provenance")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel compile jobs (default: sized to cores and RAM)")
+    p.add_argument("--split-compile", type=int, metavar="N",
+                   help="threads per nvcc for its device compile (-split-compile; default: every core; 1: off)")
+    p.add_argument("--no-split", action="store_true",
+                   help="compile each source as one TU, ignoring the kernel specs' split rules (for comparisons)")
     p.add_argument("--no-cache", action="store_true",
                    help="compile every translation unit (no object cache, no ccache), e.g. to measure build time")
     p.add_argument("--archs", metavar="A[,A]",
@@ -86,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                         f"profiles: {allowed_list(matrix.spec.profiles)}")
     if args.jobs is not None and args.jobs < 1:
         raise UserError("--jobs must be at least 1")
+    if args.split_compile is not None and args.split_compile < 1:
+        raise UserError("--split-compile must be at least 1 (1 turns it off)")
     cells = select_cells(matrix, args.cells, args.profile, args.filter)
     if args.archs:
         cells = override_archs(cells, args.archs, matrix.compat)
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         build_python=args.build_python, index_url=args.index_url,
         source_mirror=mirror, dist_dir=(args.dist or project.dist_dir).resolve(),
         build_root=project.build_dir.resolve(), jobs=args.jobs, resume=args.resume,
+        split_compile=args.split_compile, split_sources=not args.no_split,
         compile_cache=not args.no_cache,
     )
 

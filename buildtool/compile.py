@@ -578,7 +578,7 @@ def compile_modules(
     threads = nvcc_threads(facts.archs, facts.ptx)
     jobs = jobs or default_jobs(threads, memory=available_memory(), split_compile=split_compile)
     # split rules apply per machine size (min_jobs); split=False compiles every source whole
-    planned_specs = [s.for_jobs(jobs) if split else s.model_copy(update={"split": ()}) for s in specs]
+    planned_specs = [s.for_jobs(jobs, split_compile) if split else s.model_copy(update={"split": ()}) for s in specs]
     modules = plan_modules(ctx, planned_specs)
     hits = _restore_cached(ctx, modules)
     for m in modules:

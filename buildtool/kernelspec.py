@@ -195,6 +195,8 @@ class SplitRule(_Frozen):
                           "unsplit TUs already keep busy")
     max_jobs: int | None = Field(None, ge=1, description="and at most this many (a coarser split for small "
                                  "machines next to a finer one for big machines)")
+    without_split_compile: bool = Field(False, description="split only when nvcc -split-compile is off: where "
+                                        "it is on, it spreads the TU over the cores without re-parsing headers")
 
     _t = field_validator("source", "exclusive", mode="before")(_as_tuple)
 
@@ -208,7 +210,9 @@ class SplitRule(_Frozen):
                 raise ValueError(f"not a regular expression: {pattern!r}: {exc}") from None
         return v
 
-    def applies(self, jobs: int) -> bool:
+    def applies(self, jobs: int, split_compile: int = 1) -> bool:
+        if self.without_split_compile and split_compile > 1:
+            return False
         return self.min_jobs <= jobs and (self.max_jobs is None or jobs <= self.max_jobs)
 
     @model_validator(mode="after")
@@ -278,10 +282,11 @@ class KernelSpec(FlagSet):
                 seen[source].append(rule)
         return self
 
-    def for_jobs(self, jobs: int) -> KernelSpec:
-        """This spec as a build with ``jobs`` parallel compiles uses it: split rules outside their
-        ``min_jobs``..``max_jobs`` range dropped."""
-        kept = tuple(r for r in self.split if r.applies(jobs))
+    def for_jobs(self, jobs: int, split_compile: int = 1) -> KernelSpec:
+        """This spec as a build with ``jobs`` parallel compiles (and nvcc -split-compile ``split_compile``)
+        uses it: split rules outside their ``min_jobs``..``max_jobs`` range, or `without_split_compile`
+        rules while -split-compile is on, dropped."""
+        kept = tuple(r for r in self.split if r.applies(jobs, split_compile))
         return self if kept == self.split else self.model_copy(update={"split": kept})
 
     def rules_for(self, source: str) -> tuple[SplitRule, ...]:
@@ -463,11 +468,11 @@ def _dedupe(values: Iterable[str]) -> list[str]:
 
 
 def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = None, *,
-            jobs: int | None = None) -> ResolvedKernel:
+            jobs: int | None = None, split_compile: int = 1) -> ResolvedKernel:
     """Exact compiler flags for every TU of ``spec`` on ``facts``; with ``jobs``, only the split rules a
     build with that many parallel compiles uses (``KernelSpec.for_jobs``). Pure: no disk, no tools."""
     if jobs is not None:
-        spec = spec.for_jobs(jobs)
+        spec = spec.for_jobs(jobs, split_compile)
     sets = active_flag_sets(spec, facts, common)
     defines = _fill(_collect(sets, "defines"), facts, spec.module)
     undefines = _collect(sets, "undefines")

@@ -481,6 +481,22 @@ def test_split_rules_apply_from_their_min_jobs() -> None:
     assert causal.for_jobs(7).split[0].parts == 4 and causal.for_jobs(8).split[0].parts == 9
 
 
+def test_mamba_splits_only_where_nvcc_split_compile_is_off() -> None:
+    """On the 16-core H200 host -split-compile alone beat the fanout split (76 s / 854 CPU-s against
+    80 s / 1084 CPU-s, docs/performance.md); the fanout stays for builds with `--split-compile 1`."""
+    for name in ("selective_scan_cuda-1.1", "selective_scan_cuda-2.2", "selective_scan_cuda-2.3"):
+        spec = load_kernel_spec(KERNELS / f"{name}.yaml")
+        assert spec.split and all(r.without_split_compile for r in spec.split)
+        assert spec.for_jobs(16, split_compile=16).split == ()
+        assert spec.for_jobs(16, split_compile=1) == spec
+        assert len(resolve(spec, facts(), jobs=16, split_compile=16).units) == len(spec.sources)
+    # causal-conv1d's split does not depend on it (its one bwd TU would be the whole build)
+    causal = load_kernel_spec(KERNELS / "causal_conv1d_cuda-1.5.yaml")
+    assert causal.for_jobs(2, split_compile=2) == causal.for_jobs(2)
+    rule = SplitRule(source=("a.cu",), parts=2, min_jobs=4, without_split_compile=True)
+    assert [rule.applies(j, sc) for j, sc in ((2, 1), (4, 1), (4, 2), (16, 16))] == [False, True, False, False]
+
+
 def test_split_job_ranges_of_one_source_must_not_overlap(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text("module: m\nsources: [a.cu]\nsplit:\n  - {source: a.cu, parts: 2, max_jobs: 8}\n"

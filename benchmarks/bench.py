@@ -116,6 +116,13 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
     return run
 
 
+def _system_cuda_home(cell_id: str) -> str:
+    from buildtool import toolchain
+
+    cuda = cell_id.split("-cu", 1)[1].split("-", 1)[0]  # "130" -> 13.0
+    return str(toolchain.resolve(f"{cuda[:-1]}.{cuda[-1]}", toolchain.host_platform(), "system").cuda_home)
+
+
 def upstream_source(cell_id: str, env: dict[str, str]) -> Path:
     """The untouched upstream source of a cell's package (sdist or git archive), from buildtool's source cache."""
     out = Path(tempfile.mkdtemp(prefix="bench-src-"))
@@ -188,8 +195,9 @@ def main() -> int:
         else:
             source = upstream_source(cell_id, env)
             up_env = {"CAUSAL_CONV1D_FORCE_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE", "CCACHE_DISABLE": "1"}
-            if os.environ.get("CUDA_HOME"):
-                up_env["CUDA_HOME"] = os.environ["CUDA_HOME"]
+            # the toolkit buildtool compiles with, so that both sides use the same nvcc; torch's own guess
+            # from `which nvcc` lands on /usr/local when nvcc there is a wrapper script (no headers there)
+            up_env["CUDA_HOME"] = os.environ.get("CUDA_HOME") or _system_cuda_home(cell_id)
             try:
                 res = _timeout_upstream(source, args.archs.split(","), dist / "upstream", args.jobs, up_env,
                                         args.upstream_timeout, args.upstream_python)
@@ -219,6 +227,7 @@ def main() -> int:
             shutil.rmtree(v_cache, ignore_errors=True)
         if cell_id in seconds:
             other, _, interpreter = seconds[cell_id].partition("@")
+            shutil.rmtree(REPO / "build" / "cells" / other, ignore_errors=True)  # its objects from the cache only
             runs.append(ours(f"(d) buildtool second Python ({other})", other, args.archs,
                              ["--build-python", interpreter] if interpreter else [], env, dist))
         results["cells"][cell_id] = [asdict(r) for r in runs]

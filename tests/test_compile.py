@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -344,26 +343,12 @@ def test_cold_compiles_are_byte_identical_across_build_dirs(real_target: tuple[o
     assert objects[0] == objects[1]
 
 
-def _sass_by_kernel(cuobjdump: str, obj: Path) -> dict[str, list[str]]:
-    """Each kernel's SASS with the per-line address comments dropped (they encode only the position)."""
-    proc = subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True, check=True)
-    kernels: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in proc.stdout.splitlines():
-        head = re.match(r"\s*Function : (\S+)", line)
-        if head:
-            current = kernels.setdefault(head.group(1), [])
-        elif current is not None:
-            current.append(re.sub(r"/\*[0-9a-f]{4}\*/", "", line).strip())
-    return kernels
-
-
 @pytest.mark.slow
 def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_target: tuple[object, object],
                                                                        tmp_path: Path) -> None:
     """-split-compile is a scheduling knob (not in cache keys or provenance) because each kernel's machine
     code is the same as without it. tiny_square.cu unsplit holds 6 kernels, so nvcc has partitions to make."""
-    from buildtool.verify.static import find_cuobjdump
+    from buildtool.verify.static import find_cuobjdump, sass_by_kernel
 
     tc, env = real_target
     # the torch env's triton ships a cuobjdump when the toolkit (as here) has none
@@ -379,7 +364,7 @@ def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_targe
         assert result.split_compile == threads
         ninja = result.build_ninja.read_text()
         assert ("-split-compile=4" in ninja) == (threads == 4)
-        sass.append(_sass_by_kernel(tool, result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o"))
+        sass.append(sass_by_kernel(tool, result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o"))
     assert len(sass[0]) == 6
     assert sass[0] == sass[1]
 

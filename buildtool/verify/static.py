@@ -386,6 +386,30 @@ def cuobjdump_archs(cuobjdump: str, so_bytes: bytes) -> tuple[set[int], set[int]
     return cubins, ptx
 
 
+_SASS_FUNCTION = re.compile(r"\s*Function : (\S+)")
+_SASS_ADDRESS = re.compile(r"/\*[0-9a-f]{4,}\*/")
+
+
+def sass_by_kernel(cuobjdump: str, binary: Path) -> dict[str, list[str]]:
+    """Each kernel's SASS (``cuobjdump -sass``), per arch and kernel name, without the address comments
+    (they encode only the position) and without the fatbin headers (they name the source file)."""
+    proc = subprocess.run([cuobjdump, "-sass", str(binary)], capture_output=True, text=True, check=True)
+    kernels: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    arch = ""
+    for line in proc.stdout.splitlines():
+        if line.startswith("arch = "):
+            arch = line.split("=", 1)[1].strip()
+        head = _SASS_FUNCTION.match(line)
+        if head:
+            current = kernels.setdefault(f"{arch}:{head.group(1)}", [])
+        elif line.startswith("Fatbin") or line.strip().startswith("....."):
+            current = None
+        elif current is not None:
+            current.append(_SASS_ADDRESS.sub("", line).strip())
+    return kernels
+
+
 def _arch_num(arch: str) -> int:
     major, minor = arch.rstrip("a").rstrip("f").split(".")
     return int(major) * 10 + int(minor)

@@ -1,0 +1,82 @@
+"""Machine code of buildtool's wheel against upstream's: the same kernels, instruction for instruction?
+
+    python benchmarks/sass_compare.py OURS.whl UPSTREAM.whl [--json FILE]
+
+Each extension module (the same file name in both wheels) is disassembled with ``cuobjdump -sass`` (the
+toolkit's, or triton's copy) and compared per arch and kernel, the address comments and fatbin headers
+left out. Identical SASS means identical kernel speed whatever a timing run says, so this backs the
+kernel speed comparison (benchmarks/kernel_speed.py) where timings are noisy. No GPU needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from buildtool.verify.static import find_cuobjdump, sass_by_kernel  # noqa: E402
+
+
+def _modules(wheel: Path, into: Path) -> dict[str, Path]:
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if n.endswith((".so", ".pyd"))]
+        for n in names:
+            zf.extract(n, into)
+    return {Path(n).name: into / n for n in names}
+
+
+def compare(ours: Path, upstream: Path, cuobjdump: str) -> dict[str, Any]:
+    report: dict[str, Any] = {"ours": ours.name, "upstream": upstream.name, "modules": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        mine, theirs = _modules(ours, Path(tmp) / "ours"), _modules(upstream, Path(tmp) / "upstream")
+        for name in sorted(set(mine) | set(theirs)):
+            if name not in mine or name not in theirs:
+                report["modules"][name] = {"only_in": "ours" if name in mine else "upstream"}
+                continue
+            a, b = sass_by_kernel(cuobjdump, mine[name]), sass_by_kernel(cuobjdump, theirs[name])
+            same = [k for k in a if k in b and a[k] == b[k]]
+            report["modules"][name] = {
+                "kernels_ours": len(a), "kernels_upstream": len(b), "identical": len(same),
+                "sass_lines": sum(len(a[k]) for k in same),
+                "differing": sorted(k for k in a if k in b and a[k] != b[k]),
+                "only_ours": sorted(set(a) - set(b)), "only_upstream": sorted(set(b) - set(a)),
+            }
+    return report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ours", type=Path)
+    ap.add_argument("upstream", type=Path)
+    ap.add_argument("--json", type=Path, metavar="FILE")
+    args = ap.parse_args()
+    tool = find_cuobjdump()
+    if tool is None:
+        print("no cuobjdump: set BUILDTOOL_CUOBJDUMP, put the CUDA toolkit's bin/ on PATH or install triton",
+              file=sys.stderr)
+        return 2
+    report = compare(args.ours, args.upstream, tool)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    same = True
+    for name, m in report["modules"].items():
+        if "only_in" in m:
+            print(f"{name}: only in {m['only_in']}'s wheel")
+            same = False
+            continue
+        ok = not (m["differing"] or m["only_ours"] or m["only_upstream"])
+        same = same and ok
+        print(f"{name}: {m['identical']} of {m['kernels_ours']} kernels identical ({m['sass_lines']} SASS lines); "
+              f"{len(m['differing'])} differ, {len(m['only_ours'])} only ours, {len(m['only_upstream'])} only upstream's")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -241,3 +241,16 @@ def test_resume_ignores_how_finely_sources_were_split_but_not_flags() -> None:
     fine = prov([f"bwd.part{i}of37.cu" for i in range(1, 38)], ["-O3"])
     assert provenance_matches(coarse, fine) == (True, "same cell, source, patches and flags")
     assert provenance_matches(coarse, prov(["bwd.part1of4.cu"], ["-O2"])) == (False, "modules changed")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--split-compile", "0"], "--split-compile must be at least 1 (1 turns it off)"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+])
+def test_build_cli_rejects_bad_counts_without_a_traceback(args: list[str], message: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from buildtool.cli import main
+
+    assert main(["build", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

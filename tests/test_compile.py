@@ -394,3 +394,42 @@ def test_split_compile_memory_lowers_the_default_job_count() -> None:
     gib = cs.GIB
     assert cs.default_jobs(1, cores=16, memory=40 * gib) == 10
     assert cs.default_jobs(1, cores=16, memory=40 * gib, split_compile=16) == 7
+
+
+@pytest.mark.slow
+def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real_target: tuple[object, object],
+                                                                            tmp_path: Path) -> None:
+    """benchmarks/sass_compare.py on wheels holding the tiny module: built twice (once split, once whole
+    with -split-compile) the kernels are the same; built at -O1 they are not."""
+    import zipfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from sass_compare import compare
+
+    from buildtool.verify.static import find_cuobjdump
+
+    tc, env = real_target
+    in_env = sorted(Path(env.python).parent.parent.glob("lib/python3*/site-packages/triton/backends/nvidia/bin/cuobjdump"))  # type: ignore[attr-defined]
+    tool = find_cuobjdump() or (str(in_env[0]) if in_env else None)
+    if tool is None:
+        pytest.skip("no cuobjdump (CUDA toolkit bin/ or triton's copy)")
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",)})
+    variants = {
+        "split": (spec, {"split_compile": 1}),
+        "whole": (spec, {"split": False, "split_compile": 4}),
+        "O1": (spec.model_copy(update={"nvcc_flags": ("-O1", "-Xptxas=-O1", "-U__CUDA_NO_HALF_OPERATORS__",
+                                                      "-U__CUDA_NO_HALF_CONVERSIONS__")}),
+               {"split": False, "split_compile": 1}),
+    }
+    wheels = {}
+    for name, (sp, kw) in variants.items():
+        result = cs.compile_modules(TINY, [sp], _cell(), tc, env, tmp_path / name, tmp_path / f"{name}.log",  # type: ignore[arg-type]
+                                    use_object_cache=False, use_ccache=False, quiet=True, **kw)  # type: ignore[arg-type]
+        wheels[name] = tmp_path / f"tiny-{name}.whl"
+        with zipfile.ZipFile(wheels[name], "w") as zf:
+            zf.write(result.modules[0].path, result.modules[0].path.name)
+    same = compare(wheels["split"], wheels["whole"], tool)["modules"]
+    (module,) = same.values()
+    assert module["identical"] == module["kernels_ours"] == 6 and not module["differing"]
+    other = next(iter(compare(wheels["O1"], wheels["split"], tool)["modules"].values()))
+    assert other["differing"] and other["identical"] < 6

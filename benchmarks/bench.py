@@ -116,18 +116,27 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
     return run
 
 
-def _system_cuda_home(cell_id: str) -> str:
+def _cell(cell_id: str) -> Any:
+    """The matrix cell (package, version, CUDA) behind an id."""
+    from buildtool.matrix import load_matrix
+    from buildtool.project import find_project
+
+    cells = load_matrix(find_project(REPO).root).expand().by_id()
+    if cell_id not in cells:
+        raise SystemExit(f"no buildable cell {cell_id} in matrix.yaml (see `buildtool matrix --format ids`)")
+    return cells[cell_id]
+
+
+def _system_cuda_home(cell: Any) -> str:
     from buildtool import toolchain
 
-    cuda = cell_id.split("-cu", 1)[1].split("-", 1)[0]  # "130" -> 13.0
-    return str(toolchain.resolve(f"{cuda[:-1]}.{cuda[-1]}", toolchain.host_platform(), "system").cuda_home)
+    return str(toolchain.resolve(cell.cuda, toolchain.host_platform(), "system").cuda_home)
 
 
-def upstream_source(cell_id: str, env: dict[str, str]) -> Path:
+def upstream_source(cell: Any, env: dict[str, str]) -> Path:
     """The untouched upstream source of a cell's package (sdist or git archive), from buildtool's source cache."""
     out = Path(tempfile.mkdtemp(prefix="bench-src-"))
-    pkg_ver = cell_id.split("-torch", 1)[1].split("-", 1)[1]
-    name, _, version = pkg_ver.rpartition("-")
+    name, version = cell.package, cell.version
     code = (
         "import sys, json\n"
         "from pathlib import Path\n"
@@ -140,7 +149,7 @@ def upstream_source(cell_id: str, env: dict[str, str]) -> Path:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"cannot fetch the upstream source of {cell_id}: {proc.stderr[-800:]}")
+        raise SystemExit(f"cannot fetch the upstream source of {cell.id}: {proc.stderr[-800:]}")
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
@@ -193,11 +202,12 @@ def main() -> int:
         if args.skip_upstream:
             runs.append(Run(label="(a) upstream setup.py", note="skipped (--skip-upstream)"))
         else:
-            source = upstream_source(cell_id, env)
+            cell = _cell(cell_id)
+            source = upstream_source(cell, env)
             up_env = {"CAUSAL_CONV1D_FORCE_BUILD": "TRUE", "MAMBA_FORCE_BUILD": "TRUE", "CCACHE_DISABLE": "1"}
             # the toolkit buildtool compiles with, so that both sides use the same nvcc; torch's own guess
             # from `which nvcc` lands on /usr/local when nvcc there is a wrapper script (no headers there)
-            up_env["CUDA_HOME"] = os.environ.get("CUDA_HOME") or _system_cuda_home(cell_id)
+            up_env["CUDA_HOME"] = os.environ.get("CUDA_HOME") or _system_cuda_home(cell)
             try:
                 res = _timeout_upstream(source, args.archs.split(","), dist / "upstream", args.jobs, up_env,
                                         args.upstream_timeout, args.upstream_python)

@@ -43,20 +43,9 @@ def _scan_shapes(mod: Any, reps: int) -> dict[str, float]:
     impl = kernels.mamba_scan_impl(mod)
     out: dict[str, float] = {}
     for bench in load_policy().scan_bench:
-        cfg = kernels.ScanConfig(z=bench.z, D=True, delta_bias=True, softplus=bench.delta_softplus,
-                                 seqlen=bench.seqlen)
-        args = kernels.scan_inputs("cuda", bench.dtype, cfg, batch=bench.batch, dim=bench.dim, dstate=bench.dstate)
-        if not bench.z:
-            args.pop("z")
-        leaves = [t for t in args.values() if t is not None]
+        fwd, fwd_bwd = kernels.scan_speed_calls(impl, "cuda", **{k: getattr(bench, k) for k in kernels.SCAN_SHAPE_FIELDS})
         with torch.no_grad():
-            out[f"selective_scan fwd {bench.name}"] = _time(lambda a=args, sp=bench.delta_softplus: impl(**a, delta_softplus=sp), reps)
-        for t in leaves:
-            t.requires_grad_()
-
-        def fwd_bwd(args: dict[str, Any] = args, leaves: list[Any] = leaves, softplus: bool = bench.delta_softplus) -> object:
-            y = impl(**args, delta_softplus=softplus)
-            return torch.autograd.grad(y, leaves, torch.ones_like(y))
+            out[f"selective_scan fwd {bench.name}"] = _time(fwd, reps)
         out[f"selective_scan fwd+bwd {bench.name}"] = _time(fwd_bwd, reps)
     return out
 

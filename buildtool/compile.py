@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field
 
 from buildtool.errors import BuildError, UserError
@@ -42,7 +43,7 @@ NVCC_BYTES_PER_THREAD = 4 * GIB
 #: SASS is identical to the unsplit compile (tests/test_split_compile.py), so, like -j, it is a scheduling
 #: knob: it stays out of cache keys and provenance. Measured on mamba's selective_scan_bwd_fp32_real.cu,
 #: sm_90: 0.66 GB peak unsplit, 0.90 GB with 8 partitions, hence the factor that sizes -j.
-SPLIT_COMPILE_MIN_CUDA = (11, 3)
+SPLIT_COMPILE_MIN_CUDA = Version("11.3")
 SPLIT_COMPILE_MEMORY_FACTOR = 1.4
 CACHE_FORMAT = 1
 # Headers only: a TU's own text is hashed separately (none of the packages #includes a .cu/.cpp file).
@@ -227,10 +228,9 @@ def default_split_compile(cuda_version: str, cores: int | None = None) -> int:
     the cores the finished ones freed; while many TUs run, the kernel's scheduler shares the cores among them.
     """
     try:
-        version = tuple(int(x) for x in cuda_version.split(".")[:2])
-    except ValueError:
-        return 1
-    if version < SPLIT_COMPILE_MIN_CUDA:
+        if Version(cuda_version) < SPLIT_COMPILE_MIN_CUDA:
+            return 1
+    except InvalidVersion:
         return 1
     return max(1, cores or _usable_cores())
 

@@ -79,6 +79,20 @@ def real_target() -> tuple[object, object]:
     return tc, env
 
 
+@pytest.fixture(scope="module")
+def cuobjdump(real_target: tuple[object, object]) -> str:
+    """The toolkit's cuobjdump, else the torch env's triton copy (this machine's toolkit has none)."""
+    from buildtool.verify.static import find_cuobjdump
+
+    _, env = real_target
+    in_env = sorted(Path(env.python).parent.parent.glob(  # type: ignore[attr-defined]
+        "lib/python3*/site-packages/triton/backends/nvidia/bin/cuobjdump"))
+    tool = find_cuobjdump() or (str(in_env[0]) if in_env else None)
+    if tool is None:
+        pytest.skip("no cuobjdump (CUDA toolkit bin/ or triton's copy)")
+    return tool
+
+
 def _list_elf(module: Path) -> tuple[list[int], list[int], str]:
     """(cubin archs, ptx archs, how): cuobjdump when available, else the pure fatbin reader."""
     from buildtool.verify.binaries import read_elf
@@ -345,17 +359,12 @@ def test_cold_compiles_are_byte_identical_across_build_dirs(real_target: tuple[o
 
 @pytest.mark.slow
 def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_target: tuple[object, object],
-                                                                       tmp_path: Path) -> None:
+                                                                       cuobjdump: str, tmp_path: Path) -> None:
     """-split-compile is a scheduling knob (not in cache keys or provenance) because each kernel's machine
     code is the same as without it. tiny_square.cu unsplit holds 6 kernels, so nvcc has partitions to make."""
-    from buildtool.verify.static import find_cuobjdump, sass_by_kernel
+    from buildtool.verify.static import sass_by_kernel
 
     tc, env = real_target
-    # the torch env's triton ships a cuobjdump when the toolkit (as here) has none
-    in_env = sorted(Path(env.python).parent.parent.glob("lib/python3*/site-packages/triton/backends/nvidia/bin/cuobjdump"))  # type: ignore[attr-defined]
-    tool = find_cuobjdump() or (str(in_env[0]) if in_env else None)
-    if tool is None:
-        pytest.skip("no cuobjdump (CUDA toolkit bin/ or triton's copy)")
     spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",), "split": ()})
     sass = []
     for threads in (1, 4):
@@ -364,7 +373,7 @@ def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_targe
         assert result.split_compile == threads
         ninja = result.build_ninja.read_text()
         assert ("-split-compile=4" in ninja) == (threads == 4)
-        sass.append(sass_by_kernel(tool, result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o"))
+        sass.append(sass_by_kernel(cuobjdump, result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o"))
     assert len(sass[0]) == 6
     assert sass[0] == sass[1]
 
@@ -398,7 +407,7 @@ def test_split_compile_memory_lowers_the_default_job_count() -> None:
 
 @pytest.mark.slow
 def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real_target: tuple[object, object],
-                                                                            tmp_path: Path) -> None:
+                                                                            cuobjdump: str, tmp_path: Path) -> None:
     """benchmarks/sass_compare.py on wheels holding the tiny module: built twice (once split, once whole
     with -split-compile) the kernels are the same; built at -O1 they are not."""
     import zipfile
@@ -406,13 +415,7 @@ def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from sass_compare import compare
 
-    from buildtool.verify.static import find_cuobjdump
-
     tc, env = real_target
-    in_env = sorted(Path(env.python).parent.parent.glob("lib/python3*/site-packages/triton/backends/nvidia/bin/cuobjdump"))  # type: ignore[attr-defined]
-    tool = find_cuobjdump() or (str(in_env[0]) if in_env else None)
-    if tool is None:
-        pytest.skip("no cuobjdump (CUDA toolkit bin/ or triton's copy)")
     spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",)})
     variants = {
         "split": (spec, {"split_compile": 1}),
@@ -428,8 +431,8 @@ def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real
         wheels[name] = tmp_path / f"tiny-{name}.whl"
         with zipfile.ZipFile(wheels[name], "w") as zf:
             zf.write(result.modules[0].path, result.modules[0].path.name)
-    same = compare(wheels["split"], wheels["whole"], tool)["modules"]
+    same = compare(wheels["split"], wheels["whole"], cuobjdump)["modules"]
     (module,) = same.values()
     assert module["identical"] == module["kernels_ours"] == 6 and not module["differing"]
-    other = next(iter(compare(wheels["O1"], wheels["split"], tool)["modules"].values()))
+    other = next(iter(compare(wheels["O1"], wheels["split"], cuobjdump)["modules"].values()))
     assert other["differing"] and other["identical"] < 6

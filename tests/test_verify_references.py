@@ -235,3 +235,18 @@ def test_bf16_rounding_passes_but_a_sign_error_does_not() -> None:
     ref = causal_conv1d_ref(x, w, silu=True)
     assert compare("conv bf16", ref.to(torch.bfloat16), ref, "bfloat16").ok
     assert not compare("conv bf16", -ref.to(torch.bfloat16), ref, "bfloat16").ok
+
+
+@pytest.mark.parametrize(("z", "grads"), [(True, 8), (False, 7)])
+def test_scan_speed_calls_time_the_shape_forward_and_backward(z: bool, grads: int) -> None:
+    """verify's speed check and benchmarks/kernel_speed.py time the same calls (here on the reference)."""
+    from buildtool.verify.kernels import scan_speed_calls
+
+    fwd, fwd_bwd = scan_speed_calls(selective_scan_ref, "cpu", dtype="float32", batch=1, dim=8, dstate=4,
+                                    seqlen=16, z=z, delta_softplus=True)
+    with torch.no_grad():
+        out = fwd()
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 8, 16) and not out.requires_grad
+    result = fwd_bwd()
+    assert isinstance(result, tuple) and len(result) == grads
+    assert all(g is not None and torch.isfinite(g).all() for g in result)

@@ -240,6 +240,29 @@ def scan_inputs(device: str, dtype: str, cfg: ScanConfig, *, seed: int = 0, batc
     }
 
 
+#: the fields of a selective_scan speed shape (verify.yaml `scan_bench`) that decide its inputs
+SCAN_SHAPE_FIELDS = ("dtype", "batch", "dim", "dstate", "seqlen", "z", "delta_softplus")
+
+
+def scan_speed_calls(impl: ScanImpl, device: str, *, dtype: str, batch: int, dim: int, dstate: int, seqlen: int,
+                     z: bool, delta_softplus: bool) -> tuple[Callable[[], object], Callable[[], object]]:
+    """A selective_scan speed shape (DESIGN.md's, verify.yaml `scan_bench`) as two calls to time: the
+    forward (time it under ``torch.no_grad()``) and forward + backward."""
+    cfg = ScanConfig(z=z, D=True, delta_bias=True, softplus=delta_softplus, seqlen=seqlen)
+    args = scan_inputs(device, dtype, cfg, batch=batch, dim=dim, dstate=dstate)
+    if not z:
+        args.pop("z")
+    leaves = [t.requires_grad_() for t in args.values() if t is not None]
+
+    def fwd() -> object:
+        return impl(**args, delta_softplus=delta_softplus)
+
+    def fwd_bwd() -> object:
+        out = impl(**args, delta_softplus=delta_softplus)
+        return torch.autograd.grad(out, leaves, torch.ones_like(out))
+    return fwd, fwd_bwd
+
+
 def scan_cases(device: str, dtype: str, impl: ScanImpl, configs: tuple[ScanConfig, ...], *, prefix: str = "scan",
                seed: int = 0, out_dtype: torch.dtype | None = None) -> Iterator[CaseResult]:
     for i, cfg in enumerate(configs):

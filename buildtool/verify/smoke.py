@@ -10,7 +10,8 @@ kernel scan and once on the reference scan.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,17 @@ def mamba_block_reference(m: Any, hidden: Tensor) -> Tensor:
     return out
 
 
+@contextmanager
+def _attribute(obj: object, name: str, value: object) -> Iterator[None]:
+    """``obj.name = value`` for the duration of the block (the reference run of a model), then put back."""
+    before = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, before)
+
+
 def _run_twice(model: nn.Module, hidden: Tensor, ref_forward: Callable[[Tensor], Tensor], name: str) -> SmokeResult:
     """Forward + backward through the model and through `ref_forward`; compare outputs and grads."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -107,11 +119,8 @@ def smoke_mamba2(Mamba2: type, device: str) -> SmokeResult:
     hidden = torch.randn(2, 128, 64, device=device)
 
     def unfused(x: Tensor) -> Tensor:
-        fused.use_mem_eff_path = False
-        try:
+        with _attribute(fused, "use_mem_eff_path", False):
             out: Tensor = fused(x)
-        finally:
-            fused.use_mem_eff_path = True
         return out
     return _run_twice(fused, hidden, unfused, "Mamba2")
 
@@ -163,11 +172,8 @@ def smoke_ss2d(scan: ScanFn, device: str, name: str) -> SmokeResult:
     hidden = torch.randn(2, 8, 12, 32, device=device)  # H != W, so a row/column mix-up shows
 
     def with_reference(x: Tensor) -> Tensor:
-        block.scan = selective_scan_ref
-        try:
+        with _attribute(block, "scan", selective_scan_ref):
             out: Tensor = block(x)
-        finally:
-            block.scan = scan
         return out
     block.scan = scan
     return _run_twice(block, hidden, with_reference, name)

@@ -408,20 +408,10 @@ def design_shape(wheel: str, check: str, impl: Callable[..., Any], bench: dict[s
     from buildtool.verify import kernels
     from buildtool.verify.bench import time_ms
 
-    cfg = kernels.ScanConfig(z=bench["z"], D=True, delta_bias=True, softplus=bench["delta_softplus"], seqlen=bench["seqlen"])
-    args = kernels.scan_inputs(device, bench["dtype"], cfg, batch=bench["batch"], dim=bench["dim"], dstate=bench["dstate"])
-    if not bench["z"]:
-        args.pop("z")
-    leaves = [t for t in args.values() if t is not None]
+    fwd_call, fwd_bwd_call = kernels.scan_speed_calls(impl, device, **{k: bench[k] for k in kernels.SCAN_SHAPE_FIELDS})
     with torch.no_grad():
-        fwd = time_ms(lambda: impl(**args, delta_softplus=bench["delta_softplus"]))
-    for t in leaves:
-        t.requires_grad_()
-
-    def fwd_bwd() -> object:
-        out = impl(**args, delta_softplus=bench["delta_softplus"])
-        return torch.autograd.grad(out, leaves, torch.ones_like(out))
-    both = time_ms(fwd_bwd)
+        fwd = time_ms(fwd_call)
+    both = time_ms(fwd_bwd_call)
     numbers = {"fwd_ms": round(fwd, 4), "fwd_bwd_ms": round(both, 4), "baseline_fwd_ms": bench["baseline_fwd_ms"],
                "baseline_fwd_bwd_ms": bench["baseline_fwd_bwd_ms"], "fwd_vs_baseline": round(fwd / bench["baseline_fwd_ms"], 3),
                "fwd_bwd_vs_baseline": round(both / bench["baseline_fwd_bwd_ms"], 3)}

@@ -153,6 +153,7 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
                 metadata_directory: str | None = None) -> str:
     from buildtool import buildenv
     from buildtool.build import CellLog, build_tree
+    from buildtool.compile import CompileSettings
     from buildtool.toolchain import resolve
 
     root = Path.cwd()
@@ -168,7 +169,8 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
     toolchain = resolve(cell.cuda, cell.platform, _setting(config_settings, "toolchain") or "auto")  # type: ignore[arg-type]
     jobs = _setting(config_settings, "jobs")
     built = build_tree(tree=root, tree_provenance=prov, recipe=recipe, cell=cell, toolchain=toolchain, env=env,
-                       objects=work / "obj", staging=work / "wheel", log=log, jobs=int(jobs) if jobs else None)
+                       objects=work / "obj", staging=work / "wheel", log=log,
+                       settings=CompileSettings(jobs=(int(jobs) or None) if jobs else None))
     for note in built.notes:
         sys.stderr.write(f"buildtool: {note}\n")
     out = Path(wheel_directory)

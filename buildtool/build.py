@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
 from buildtool.compat import load_compat
+from buildtool.compile import CompileSettings
 from buildtool.errors import BuildError, UserError
 from buildtool.matrix import Cell
 from buildtool.project import Project
@@ -76,11 +77,8 @@ class BuildOptions(_Frozen):
     source_mirror: Path | None = None
     dist_dir: Path
     build_root: Path
-    jobs: int | None = None
-    split_compile: int | None = None  # nvcc -split-compile threads; None: every core (compile.default_split_compile)
-    split_sources: bool = True  # False: compile each source whole, ignoring the specs' split rules (comparisons)
+    compile: CompileSettings = CompileSettings()
     resume: bool = False
-    compile_cache: bool = True  # object cache + ccache; off to measure cold compiles
 
 
 class CellPaths(_Frozen):
@@ -251,9 +249,8 @@ def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain
 
 def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe, cell: Cell,
                toolchain: Toolchain, env: BuildEnv, objects: Path, staging: Path, log: CellLog,
-               jobs: int | None = None, timings: dict[str, float] | None = None,
-               compile_cache: bool = True, split_compile: int | None = None,
-               split_sources: bool = True) -> BuiltWheel:
+               settings: CompileSettings = CompileSettings(),
+               timings: dict[str, float] | None = None) -> BuiltWheel:
     """Compile the cell's kernels in a prepared tree and assemble + repair the wheel into ``staging``."""
     from buildtool import compile as compile_stage
     from buildtool import kernelspec
@@ -263,9 +260,9 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
     specs = kernelspec.load_kernel_specs(tree / ".buildtool" / "kernels", version.kernels)
     with _step("compile", timings, log):
         result = compile_stage.compile_modules(tree, specs, cell, toolchain, env, objects,  # type: ignore[arg-type]
-                                               log.path, jobs=jobs, use_object_cache=compile_cache,
-                                               use_ccache=compile_cache, split=split_sources,
-                                               split_compile=split_compile)
+                                               log.path, jobs=settings.jobs, use_object_cache=settings.cache,
+                                               use_ccache=settings.cache, split=settings.split_sources,
+                                               split_compile=settings.split_compile)
     # Record what was compiled (the split depends on the job count), not every part a spec could generate.
     compiled = list(result.kernels) or resolve_kernels(tree, recipe, cell, toolchain)
     provenance = make_provenance(cell=cell, tree_provenance=tree_provenance, toolchain=toolchain, env=env,
@@ -411,8 +408,7 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
             env = _build_env(cell, options, log)
         built = build_tree(tree=paths.tree, tree_provenance=tree_provenance, recipe=recipe, cell=cell,
                            toolchain=toolchain, env=env, objects=paths.objects, staging=paths.staging, log=log,
-                           jobs=options.jobs, timings=timings, compile_cache=options.compile_cache,
-                           split_compile=options.split_compile, split_sources=options.split_sources)
+                           settings=options.compile, timings=timings)
         with step("publish"):
             final = publish(built.wheel, options.dist_dir)
             for stale in existing_wheels(options.dist_dir, name):

@@ -40,7 +40,7 @@ GIB = 1024**3
 #: nvcc's peak memory per gencode target on the heavy Mamba TUs (measured 2.5-4 GB); sizes -j.
 NVCC_BYTES_PER_THREAD = 4 * GIB
 #: nvcc -split-compile (CUDA >= 11.3) optimises and assembles partitions of one TU in parallel. Each kernel's
-#: SASS is identical to the unsplit compile (tests/test_split_compile.py), so, like -j, it is a scheduling
+#: SASS is identical to the unsplit compile (tests/test_compile.py, real nvcc), so, like -j, it is a scheduling
 #: knob: it stays out of cache keys and provenance. Measured on mamba's selective_scan_bwd_fp32_real.cu,
 #: sm_90: 0.66 GB peak unsplit, 0.90 GB with 8 partitions, hence the factor that sizes -j.
 SPLIT_COMPILE_MIN_CUDA = Version("11.3")
@@ -91,6 +91,16 @@ class UnitTiming(_Frozen):
     unit: str
     seconds: float
     cached: bool = False
+
+
+class CompileSettings(_Frozen):
+    """How to compile, resolved once from the command line: parallelism, splitting and caching. None of it
+    changes the kernels' machine code."""
+
+    jobs: int | None = Field(None, ge=1, description="parallel compiles (None: default_jobs)")
+    split_compile: int | None = Field(None, ge=1, description="nvcc -split-compile threads (None: default_split_compile; 1: off)")
+    split_sources: bool = Field(True, description="False: compile each source whole, ignoring the specs' split rules")
+    cache: bool = Field(True, description="object cache + ccache; off to measure cold compiles")
 
 
 class CompileResult(_Frozen):

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from buildtool.build import BuildOptions
 from buildtool.compat import Compat
+from buildtool.compile import CompileSettings
 from buildtool.console import err, out, print_json
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.matrix import Cell, Matrix, load_matrix
@@ -101,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
         toolchain=args.toolchain, use_current_env=args.use_current_env,
         build_python=args.build_python, index_url=args.index_url,
         source_mirror=mirror, dist_dir=(args.dist or project.dist_dir).resolve(),
-        build_root=project.build_dir.resolve(), jobs=args.jobs, resume=args.resume,
-        split_compile=args.split_compile, split_sources=not args.no_split,
-        compile_cache=not args.no_cache,
+        build_root=project.build_dir.resolve(), resume=args.resume,
+        compile=CompileSettings(jobs=args.jobs, split_compile=args.split_compile, split_sources=not args.no_split,
+                                cache=not args.no_cache),
     )
 
     def announce(index: int, cell: Cell, step: str) -> None:

@@ -388,9 +388,17 @@ def plan_modules(ctx: BuildContext, specs: Sequence[KernelSpec]) -> list[Planned
             key = cache_key(ctx, unit, text, tree_headers, torch_headers, python_headers)
             obj = mod_dir / "obj" / (unit.name + ".obj" if ctx.windows else unit.object_name)
             units.append(PlannedUnit(spec, unit, source_path, obj, key))
-        output = mod_dir / f"{spec.module}{ctx.python.ext_suffix}"
+        output = mod_dir / f"{spec.module}{module_suffix(spec, ctx.python.ext_suffix, windows=ctx.windows)}"
         modules.append(PlannedModule(spec, resolved, units, output))
     return modules
+
+
+def module_suffix(spec: KernelSpec, ext_suffix: str, *, windows: bool) -> str:
+    """The file suffix of a module: the target Python's EXT_SUFFIX on the full-ABI track; on the stable
+    track the limited-API suffix every CPython >= 3.2 imports (``.abi3.so``; Windows: ``.pyd``)."""
+    if spec.abi == "stable":
+        return ".pyd" if windows else ".abi3.so"
+    return ext_suffix
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -412,10 +420,13 @@ def link_argv(ctx: BuildContext, module: PlannedModule) -> list[str]:
     torch_lib = _torch_lib_dir(ctx)
     if torch_lib and torch_lib not in lib_dirs:
         lib_dirs.insert(0, torch_lib)
-    libraries = list(dict.fromkeys([*ctx.env.libraries, "c10", "torch", "torch_cpu", "torch_python",
-                                    "c10_cuda", "torch_cuda"]))
     cuda_home = Path(ctx.toolchain.cuda_home)
     lib_dirs += [str(d) for d in getattr(ctx.toolchain, "library_dirs", ())]
+    stable = module.resolved.libraries
+    if stable is not None:
+        return _link_stable_argv(ctx, module, objects, lib_dirs, stable, cuda_home)
+    libraries = list(dict.fromkeys([*ctx.env.libraries, "c10", "torch", "torch_cpu", "torch_python",
+                                    "c10_cuda", "torch_cuda"]))
     if ctx.windows:
         lib_dirs += [str(cuda_home / "lib" / "x64"), *ctx.python.lib_dirs]
         return [
@@ -432,6 +443,20 @@ def link_argv(ctx: BuildContext, module: PlannedModule) -> list[str]:
         *(f"-L{d}" for d in lib_dirs), *(f"-l{lib}" for lib in libraries), "-lcudart",
         *module.resolved.link_flags,
     ]
+
+
+def _link_stable_argv(ctx: BuildContext, module: PlannedModule, objects: list[str], lib_dirs: list[str],
+                      libraries: Sequence[str], cuda_home: Path) -> list[str]:
+    """A library the spec's libraries only (stable ABI: torch_cpu, torch_cuda, c10, cudart): no Python
+    library, no libtorch_python, no PyInit export (it is loaded with torch.ops.load_library)."""
+    if ctx.windows:
+        lib_dirs = [*lib_dirs, str(cuda_home / "lib" / "x64")]
+        return ["link.exe", "/nologo", "/DLL", "/INCREMENTAL:NO", "/DEBUG:NONE", f"/OUT:{module.output}", *objects,
+                *(f"/LIBPATH:{d}" for d in lib_dirs), *(f"{lib}.lib" for lib in libraries), *module.resolved.link_flags]
+    cuda_lib = cuda_home / "lib64" if (cuda_home / "lib64").is_dir() else cuda_home / "lib"
+    lib_dirs = list(dict.fromkeys([*lib_dirs, str(cuda_lib)]))
+    return [ctx.cxx.path, "-shared", "-s", "-o", str(module.output), *objects, *(f"-L{d}" for d in lib_dirs),
+            *(f"-l{lib}" for lib in libraries), *module.resolved.link_flags]
 
 
 def _torch_lib_dir(ctx: BuildContext) -> str | None:

@@ -21,6 +21,7 @@ from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from buildtool import yamlsrc
+from buildtool.abitrack import AbiTrack, torch_target_version
 from buildtool.compat import PLATFORMS
 from buildtool.errors import UserError, allowed_list, did_you_mean
 
@@ -29,7 +30,7 @@ CompilerKind = Literal["gcc", "msvc"]
 Language = Literal["cxx", "cuda"]
 
 #: Placeholders a flag or include dir may use; filled from the target facts at resolution.
-PLACEHOLDERS = ("cxx_std", "cxx11_abi", "module", "cuda_home")
+PLACEHOLDERS = ("cxx_std", "cxx11_abi", "module", "cuda_home", "torch_target_version")
 CUDA_SUFFIXES = (".cu",)
 CXX_SUFFIXES = (".cpp", ".cc", ".cxx", ".c")
 
@@ -78,6 +79,7 @@ class When(_Frozen):
     torch: str | None = Field(None, description="version specifier on the cell's torch, e.g. '>=2.13'")
     cuda: str | None = Field(None, description="version specifier on the toolkit's CUDA, e.g. '>=13.2'")
     cxx_std: tuple[str, ...] | None = None
+    abi: AbiTrack | None = Field(None, description="the module's ABI track (full or stable)")
 
     _t = field_validator("platform", "os", "compiler", "cxx_std", mode="before")(_as_tuple)
     _s = field_validator("torch", "cuda")(_check_specifier)
@@ -98,6 +100,7 @@ class When(_Frozen):
             self.cxx_std is None or facts.cxx_std in self.cxx_std,
             self.torch is None or Version(facts.torch) in SpecifierSet(self.torch, prereleases=True),
             self.cuda is None or Version(facts.cuda) in SpecifierSet(self.cuda, prereleases=True),
+            self.abi is None or facts.abi == self.abi,
         )
         return all(checks)
 
@@ -226,6 +229,12 @@ class SplitRule(_Frozen):
         return self
 
 
+#: What a stable-ABI library links: the C shim lives in libtorch_cpu, the CUDA stream getter in
+#: libtorch_cuda; never libtorch_python or libpython (that would tie it to one torch or one CPython).
+STABLE_LINK_LIBS = ("torch_cpu", "torch_cuda", "c10", "cudart")
+_FORBIDDEN_STABLE_LIBS = re.compile(r"^(torch_python|python\d.*)$")
+
+
 class KernelSpec(FlagSet):
     """One extension module: ``kernels/<name>.yaml``. Paths are relative to the prepared source tree."""
 
@@ -236,8 +245,46 @@ class KernelSpec(FlagSet):
     sources: tuple[str, ...]
     split: tuple[SplitRule, ...] = ()
     rules: tuple[Rule, ...] = ()
+    abi: AbiTrack = Field("full", description="stable: a LibTorch-stable-ABI library loaded with "
+                          "torch.ops.load_library (no pybind11, no Python headers, abi3 suffix)")
+    link_libs: tuple[str, ...] | None = Field(None, description="libraries to link instead of the full-ABI "
+                                              "default (stable: torch_cpu torch_cuda c10 cudart)")
+    shims: tuple[str, ...] = Field((), description="Python modules (relative to kernels/) installed at the "
+                                   "wheel's top level, e.g. shims/causal_conv1d_cuda.py")
 
-    _s = field_validator("sources", mode="before")(_as_tuple)
+    _s = field_validator("sources", "link_libs", "shims", mode="before")(_as_tuple)
+
+    @field_validator("shims")
+    @classmethod
+    def _shim_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for s in v:
+            _check_relative(s)
+            if not s.endswith(".py"):
+                raise ValueError(f'"{s}": a shim is a Python module (.py)')
+        return v
+
+    @model_validator(mode="after")
+    def _stable_rules(self) -> KernelSpec:
+        if self.abi != "stable":
+            if self.shims:
+                raise ValueError("shims belong to `abi: stable` specs (they forward upstream's module to torch.ops)")
+            return self
+        bad = [lib for lib in self.link_libs or () if _FORBIDDEN_STABLE_LIBS.match(lib)]
+        if bad:
+            raise ValueError(f"link_libs: {', '.join(bad)} cannot be linked by an `abi: stable` library "
+                             "(it would tie the wheel to one torch / one CPython)")
+        defined = [d for flags in (self, *self.rules) for d in flags.defines if d.split("=")[0] == "TORCH_TARGET_VERSION"]
+        if defined:
+            raise ValueError("TORCH_TARGET_VERSION is set by the builder from the recipe's stable_abi.torch_floor; "
+                             "remove it from the spec")
+        return self
+
+    @property
+    def libraries(self) -> tuple[str, ...] | None:
+        """Libraries to link (None: the compile stage's full-ABI default)."""
+        if self.link_libs is not None:
+            return self.link_libs
+        return STABLE_LINK_LIBS if self.abi == "stable" else None
 
     @field_validator("module")
     @classmethod
@@ -354,6 +401,8 @@ class TargetFacts(_Frozen):
     ptx: bool
     compiler: CompilerKind
     cuda_home: str = ""
+    abi: AbiTrack = "full"
+    torch_floor: str | None = Field(None, description="stable track: the torch the library targets")
 
     @property
     def os(self) -> OsName:
@@ -368,6 +417,7 @@ class TargetFacts(_Frozen):
             platform=cell.platform, torch=cell.torch, cuda=cuda or cell.cuda, cxx_std=cell.cxx_std,
             cxx11_abi=cell.cxx11_abi, archs=tuple(cell.archs), ptx=cell.ptx,
             compiler=compiler or ("msvc" if os_name == "windows" else "gcc"), cuda_home=cuda_home,
+            abi=getattr(cell, "abi", "full"), torch_floor=getattr(cell, "torch_floor", None),
         )
 
 
@@ -412,6 +462,8 @@ class ResolvedKernel(_Frozen):
     units: tuple[CompileUnit, ...]
     link_flags: tuple[str, ...]
     nvcc_threads: int
+    abi: AbiTrack = "full"
+    libraries: tuple[str, ...] | None = None  # None: the compile stage's full-ABI default
 
 
 def arch_flags(archs: Sequence[str], ptx: bool) -> tuple[str, ...]:
@@ -438,8 +490,9 @@ def nvcc_threads(archs: Sequence[str], ptx: bool) -> int:
 
 
 def _fill(values: Iterable[str], facts: TargetFacts, module: str) -> list[str]:
+    target = torch_target_version(facts.torch_floor) if facts.torch_floor else ""
     table = {"cxx_std": facts.cxx_std, "cxx11_abi": "1" if facts.cxx11_abi else "0",
-             "module": module, "cuda_home": facts.cuda_home}
+             "module": module, "cuda_home": facts.cuda_home, "torch_target_version": target}
     return [v.format_map(table) for v in values]
 
 
@@ -473,6 +526,12 @@ def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = N
     build with that many parallel compiles uses (``KernelSpec.for_jobs``). Pure: no disk, no tools."""
     if jobs is not None:
         spec = spec.for_jobs(jobs, split_compile)
+    if spec.abi != facts.abi:
+        raise UserError(f"kernel spec {spec.name or spec.module} is an `abi: {spec.abi}` spec, the build is on the "
+                        f"{facts.abi}-ABI track", hint="the recipe names full-ABI specs in `kernels` and stable "
+                        "ones in `stable_abi.kernels`")
+    if spec.abi == "stable" and not facts.torch_floor:
+        raise UserError(f"kernel spec {spec.name or spec.module} is stable-ABI but the build has no torch floor")
     sets = active_flag_sets(spec, facts, common)
     defines = _fill(_collect(sets, "defines"), facts, spec.module)
     undefines = _collect(sets, "undefines")
@@ -491,9 +550,10 @@ def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = N
     for source in spec.sources:
         language: Language = "cuda" if source.endswith(CUDA_SUFFIXES) else "cxx"
         if language == "cxx":
+            # A stable-ABI binding includes no Python header: one object serves every CPython.
             units.append(CompileUnit(
                 source=source, language="cxx", flags=(*host_defines, *cxx_flags),
-                include_dirs=(*include_dirs, *cxx_only_includes), uses_python=True,
+                include_dirs=(*include_dirs, *cxx_only_includes), uses_python=spec.abi == "full",
             ))
             continue
         total = sum(r.parts for r in spec.rules_for(source))
@@ -505,7 +565,7 @@ def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = N
         ]
     link_flags = tuple(_fill(_collect(sets, "link_flags"), facts, spec.module))
     return ResolvedKernel(spec_name=spec.name, module=spec.module, package=spec.package, units=tuple(units),
-                          link_flags=link_flags, nvcc_threads=threads)
+                          link_flags=link_flags, nvcc_threads=threads, abi=spec.abi, libraries=spec.libraries)
 
 
 # ------------------------------------------------------------------------------------------- splitting

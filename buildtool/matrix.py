@@ -14,6 +14,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from buildtool import yamlsrc
+from buildtool.abitrack import LIMITED_API_PYTHON, AbiTrack, cuda_major, limited_api_python_tag
 from buildtool.compat import PLATFORMS, Compat, load_compat, torch_minor
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.recipe import Recipe
@@ -140,6 +141,7 @@ class IncludeEntry(_CellAxes):
     packages: tuple[str, ...]
     tags: tuple[str, ...] = ()
     archs: tuple[str, ...] | None = None
+    abi: AbiTrack = Field("full", description="stable: a stable-ABI cell built against this python/cuda/torch")
 
     _t2 = field_validator("packages", "tags", "archs", mode="before")(_as_tuple)
 
@@ -183,6 +185,8 @@ class MatrixFile(_Frozen):
     profiles: dict[str, Profile] = {}
     default_profile: str = "local"
     runners: dict[str, Runner] = Field(default_factory=lambda: dict(DEFAULT_RUNNERS))
+    stable_abi: bool = Field(False, description="serve torch >= a version's stable floor from one stable-ABI "
+                             "cell per platform x CUDA major (versions whose recipe has stable_abi.kernels)")
 
     _t = field_validator("packages", mode="before")(_as_tuple)
 
@@ -224,6 +228,8 @@ class Cell(_Frozen):
     ptx: bool
     triton: str | None
     tags: tuple[str, ...] = ()
+    abi: AbiTrack = "full"
+    torch_floor: str | None = None  # stable track: the lowest torch the wheel serves (TORCH_TARGET_VERSION)
 
     @property
     def torch_minor(self) -> str:
@@ -231,7 +237,26 @@ class Cell(_Frozen):
 
     @property
     def python_tag(self) -> str:
+        """The wheel's Python tag: the build Python's on the full track, the limited API's floor on the stable."""
+        if self.abi == "stable":
+            return limited_api_python_tag()
         return "cp" + self.python.replace(".", "")
+
+    @property
+    def abi_tag(self) -> str:
+        return "abi3" if self.abi == "stable" else self.python_tag
+
+    @property
+    def cuda_major(self) -> str:
+        return cuda_major(self.cuda)
+
+    @property
+    def compile_group(self) -> str:
+        """One CI job: a full-ABI group is platform x CUDA x torch x package version (its Pythons build one
+        after another, device objects compiled once); a stable cell is a group of its own."""
+        if self.abi == "stable":
+            return self.id
+        return f"{self.platform}-{self.cuda_tag}-torch{self.torch_minor}-{self.package}-{self.version}"
 
     @property
     def cuda_tag(self) -> str:
@@ -243,7 +268,10 @@ class Cell(_Frozen):
 
     @property
     def id(self) -> str:
-        return f"{self.platform}-{self.python_tag}-{self.cuda_tag}-torch{self.torch_minor}-{self.package}-{self.version}"
+        """Full ABI: ``linux-x86_64-cp311-cu130-torch2.14-PKG-VER``; stable ABI: ``abi3`` in place of the
+        Python, the torch it is built against (it serves every torch >= torch_floor)."""
+        py = "abi3" if self.abi == "stable" else self.python_tag
+        return f"{self.platform}-{py}-{self.cuda_tag}-torch{self.torch_minor}-{self.package}-{self.version}"
 
     @property
     def arch_list(self) -> str:
@@ -259,6 +287,9 @@ class Cell(_Frozen):
         data["cxx11_abi"] = "TRUE" if self.cxx11_abi else "FALSE"
         data["arch_list"] = self.arch_list
         data["triton_package"] = self.triton_package
+        if self.abi == "full":  # full-ABI summaries stay as they were (golden files, provenance)
+            data.pop("abi")
+            data.pop("torch_floor")
         return data
 
     @property
@@ -443,12 +474,23 @@ class Matrix:
     # ---------------------------------------------------------------- expansion
     def _make_cell(
         self, platform: str, python: str, cuda: str, torch: str, package: str, version: str,
-        tags: tuple[str, ...], archs: tuple[str, ...] | None,
+        tags: tuple[str, ...], archs: tuple[str, ...] | None, abi: AbiTrack = "full",
     ) -> tuple[Cell | None, list[str]]:
         reasons = self.compat.violations(platform=platform, python=python, cuda=cuda, torch=torch)
         recipe = self.recipes[package]
-        reasons += [f"{package} {version} {r}" for r in recipe.get(version).constraints.violations(
+        rv = recipe.get(version)
+        reasons += [f"{package} {version} {r}" for r in rv.constraints.violations(
             torch=torch, python=python, cuda=cuda, platform=platform)]
+        floor = None
+        if abi == "stable":
+            floor = rv.stable_floor
+            if floor is None:
+                reasons.append(f"{package} {version} has no stable-ABI track: {rv.stable_reason()}")
+            elif Version(torch_minor(torch)) < Version(floor):
+                reasons.append(f"a stable-ABI cell of {package} {version} builds against torch >= its floor {floor}, "
+                               f"not {torch}")
+            if Version(python) < Version(LIMITED_API_PYTHON):
+                reasons.append(f"the stable track's limited API needs CPython >= {LIMITED_API_PYTHON} to build")
         info = self.compat.torch_info(torch)
         policy = self.spec.arch_policy.get(cuda)
         if policy is None and archs is None:
@@ -462,26 +504,95 @@ class Matrix:
         bad = [a for a in chosen if not cuda_info.can_compile(a.rstrip("a"))]
         if bad:
             return None, [f"CUDA {cuda} cannot compile {', '.join('sm_' + b.replace('.', '') for b in bad)}"]
-        triton = self.compat.triton_requirement(torch, platform)
+        if abi == "stable":
+            # One wheel for every torch >= the floor: triton by OS marker, never pinned to one torch's triton.
+            triton_req = self.compat.triton_requirement(torch, platform)
+            triton = triton_req[0] if triton_req else None
+        else:
+            pinned = self.compat.triton_requirement(torch, platform)
+            triton = f"{pinned[0]}{pinned[1]}" if pinned else None
         cell = Cell(
             platform=platform, python=python, cuda=cuda, torch=release, package=package, version=version,
             cxx11_abi=info.abi_for(platform, cuda), cxx_std=info.std_for(platform),
             archs=tuple(chosen), ptx=bool(policy and policy.ptx and archs is None),
-            triton=f"{triton[0]}{triton[1]}" if triton else None, tags=tags,
+            triton=triton, tags=tags, abi=abi, torch_floor=floor,
         )
         return cell, []
 
-    def expand(self) -> Expansion:
+    def stable_build_target(self, platform: str, major: str, floor: str) -> tuple[str, str, str] | None:
+        """(python, cuda, torch) a stable-ABI cell of ``platform`` x CUDA ``major`` builds against, or None.
+
+        The toolkit is the newest CUDA minor of that major on the axes (its arch policy reaches the newest
+        GPUs; within a major the driver runs its SASS by minor-version compatibility). The torch is the newest
+        on the axes, >= the floor, with an official build of that major on ``platform`` whose CUDA minor is
+        <= the toolkit's (the toolkit compiles against its headers and libraries). The Python is the lowest
+        on the axes, >= 3.10, that this torch ships for (the library uses no Python header: any would do)."""
+        axes = self.spec.axes
+        toolkits = sorted((c for c in axes.cuda if cuda_major(c) == major), key=Version, reverse=True)
+        torches = sorted((t for t in axes.torch if Version(torch_minor(t)) >= Version(floor)), key=Version, reverse=True)
+        for toolkit in toolkits:
+            for torch in torches:
+                info = self.compat.torch_info(torch)
+                if info is None or platform not in info.platforms:
+                    continue
+                builds = [c for c in info.cuda_for(platform) if cuda_major(c) == major and Version(c) <= Version(toolkit)]
+                pythons = sorted((p for p in axes.python if p in info.python
+                                  and Version(p) >= Version(LIMITED_API_PYTHON)), key=Version)
+                if builds and pythons:
+                    return pythons[0], toolkit, torch
+        return None
+
+    def _stable_cells(self, base_pkgs: Sequence[tuple[str, str]], cells: dict[str, Cell],
+                      excluded: dict[str, tuple[str, ...]]) -> dict[tuple[str, str, str, str], Cell]:
+        """The stable-ABI cells of the axes: one per platform x CUDA major x stable-ported package version,
+        keyed by (platform, major, package, version)."""
+        out: dict[tuple[str, str, str, str], Cell] = {}
+        majors = sorted({cuda_major(c) for c in self.spec.axes.cuda}, key=int)
+        for (package, version), platform, major in itertools.product(base_pkgs, self.spec.axes.platform, majors):
+            floor = self.recipes[package].get(version).stable_floor
+            if floor is None:
+                continue
+            target = self.stable_build_target(platform, major, floor)
+            if target is None:
+                continue
+            python, cuda, torch = target
+            cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, (), None, "stable")
+            cid = f"{platform}-abi3-cu{cuda.replace('.', '')}-torch{torch_minor(torch)}-{package}-{version}"
+            if cell is None:
+                excluded[cid] = tuple(reasons)
+                continue
+            rule = next((k for k, sel in enumerate(self.spec.exclude) if sel.matches(cell)), None)
+            if rule is not None:
+                excluded[cell.id] = (f"excluded by rule exclude[{rule}] at {self.doc.location(('exclude', rule))}",)
+                continue
+            cells[cell.id] = cell
+            out[(platform, major, package, version)] = cell
+        return out
+
+    def expand(self, *, stable_abi: bool | None = None) -> Expansion:
+        """All cells; ``stable_abi`` overrides the file's switch (the summary's "before" numbers)."""
+        use_stable = self.spec.stable_abi if stable_abi is None else stable_abi
         cells: dict[str, Cell] = {}
         excluded: dict[str, tuple[str, ...]] = {}
         axes = self.spec.axes
         base_pkgs = [pv for i, ref in enumerate(self.spec.packages) for pv in self.resolve_packages(ref, ("packages", i))]
+        stable = self._stable_cells(base_pkgs, cells, excluded) if use_stable else {}
         for platform, python, cuda, torch, (package, version) in itertools.product(
             axes.platform, axes.python, axes.cuda, axes.torch, base_pkgs
         ):
+            cid = _candidate_id(platform, python, cuda, torch, package, version)
+            served = stable.get((platform, cuda_major(cuda), package, version))
+            floor = served.torch_floor if served else None
+            if served is not None and floor is not None and Version(torch_minor(torch)) >= Version(floor):
+                excluded[cid] = (
+                    f"served by the stable-ABI track: {served.id} (one wheel for torch >= {floor} with CUDA "
+                    f"{served.cuda_major}.x and CPython >= {LIMITED_API_PYTHON}; built against torch {served.torch}, "
+                    f"CUDA {served.cuda})",
+                )
+                continue
             cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, (), None)
             if cell is None:
-                excluded[_candidate_id(platform, python, cuda, torch, package, version)] = tuple(reasons)
+                excluded[cid] = tuple(reasons)
                 continue
             rule = next((k for k, sel in enumerate(self.spec.exclude) if sel.matches(cell)), None)
             if rule is not None:
@@ -494,11 +605,12 @@ class Matrix:
             for platform, python, cuda, torch, (package, version) in itertools.product(
                 entry.platform, entry.python, entry.cuda, entry.torch, pkgs
             ):
-                cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, entry.tags, entry.archs)
+                cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, entry.tags,
+                                                entry.archs, entry.abi)
                 cid = _candidate_id(platform, python, cuda, torch, package, version)
                 if cell is None:
                     raise UserError(
-                        f"include[{i}]: impossible cell {cid}: " + "; ".join(reasons),
+                        f"include[{i}]: impossible {'stable-ABI ' if entry.abi == 'stable' else ''}cell {cid}: " + "; ".join(reasons),
                         location=self.doc.location(("include", i)),
                     )
                 if cell.id in cells:
@@ -511,6 +623,22 @@ class Matrix:
                 cells[cell.id] = cell
         ordered = tuple(sorted(cells.values(), key=_sort_key))
         return Expansion(cells=ordered, excluded=excluded)
+
+    def _full_track_reason(self, package: str, version: str, torch: str) -> str:
+        track, why = self.track_of(package, version)
+        return _full_track_reason_text(track, why, torch, self.recipes[package].get(version).stable_floor)
+
+    def track_of(self, package: str, version: str) -> tuple[AbiTrack, str]:
+        """Which track serves torch >= the floor for a package version, and why."""
+        rv = self.recipes[package].get(version)
+        floor = rv.stable_floor
+        if floor is None:
+            return "full", f"{package} {version} stays full ABI: {rv.stable_reason()}"
+        if not self.spec.stable_abi:
+            return "full", f"{package} {version} has a stable-ABI port (torch >= {floor}) but matrix.yaml has stable_abi off"
+        decided = rv.stable_abi.decided_by if rv.stable_abi else ""
+        return "stable", f"{package} {version}: stable-ABI track for torch >= {floor}" + (
+            f" (floor set by {decided})" if decided else "")
 
     # ---------------------------------------------------------------- selection
     def select(self, expansion: Expansion, profile: str | None = None, filters: Sequence[str] = ()) -> list[Cell]:
@@ -561,15 +689,28 @@ class Matrix:
         if cell_id in cells:
             c = cells[cell_id]
             profiles = [n for n, p in self.spec.profiles.items() if p.select.matches(c)]
-            return True, [
+            lines = [
                 f"built: C++11 ABI {'TRUE' if c.cxx11_abi else 'FALSE'}, C++{c.cxx_std}, archs {c.arch_list}, "
                 f"triton {c.triton or 'none'}",
                 f"profiles: {', '.join(profiles) or '(none)'}",
             ]
+            if c.abi == "stable":
+                lines.append(f"track: stable ABI: serves every torch >= {c.torch_floor} built with CUDA "
+                                f"{c.cuda_major}.x and every CPython >= {LIMITED_API_PYTHON} on {c.platform} "
+                                f"(built against torch {c.torch}, CUDA {c.cuda}, Python {c.python})")
+            else:
+                lines.append("track: full ABI: " + self._full_track_reason(c.package, c.version, c.torch))
+            return True, lines
         if cell_id in expansion.excluded:
             return False, list(expansion.excluded[cell_id])
         known = list(cells) + list(expansion.excluded)
         raise UserError(f'no cell "{cell_id}" in the matrix{did_you_mean(cell_id, known)}')
+
+
+def _full_track_reason_text(track: AbiTrack, why: str, torch: str, floor: str | None) -> str:
+    if track == "stable" and floor is not None:
+        return f"torch {torch_minor(torch)} is below the stable floor {floor} ({why})"
+    return why
 
 
 def _version_hint(value: str, known: Sequence[str]) -> str:
@@ -618,7 +759,8 @@ def _candidate_id(platform: str, python: str, cuda: str, torch: str, package: st
 
 
 def _sort_key(c: Cell) -> tuple[Any, ...]:
-    return (c.platform, Version(c.python), Version(c.cuda), Version(c.torch), c.package, Version(c.version))
+    return (c.platform, c.abi == "stable", Version(c.python), Version(c.cuda), Version(c.torch), c.package,
+            Version(c.version))
 
 
 _FILTER_KEYS = ("platform", "python", "cuda", "torch", "package", "tags")

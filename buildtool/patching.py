@@ -8,6 +8,7 @@ the file as it is::
     reference: MS-1                      # id in docs/sources-and-patches.md / the reference notes
     versions: ">=2.1.0,<2.4"             # PEP 440 specifier over the recipe versions
     platforms: [linux-x86_64, windows-x86_64]   # optional; default: every platform
+    abi: stable                          # optional: only stable-ABI (or only `full`) builds; default: both
     fixes: |
       error: identifier "M_LOG2E" is undefined
     upstream: state-spaces/mamba PR #846 (open)
@@ -34,6 +35,7 @@ from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from buildtool import yamlsrc
+from buildtool.abitrack import AbiTrack
 from buildtool.compat import PLATFORMS
 from buildtool.errors import Location, UserError, allowed_list, did_you_mean
 
@@ -50,6 +52,7 @@ class PatchHeader(_Frozen):
     reference: str = ""
     versions: str
     platforms: tuple[str, ...] = ()
+    abi: AbiTrack | None = None  # None: both tracks; "stable": only stable-ABI builds (the binding ports)
     fixes: str
     upstream: str
     notes: str = ""
@@ -112,8 +115,10 @@ class Patch(_Frozen):
     header: PatchHeader
     files: tuple[FilePatch, ...]
 
-    def applies_to(self, version: str, platform: str) -> bool:
+    def applies_to(self, version: str, platform: str, abi: AbiTrack = "full") -> bool:
         if Version(version) not in SpecifierSet(self.header.versions, prereleases=True):
+            return False
+        if self.header.abi is not None and self.header.abi != abi:
             return False
         return not self.header.platforms or any(fnmatch(platform, p) for p in self.header.platforms)
 
@@ -233,8 +238,8 @@ def load_patches(patches_dir: Path, package: str | None = None) -> list[Patch]:
     return [load_patch(p, patches_dir) for p in sorted(patches_dir.glob(pattern))]
 
 
-def select(patches: Iterable[Patch], version: str, platform: str) -> list[Patch]:
-    return [p for p in patches if p.applies_to(version, platform)]
+def select(patches: Iterable[Patch], version: str, platform: str, abi: AbiTrack = "full") -> list[Patch]:
+    return [p for p in patches if p.applies_to(version, platform, abi)]
 
 
 # ---------------------------------------------------------------------------------------------- applying

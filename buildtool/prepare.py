@@ -39,6 +39,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
+from buildtool.abitrack import AbiTrack
 from buildtool.compat import PLATFORMS
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.patching import AppliedPatch, apply_to_tree, load_patches, select
@@ -48,6 +49,7 @@ from buildtool.sources import fetch, mirror_from_env
 
 PROVENANCE_FILE = "provenance.json"
 META_DIR = ".buildtool"
+SHIM_DIR = "shims"  # under META_DIR: the stable track's shim modules
 BACKEND = "buildtool.backend"
 BACKEND_DIST = "mamba-wheel-builder"
 
@@ -67,6 +69,9 @@ class Provenance(_Frozen):
     kernels: tuple[str, ...]
     python_packages: tuple[str, ...]
     requires: tuple[str, ...]
+    abi: AbiTrack = "full"
+    torch_floor: str | None = None  # stable track: the lowest torch the library targets
+    shims: tuple[str, ...] = ()  # stable track: top-level shim modules copied from kernels/ (file names)
 
 
 class PreparedTree(_Frozen):
@@ -106,15 +111,34 @@ def check_platform(platform: str) -> None:
                         f"known: {', '.join(PLATFORMS)}")
 
 
-def kernel_spec_paths(project: Project, recipe: Recipe, rv: RecipeVersion) -> list[Path]:
+def kernel_spec_paths(project: Project, recipe: Recipe, rv: RecipeVersion, abi: AbiTrack = "full") -> list[Path]:
     paths = []
-    for name in rv.kernels:
+    for name in rv.kernels_for(abi):
         path = project.kernels_dir / f"{name}.yaml"
         if not path.is_file():
             raise UserError(f"kernel spec {name} (named by {recipe.name} {rv.version}) not found: {path}",
                             hint=f"add kernels/{name}.yaml or fix the recipe's kernels list")
         paths.append(path)
     return paths
+
+
+def _track_note(abi: AbiTrack) -> str:
+    return " (stable ABI)" if abi == "stable" else ""
+
+
+def _shim_paths(project: Project, spec_paths: list[Path]) -> list[Path]:
+    """The shim modules the kernel specs name (kernels/shims/*.py): our own Python, installed at the
+    wheel's top level under upstream's old extension module name."""
+    from buildtool.kernelspec import load_kernel_spec
+
+    out: list[Path] = []
+    for spec_path in spec_paths:
+        for rel in load_kernel_spec(spec_path).shims:
+            path = project.kernels_dir / rel
+            if not path.is_file():
+                raise UserError(f"kernel spec {spec_path.stem} names the shim {rel}, not found: {path}")
+            out.append(path)
+    return out
 
 
 def _check_kernel_sources(tree: Path, spec_paths: list[Path], what: str) -> None:
@@ -138,7 +162,7 @@ def _toml_list(values: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(_toml_str(v) for v in values) + "]"
 
 
-def pyproject_text(recipe: Recipe, rv: RecipeVersion, platform: str) -> str:
+def pyproject_text(recipe: Recipe, rv: RecipeVersion, platform: str, abi: AbiTrack = "full") -> str:
     """The generated pyproject.toml. Version and dependencies are dynamic: the backend adds the local
     label (+cuXYtorchA.Bcxx11abiX) and the torch/triton pins of the environment it builds in."""
     return "\n".join([
@@ -160,21 +184,25 @@ def pyproject_text(recipe: Recipe, rv: RecipeVersion, platform: str) -> str:
         f"package = {_toml_str(recipe.name)}",
         f"version = {_toml_str(rv.version)}",
         f"platform = {_toml_str(platform)}",
-        f"kernels = {_toml_list(rv.kernels)}",
+        f"kernels = {_toml_list(rv.kernels_for(abi))}",
         f"python_packages = {_toml_list(rv.python_packages)}",
+        f"abi = {_toml_str(abi)}",
         "",
     ])
 
 
 def prepare(project: Project, package: str, version: str, platform: str, out: Path, *,
-            mirror: Path | str | None = None, cache_dir: Path | None = None, force: bool = False) -> PreparedTree:
-    """Fetch, verify, extract and patch ``package`` ``version`` for ``platform`` into ``out``."""
+            mirror: Path | str | None = None, cache_dir: Path | None = None, force: bool = False,
+            abi: AbiTrack = "full") -> PreparedTree:
+    """Fetch, verify, extract and patch ``package`` ``version`` for ``platform`` into ``out``; with
+    ``abi="stable"`` the stable track's patches, kernel specs and shim modules."""
     recipe = find_recipe(project, package)
     rv = recipe.get(version)
     check_platform(platform)
-    spec_paths = kernel_spec_paths(project, recipe, rv)
+    spec_paths = kernel_spec_paths(project, recipe, rv, abi)
+    shim_paths = _shim_paths(project, spec_paths)
     mirror_dir = mirror_from_env(mirror)
-    patches = select(load_patches(project.patches_dir, recipe.name), rv.version, platform)
+    patches = select(load_patches(project.patches_dir, recipe.name), rv.version, platform, abi)
 
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
@@ -184,21 +212,26 @@ def prepare(project: Project, package: str, version: str, platform: str, out: Pa
     try:
         tree = staging / "tree"
         fetched = fetch(rv.source, tree, mirror=mirror_dir, cache_dir=cache_dir)
-        applied = apply_to_tree(tree, patches, context=f"{recipe.name} {rv.version} {platform}")
+        applied = apply_to_tree(tree, patches, context=f"{recipe.name} {rv.version} {platform}{_track_note(abi)}")
         _check_kernel_sources(tree, spec_paths, f"{recipe.name} {rv.version}")
         meta = tree / META_DIR
         (meta / "kernels").mkdir(parents=True, exist_ok=True)
         upstream_pyproject = tree / "pyproject.toml"
         if upstream_pyproject.is_file():
             shutil.move(upstream_pyproject, meta / "upstream-pyproject.toml")
-        upstream_pyproject.write_text(pyproject_text(recipe, rv, platform), encoding="utf-8")
+        upstream_pyproject.write_text(pyproject_text(recipe, rv, platform, abi), encoding="utf-8")
         shutil.copyfile(project.recipes_dir / f"{recipe.name}.yaml", meta / "recipe.yaml")
         for path in spec_paths:
             shutil.copyfile(path, meta / "kernels" / path.name)
+        if shim_paths:
+            (meta / SHIM_DIR).mkdir(parents=True, exist_ok=True)
+            for path in shim_paths:
+                shutil.copyfile(path, meta / SHIM_DIR / path.name)
         provenance = Provenance(
             package=recipe.name, version=rv.version, dist=recipe.dist, platform=platform,
-            source=fetched.provenance(), patches=applied, buildtool_version=__version__, kernels=rv.kernels,
-            python_packages=rv.python_packages, requires=rv.requires,
+            source=fetched.provenance(), patches=applied, buildtool_version=__version__,
+            kernels=rv.kernels_for(abi), python_packages=rv.python_packages, requires=rv.requires, abi=abi,
+            torch_floor=rv.stable_floor if abi == "stable" else None, shims=tuple(p.name for p in shim_paths),
         )
         (tree / PROVENANCE_FILE).write_text(json.dumps(provenance.model_dump(mode="json"), indent=2) + "\n",
                                             encoding="utf-8")
@@ -244,6 +277,7 @@ class TreeCheck(_Frozen):
     platform: str
     patches: tuple[str, ...]
     status: str  # ok | fail | skipped
+    abi: AbiTrack = "full"
     lint_errors: int | None = None
     detail: str = ""
 
@@ -275,7 +309,8 @@ def check_patches(project: Project, *, mirror: Path | str | None = None, cache_d
         all_patches = load_patches(project.patches_dir, recipe.name)
         claimed: dict[str, int] = {p.name: 0 for p in all_patches}
         for rv in recipe.versions:
-            per_platform = {pl: select(all_patches, rv.version, pl) for pl in PLATFORMS}
+            tracks: list[AbiTrack] = ["full", "stable"] if rv.stable_floor else ["full"]
+            per_platform = {(pl, abi): select(all_patches, rv.version, pl, abi) for pl in PLATFORMS for abi in tracks}
             relevant = sorted({p.name for ps in per_platform.values() for p in ps})
             for name in relevant:
                 claimed[name] += 1
@@ -289,27 +324,27 @@ def check_patches(project: Project, *, mirror: Path | str | None = None, cache_d
                         patch_rows.append(PatchCheck(patch=name, package=recipe.name, version=rv.version,
                                                      platforms=_platforms_of(name, per_platform),
                                                      status="skipped", detail=reason))
-                    for pl in PLATFORMS:
-                        tree_rows.append(TreeCheck(package=recipe.name, version=rv.version, platform=pl,
-                                                   patches=tuple(p.name for p in per_platform[pl]),
+                    for (pl, abi), chosen in per_platform.items():
+                        tree_rows.append(TreeCheck(package=recipe.name, version=rv.version, platform=pl, abi=abi,
+                                                   patches=tuple(p.name for p in chosen),
                                                    status="skipped", detail=reason))
                     continue
                 failed: dict[str, str] = {}
-                for pl, chosen in per_platform.items():
+                for (pl, abi), chosen in per_platform.items():
                     names = tuple(p.name for p in chosen)
-                    work = Path(tmp) / f"tree-{pl}"
+                    work = Path(tmp) / f"tree-{pl}-{abi}"
                     shutil.copytree(src_dir, work, symlinks=True)
                     try:
-                        apply_to_tree(work, chosen, context=f"{recipe.name} {rv.version} {pl}")
+                        apply_to_tree(work, chosen, context=f"{recipe.name} {rv.version} {pl}{_track_note(abi)}")
                     except PatchConflict as exc:
                         for f in exc.failures:
                             failed.setdefault(f.patch, f.one_line())
-                        tree_rows.append(TreeCheck(package=recipe.name, version=rv.version, platform=pl,
+                        tree_rows.append(TreeCheck(package=recipe.name, version=rv.version, platform=pl, abi=abi,
                                                    patches=names, status="fail", detail=exc.message))
                         continue
                     report = scan(work, platform=pl)
                     tree_rows.append(TreeCheck(
-                        package=recipe.name, version=rv.version, platform=pl, patches=names, status="ok",
+                        package=recipe.name, version=rv.version, platform=pl, abi=abi, patches=names, status="ok",
                         lint_errors=len(report.errors),
                         detail="; ".join(sorted({f"{f.rule} {f.file}:{f.line}" for f in report.errors}))[:300]))
                 for single in relevant:
@@ -333,5 +368,5 @@ def check_patches(project: Project, *, mirror: Path | str | None = None, cache_d
     return PatchesReport(patches=tuple(patch_rows), trees=tuple(tree_rows))
 
 
-def _platforms_of(name: str, per_platform: dict[str, list[Any]]) -> tuple[str, ...]:
-    return tuple(pl for pl, ps in per_platform.items() if any(p.name == name for p in ps))
+def _platforms_of(name: str, per_platform: dict[tuple[str, AbiTrack], list[Any]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(pl for (pl, _), ps in per_platform.items() if any(p.name == name for p in ps)))

@@ -10,9 +10,10 @@ from typing import Annotated, Literal
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from buildtool import yamlsrc
+from buildtool.abitrack import AbiTrack
 from buildtool.errors import UserError, allowed_list, did_you_mean
 
 
@@ -93,6 +94,41 @@ class Constraints(_Frozen):
         return out
 
 
+class StableAbi(_Frozen):
+    """The version's stable-ABI track: its torch floor and kernel specs, or why it cannot have one."""
+
+    torch_floor: str | None = Field(None, description="lowest torch minor the port targets (TORCH_TARGET_VERSION)")
+    decided_by: str = Field("", description="the stable-ABI API that set the floor")
+    kernels: tuple[str, ...] = Field((), description="kernel specs built on the stable track")
+    blocked: str = Field("", description="why the version stays full ABI (e.g. an API the stable ABI lacks)")
+
+    @field_validator("torch_floor", mode="before")
+    @classmethod
+    def _minor(cls, v: object) -> object:
+        if v is None:
+            return v
+        text = str(v)
+        try:
+            parsed = Version(text)
+        except InvalidVersion:
+            raise ValueError(f'"{text}" is not a torch minor like 2.10') from None
+        if len(parsed.release) != 2:
+            raise ValueError(f'"{text}" must be a torch minor like 2.10 (the stable ABI is versioned per minor)')
+        return text
+
+    @model_validator(mode="after")
+    def _ported_or_blocked(self) -> StableAbi:
+        if self.blocked and (self.kernels or self.torch_floor):
+            raise ValueError("give either `blocked` (the version stays full ABI) or `torch_floor` + `kernels`, not both")
+        if not self.blocked and not (self.kernels and self.torch_floor):
+            raise ValueError("a ported version needs both `torch_floor` and `kernels` (or `blocked: <reason>`)")
+        return self
+
+    @property
+    def ported(self) -> bool:
+        return not self.blocked
+
+
 class RecipeVersion(_Frozen):
     version: str
     source: Source
@@ -100,7 +136,26 @@ class RecipeVersion(_Frozen):
     python_packages: tuple[str, ...] = Field(description="top-level Python packages shipped in the wheel")
     requires: tuple[str, ...] = ()
     constraints: Constraints = Constraints()
+    stable_abi: StableAbi | None = None
     notes: str = ""
+
+    @property
+    def stable_floor(self) -> str | None:
+        """The torch floor of the version's stable track; None when it has none."""
+        return self.stable_abi.torch_floor if self.stable_abi and self.stable_abi.ported else None
+
+    def stable_reason(self) -> str:
+        """Why the version has no stable track ('' when it has one)."""
+        if self.stable_abi is None:
+            return f"no stable-ABI port of {self.version} (its recipe entry has no stable_abi block)"
+        return self.stable_abi.blocked
+
+    def kernels_for(self, abi: AbiTrack) -> tuple[str, ...]:
+        if abi == "full":
+            return self.kernels
+        if self.stable_abi is None or not self.stable_abi.ported:
+            raise UserError(f"version {self.version} cannot be built on the stable-ABI track: {self.stable_reason()}")
+        return self.stable_abi.kernels
 
     @field_validator("version")
     @classmethod

@@ -90,7 +90,7 @@ CASES = [
     C("unknown-exclude-key", ('  - {platform: windows-x86_64, python: "3.12"}\n', '  - {platfrm: windows-x86_64}  # <-\n'),
       'unknown key "platfrm" in exclude.0', 'did you mean "platform"', "allowed keys: cuda, package"),
     C("unknown-include-key", ("    tags: [seeds]\n", "    tag: [seeds]  # <-\n"),
-      'unknown key "tag" in include.0', 'did you mean "tags"', "allowed keys: archs, cuda, packages"),
+      'unknown key "tag" in include.0', 'did you mean "tags"', "allowed keys: abi, archs, cuda, packages"),
     C("unknown-select-key", ('select: {cuda: ["13.0"]}}\n', 'select: {cdua: ["13.0"]}}  # <-\n'),
       'unknown key "cdua" in profiles.cu130.select', 'did you mean "cuda"', "allowed keys: cuda, package, platform"),
     C("unknown-arch-policy-key", ('  "13.0": {archs: ["9.0"]}\n', '  "13.0": {archs: ["9.0"], ptxx: true}  # <-\n'),

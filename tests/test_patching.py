@@ -156,6 +156,18 @@ def test_selection_by_version_and_platform() -> None:
     assert [p.name for p in select([anywhere], "1.0.post1", "linux-aarch64")] == ["pkg/any.patch"]
 
 
+def test_selection_by_abi_track() -> None:
+    """`abi: stable` patches (the binding ports) apply to stable-ABI builds only; unmarked ones to both."""
+    port = parse_patch(HEADER + "abi: stable\n" + DIFF_ONE, "pkg/port.patch", "pkg")
+    full_only = parse_patch(HEADER + "abi: full\n" + DIFF_ONE, "pkg/full.patch", "pkg")
+    anywhere = _patch(DIFF_ONE, name="pkg/any.patch")
+    both = [port, full_only, anywhere]
+    assert [p.name for p in select(both, "1.5", "linux-x86_64")] == ["pkg/full.patch", "pkg/any.patch"]
+    assert [p.name for p in select(both, "1.5", "linux-x86_64", "stable")] == ["pkg/port.patch", "pkg/any.patch"]
+    with pytest.raises(UserError, match=r"typo.patch:7:6: abi: got str 'stabel'; allowed values: 'full' or 'stable'"):
+        parse_patch(HEADER + "abi: stabel\n" + DIFF_ONE, "pkg/typo.patch", "pkg")
+
+
 @pytest.mark.parametrize(
     ("header", "message"),
     [

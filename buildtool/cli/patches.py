@@ -61,11 +61,11 @@ def run_check(args: argparse.Namespace) -> int:
                       f"[{_STYLE[p.status]}]{p.status}[/]", escape(p.detail))
     out.print(table)
     trees = Table(title="patched trees (lint-source errors after patching, per platform)")
-    for col in ("package", "version", "platform", "patches", "applies", "lint errors"):
+    for col in ("package", "version", "platform", "ABI", "patches", "applies", "lint errors"):
         trees.add_column(col, overflow="fold")
     for t in report.trees:
         lint = "-" if t.lint_errors is None else ("[green]0[/]" if not t.lint_errors else f"[red]{t.lint_errors}[/]")
-        trees.add_row(t.package, t.version, t.platform, str(len(t.patches)),
+        trees.add_row(t.package, t.version, t.platform, t.abi, str(len(t.patches)),
                       f"[{_STYLE[t.status]}]{t.status}[/]", lint)
     out.print(trees)
     counts = {s: sum(1 for p in report.patches if p.status == s) for s in _STYLE}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,10 +49,27 @@ class BuildError(UserError):
 
 
 def did_you_mean(value: object, allowed: Iterable[object]) -> str:
-    """`' (did you mean "x"?)'` when a close match exists, else ``''``."""
+    """`' (did you mean "x"?)'` when a close match exists, else ``''``; a value holding a non-ASCII character
+    says which one and where (a Cyrillic "х" in "linux-x86_64" looks identical to the suggestion)."""
     choices = [str(a) for a in allowed]
-    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+    text = str(value)
+    note = non_ascii_note(text) if len(text) <= 200 else ""
+    if len(text) > 200:  # difflib is quadratic; nothing that long is a typo of a short name
+        return note
+    close = difflib.get_close_matches(text, choices, n=1, cutoff=0.6)
+    return f'{note} (did you mean "{close[0]}"?)' if close else note
+
+
+def non_ascii_note(value: object) -> str:
+    """`' (holds the non-ASCII character "х" U+0445 CYRILLIC SMALL LETTER HA at character 8)'`, or ``''``."""
+    if not isinstance(value, str):
+        return ""
+    for i, char in enumerate(value):
+        if ord(char) > 127:
+            name = unicodedata.name(char, "unnamed")
+            shown = char if char.isprintable() else ""
+            return f' (holds the non-ASCII character "{shown}" U+{ord(char):04X} {name} at character {i + 1})'
+    return ""
 
 
 def allowed_list(allowed: Iterable[object], limit: int = 12) -> str:

@@ -315,6 +315,7 @@ class Matrix:
     doc: yamlsrc.Document
     recipes: Mapping[str, Recipe]
     compat: Compat
+    _known_ok: set[tuple[str, str, bool]] = field(default_factory=set, compare=False, repr=False)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -348,11 +349,18 @@ class Matrix:
                 for k, value in enumerate(getattr(entry, name)):
                     self._check_known(name, value, ("include", i, name, k))
         known_tags = sorted({t for entry in self.spec.include for t in entry.tags})
-        selectors: list[tuple[tuple[str | int, ...], Selector]] = [
-            (("exclude", i), sel) for i, sel in enumerate(self.spec.exclude)
-        ]
-        selectors += [(("profiles", n, "select"), prof.select) for n, prof in self.spec.profiles.items()]
-        for path, sel in selectors:
+        selectors: dict[Selector, tuple[str | int, ...]] = {}  # distinct rules only: 1 M copies check once
+        for i, sel in enumerate(self.spec.exclude):
+            if all(getattr(sel, axis) is None for axis in _FILTER_KEYS):
+                raise UserError(
+                    f"exclude[{i}]: an empty rule matches every cell (it would exclude the whole matrix)",
+                    location=self.doc.location(("exclude", i)),
+                    hint=f"name at least one of {', '.join(_FILTER_KEYS)}, e.g. {{platform: windows-x86_64}}",
+                )
+            selectors.setdefault(sel, ("exclude", i))
+        for n, prof in self.spec.profiles.items():
+            selectors.setdefault(prof.select, ("profiles", n, "select"))
+        for sel, path in selectors.items():
             self._check_selector(sel, path, known_tags)
         for cuda in self.spec.axes.cuda:
             if cuda not in self.spec.arch_policy:
@@ -388,6 +396,8 @@ class Matrix:
     def _check_known(self, axis: str, value: str, path: Sequence[str | int], *, minor_ok: bool = True) -> None:
         """A python/cuda/torch value must exist in the compatibility data (torch: a release or, where
         ``minor_ok``, a minor like 2.7); a typo would otherwise silently produce no cells."""
+        if (axis, value, minor_ok) in self._known_ok:
+            return
         known = self._known_values(axis)
         field_name = ".".join(str(p) for p in (path[:-1] if isinstance(path[-1], int) else path))
         if axis == "torch":
@@ -404,6 +414,7 @@ class Matrix:
                     location=self.doc.location(path),
                     hint="add the release to buildtool/data/compat.yaml if it is new",
                 )
+            self._known_ok.add((axis, value, minor_ok))
             return
         if value not in known:
             raise UserError(
@@ -411,6 +422,7 @@ class Matrix:
                 f"allowed: {allowed_list(known, limit=20)}",
                 location=self.doc.location(path),
             )
+        self._known_ok.add((axis, value, minor_ok))
 
     def _check_selector(self, sel: Selector, path: tuple[str | int, ...], known_tags: Sequence[str]) -> None:
         """Every value an exclude rule or profile names must exist, or the rule silently matches nothing."""
@@ -577,6 +589,7 @@ class Matrix:
         axes = self.spec.axes
         base_pkgs = [pv for i, ref in enumerate(self.spec.packages) for pv in self.resolve_packages(ref, ("packages", i))]
         stable = self._stable_cells(base_pkgs, cells, excluded) if use_stable else {}
+        candidates: list[Cell] = []
         for platform, python, cuda, torch, (package, version) in itertools.product(
             axes.platform, axes.python, axes.cuda, axes.torch, base_pkgs
         ):
@@ -594,7 +607,10 @@ class Matrix:
             if cell is None:
                 excluded[cid] = tuple(reasons)
                 continue
-            rule = next((k for k, sel in enumerate(self.spec.exclude) if sel.matches(cell)), None)
+            candidates.append(cell)
+        rules = first_matching_rules(candidates, self.spec.exclude)
+        for n, cell in enumerate(candidates):
+            rule = rules.get(n)
             if rule is not None:
                 line = self.doc.location(("exclude", rule))
                 excluded[cell.id] = (f"excluded by rule exclude[{rule}] at {line}",)
@@ -711,6 +727,48 @@ def _full_track_reason_text(track: AbiTrack, why: str, torch: str, floor: str | 
     if track == "stable" and floor is not None:
         return f"torch {torch_minor(torch)} is below the stable floor {floor} ({why})"
     return why
+
+
+_NONE: frozenset[int] = frozenset()
+
+
+def first_matching_rules(cells: Sequence[Cell], rules: Sequence[Selector]) -> dict[int, int]:
+    """{cell index: index of the first rule matching it}, as ``next(k for k, r in enumerate(rules) if
+    r.matches(cell))`` per cell would give, in time linear in the rules (not cells x rules): the cells are
+    indexed by their axis values, each distinct rule looks up the cells it matches among those still
+    unmatched, and the scan stops once every cell is matched."""
+    index: dict[tuple[str, str], set[int]] = {}
+    for n, cell in enumerate(cells):
+        for axis in _FILTER_KEYS:
+            for value in _axis_values(cell, axis):
+                index.setdefault((axis, value), set()).add(n)
+    unmatched = set(range(len(cells)))
+    first: dict[int, int] = {}
+    seen: set[Selector] = set()
+    for k, rule in enumerate(rules):
+        if not unmatched:
+            break
+        if rule in seen:  # a repeated rule can only match what its first copy already matched
+            continue
+        seen.add(rule)
+        matched: set[int] | None = None  # None: no axis constrained yet (every unmatched cell)
+        for axis in _FILTER_KEYS:
+            values = getattr(rule, axis)
+            if values is None:
+                continue
+            within = unmatched if matched is None else matched
+            on_axis: set[int] = set()
+            for value in values:
+                on_axis |= index.get((axis, value), _NONE) & within
+            matched = on_axis
+            if not matched:
+                break
+        if matched is None:
+            matched = set(unmatched)
+        for n in matched:
+            first[n] = k
+        unmatched -= matched
+    return first
 
 
 def _version_hint(value: str, known: Sequence[str]) -> str:

@@ -273,3 +273,38 @@ def test_malformed_matrix_message(tmp_path: Path, case: Case) -> None:
         assert fragment in text, f"missing {fragment!r} in: {text}"
     assert "Traceback" not in text
     assert len(text.splitlines()) <= 2, "one message (plus an optional hint line)"
+
+
+# ---------------------------------------------------------------- exclude rules: empty rule, indexed matching
+def test_empty_exclude_rule_is_an_error(tmp_path: Path) -> None:
+    text = (REPO / "matrix.yaml").read_text(encoding="utf-8").replace("exclude:\n", "exclude:\n  - {}\n", 1)
+    path = tmp_path / "matrix.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        load_matrix(REPO, path)
+    line = text.splitlines().index("  - {}") + 1
+    assert str(info.value).startswith(f"{path}:{line}:5: exclude[0]: an empty rule matches every cell")
+
+
+def test_first_matching_rules_agrees_with_a_scan_over_every_rule() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from buildtool.matrix import Selector, _axis_values, first_matching_rules
+
+    matrix = load_matrix(REPO)
+    cells = list(matrix.expand().cells)
+    values = {axis: sorted({v for c in cells for v in _axis_values(c, axis)}) for axis in
+              ("platform", "python", "cuda", "torch", "package", "tags")}
+    rule = st.fixed_dictionaries({}, optional={
+        axis: st.lists(st.sampled_from(vals), min_size=1, max_size=3).map(tuple) for axis, vals in values.items() if vals
+    }).map(lambda d: Selector(**d))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(rule, max_size=25))
+    def check(rules: list[Selector]) -> None:
+        expected = {n: k for n, c in enumerate(cells)
+                    for k in [next((k for k, r in enumerate(rules) if r.matches(c)), None)] if k is not None}
+        assert first_matching_rules(cells, rules) == expected
+
+    check()

@@ -26,9 +26,9 @@ DEV = ".[dev]"
 # buildtool itself (cached in the user cache dir, shared with `nox -s build-local`), so the suite exercises
 # real torch headers and libraries without a second multi-GB install.
 _TORCH_ENV = """
-from buildtool import buildenv
-from buildtool.matrix import load_matrix
-from buildtool.project import find_project
+from buildtool.build import buildenv
+from buildtool.spec.matrix import load_matrix
+from buildtool.spec.project import find_project
 from buildtool.toolchain import default_cache_dir
 matrix = load_matrix(find_project().root)
 cell = matrix.select(matrix.expand(), matrix.spec.default_profile)[0]

@@ -118,8 +118,8 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
 
 def _cell(cell_id: str) -> Any:
     """The matrix cell (package, version, CUDA) behind an id."""
-    from buildtool.matrix import load_matrix
-    from buildtool.project import find_project
+    from buildtool.spec.matrix import load_matrix
+    from buildtool.spec.project import find_project
 
     cells = load_matrix(find_project(REPO).root).expand().by_id()
     if cell_id not in cells:
@@ -140,9 +140,9 @@ def upstream_source(cell: Any, env: dict[str, str]) -> Path:
     code = (
         "import sys, json\n"
         "from pathlib import Path\n"
-        "from buildtool.project import find_project\n"
-        "from buildtool.recipe import load_recipes\n"
-        "from buildtool import sources\n"
+        "from buildtool.spec.project import find_project\n"
+        "from buildtool.spec.recipe import load_recipes\n"
+        "from buildtool.source import fetch as sources\n"
         f"r = load_recipes(find_project().recipes_dir)[{name!r}].get({version!r})\n"
         f"f = sources.fetch(r.source, Path({str(out / 'src')!r}), mirror=sources.mirror_from_env())\n"
         "print(f.tree)\n"

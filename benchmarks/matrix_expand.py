@@ -23,9 +23,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from buildtool.compat import load_compat  # noqa: E402
-from buildtool.matrix import Matrix, github_matrix  # noqa: E402
-from buildtool.recipe import load_recipes  # noqa: E402
+from buildtool.spec.compat import load_compat  # noqa: E402
+from buildtool.spec.matrix import Matrix, github_matrix  # noqa: E402
+from buildtool.spec.recipe import load_recipes  # noqa: E402
 
 
 def generated_spec() -> dict:

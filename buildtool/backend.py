@@ -5,7 +5,7 @@
 The wheel is built for the running interpreter: its Python, its torch (version, CUDA, C++11 ABI) and this
 machine's platform make the cell; the archs come from config settings (`-C archs=9.0;8.0`), else
 $TORCH_CUDA_ARCH_LIST, else the matrix's arch policy for that CUDA. The build itself is
-buildtool.build.build_tree, the same code `buildtool build` runs. Build isolation makes no sense here
+buildtool.build.cell.build_tree, the same code `buildtool build` runs. Build isolation makes no sense here
 (an isolated env would not have the torch the wheel must match), so no build requirements are declared.
 
 Config settings: archs, toolchain (auto|system|pypi|conda), jobs.
@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from buildtool.compat import load_compat
 from buildtool.errors import UserError
-from buildtool.matrix import Cell
-from buildtool.recipe import Recipe, load_recipe, load_recipes
-from buildtool.wheel import source_date_epoch
+from buildtool.spec.compat import load_compat
+from buildtool.spec.matrix import Cell
+from buildtool.spec.recipe import Recipe, load_recipe, load_recipes
+from buildtool.wheel.write import source_date_epoch
 
 __all__ = [
     "build_sdist",
@@ -86,7 +86,7 @@ def _recipe(root: Path, package: str) -> Recipe:
     for candidate in (root / ".buildtool" / "recipe.yaml", root / ".buildtool" / f"{package}.yaml"):
         if candidate.is_file():
             return load_recipe_file(candidate)
-    from buildtool.project import find_project
+    from buildtool.spec.project import find_project
 
     recipes = load_recipes(find_project().recipes_dir)
     if package not in recipes:
@@ -96,7 +96,7 @@ def _recipe(root: Path, package: str) -> Recipe:
 
 def load_recipe_file(path: Path) -> Recipe:
     # load_recipe insists that the file is named after the recipe; a copy in the tree may not be.
-    from buildtool import yamlsrc
+    from buildtool.spec import yamlsrc
 
     if path.stem != "recipe":
         return load_recipe(path)
@@ -115,8 +115,8 @@ def _archs(cuda: str, config_settings: ConfigSettings) -> tuple[tuple[str, ...],
             if not re.match(r"^\d+\.\d+a?$", a):
                 raise UserError(f'arch "{a}" must look like 8.0, 9.0 or 9.0a (from archs / TORCH_CUDA_ARCH_LIST)')
         return archs, ptx
-    from buildtool.matrix import load_matrix
-    from buildtool.project import find_project
+    from buildtool.spec.matrix import load_matrix
+    from buildtool.spec.project import find_project
 
     policy = load_matrix(find_project().root).spec.arch_policy.get(cuda)
     if policy is None:
@@ -127,7 +127,7 @@ def _archs(cuda: str, config_settings: ConfigSettings) -> tuple[tuple[str, ...],
 
 def cell_for_current_env(package: str, version: str, env: Any, config_settings: ConfigSettings = None) -> Cell:
     """The cell this interpreter + torch + machine make, for ``package==version``."""
-    from buildtool.build import host_platform
+    from buildtool.build.cell import host_platform
 
     platform = host_platform()
     if platform is None:
@@ -151,9 +151,9 @@ def cell_for_current_env(package: str, version: str, env: Any, config_settings: 
 
 def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
                 metadata_directory: str | None = None) -> str:
-    from buildtool import buildenv
-    from buildtool.build import CellLog, build_tree
-    from buildtool.compile import CompileSettings
+    from buildtool.build import buildenv
+    from buildtool.build.cell import CellLog, build_tree
+    from buildtool.compile.modules import CompileSettings
     from buildtool.toolchain import resolve
 
     root = Path.cwd()

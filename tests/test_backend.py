@@ -15,7 +15,7 @@ import tinyproj
 
 from buildtool import backend
 from buildtool.errors import UserError
-from buildtool.project import Project
+from buildtool.spec.project import Project
 
 needs_tiny = pytest.mark.skipif(tinyproj.available() is not None, reason=str(tinyproj.available()))
 
@@ -25,14 +25,14 @@ def torch_env():
     reason = tinyproj.available()
     if reason is not None:
         pytest.skip(reason)
-    from buildtool.buildenv import env_from_python
+    from buildtool.build.buildenv import env_from_python
 
     return env_from_python(tinyproj.torch_python())
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from buildtool.prepare import prepare
+    from buildtool.source.prepare import prepare
 
     root = tmp_path_factory.mktemp("backendproj")
     mirror = tinyproj.make_project(root)

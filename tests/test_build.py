@@ -19,7 +19,7 @@ import pytest
 import tinyproj
 from test_wheel import _verify_record
 
-from buildtool.build import provenance_matches, publish
+from buildtool.build.cell import provenance_matches, publish
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(tinyproj.available() is not None,
                                                    reason=str(tinyproj.available()))]
@@ -214,11 +214,11 @@ def test_default_cell_wheel_in_dist_if_built(tmp_path: Path) -> None:
 
 
 def test_second_build_of_the_same_cell_is_refused_while_the_first_runs(tmp_path: Path) -> None:
-    from buildtool.build import _lock_cell
+    from buildtool.build.cell import _lock_cell
 
     held = _lock_cell(tmp_path / "cell")
     try:
-        code = ("import sys; from pathlib import Path; from buildtool.build import _lock_cell\n"
+        code = ("import sys; from pathlib import Path; from buildtool.build.cell import _lock_cell\n"
                 "try:\n    _lock_cell(Path(sys.argv[1]))\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
         proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cell")], capture_output=True, text=True,
                               check=True)
@@ -231,7 +231,7 @@ def test_second_build_of_the_same_cell_is_refused_while_the_first_runs(tmp_path:
 def test_resume_ignores_how_finely_sources_were_split_but_not_flags() -> None:
     """A wheel built with 37 bwd parts on a 16-core host and one built with 4 parts on 2 cores contain the
     same kernels with the same flags: --resume accepts either; a flag change is refused."""
-    from buildtool.build import provenance_matches
+    from buildtool.build.cell import provenance_matches
 
     def prov(units: list[str], flags: list[str]) -> dict[str, object]:
         return {"cell": {"id": "c"}, "source": {"sha256": "s"}, "patches": [],

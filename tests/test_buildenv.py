@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.buildenv import (
+from buildtool.build.buildenv import (
     BuildEnv,
     check_matches,
     create_build_env,
@@ -23,7 +23,7 @@ from buildtool.buildenv import (
     torch_index,
 )
 from buildtool.errors import UserError
-from buildtool.matrix import Cell
+from buildtool.spec.matrix import Cell
 from buildtool.toolchain import default_cache_dir
 
 # The torch venv the test session provides (noxfile `tests`), else the shared developer one.
@@ -146,7 +146,7 @@ def test_create_build_env_real() -> None:
 def test_find_python_skips_an_interpreter_that_does_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pyenv shim for an installed-but-unselected version exits 127: it must not be taken (seen on the
     developer machine, where `python3.12` is such a shim)."""
-    from buildtool.buildenv import find_python
+    from buildtool.build.buildenv import find_python
 
     shim = tmp_path / "bin" / "python3.98"
     shim.parent.mkdir()

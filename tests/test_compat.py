@@ -7,7 +7,7 @@ import itertools
 import pytest
 from packaging.version import Version
 
-from buildtool.compat import PLATFORMS, Compat, TorchInfo, load_compat, torch_minor
+from buildtool.spec.compat import PLATFORMS, Compat, TorchInfo, load_compat, torch_minor
 
 COMPAT = load_compat()
 TORCH = list(COMPAT.torch.items())
@@ -74,7 +74,7 @@ def test_cxx11_abi_rules() -> None:
 
 @pytest.mark.parametrize(("cuda", "info"), list(COMPAT.cuda.items()), ids=list(COMPAT.cuda))
 def test_cuda_entry_consistent(cuda: str, info: object) -> None:
-    from buildtool.compat import CudaInfo
+    from buildtool.spec.compat import CudaInfo
 
     assert isinstance(info, CudaInfo)
     assert Version(info.min_arch) < Version(info.max_arch)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import compile as cs
+from buildtool.compile import modules as cs
+from buildtool.compile.progress import STATUS_MARK, NinjaProgress
 from buildtool.errors import BuildError
-from buildtool.kernelspec import TargetFacts, load_kernel_spec
-from buildtool.matrix import Cell
-from buildtool.progress import STATUS_MARK, NinjaProgress
+from buildtool.spec.kernelspec import TargetFacts, load_kernel_spec
+from buildtool.spec.matrix import Cell
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 TINY_SPEC = TINY / "kernels" / "tiny_cuda.yaml"
@@ -63,7 +63,7 @@ def real_target() -> tuple[object, object]:
     if _nvcc() is None:
         pytest.skip("no nvcc: install a CUDA toolkit or put nvcc on PATH")
     from buildtool import toolchain
-    from buildtool.buildenv import create_build_env, env_from_python
+    from buildtool.build.buildenv import create_build_env, env_from_python
 
     python = _torch_python()
     if python is not None:
@@ -287,7 +287,7 @@ def test_cache_key_ignores_python_for_cuda_units_and_not_for_the_binding(tmp_pat
     """CUDA objects are shared across Python versions of a cell; the .cpp binding is per Python."""
     import dataclasses
 
-    from buildtool.kernelspec import resolve
+    from buildtool.spec.kernelspec import resolve
 
     ctx = _windows_context(tmp_path)
 

@@ -30,10 +30,10 @@ from fixture_wheels import (
     pip_install,
 )
 
-from buildtool.doctor import Context, diagnose, load_catalogue
-from buildtool.doctor.checks import CHECKS
-from buildtool.doctor.model import Status
-from buildtool.envinfo import DistInfo, Environment, HostInfo, PythonEnv, TorchInfo, probe_python
+from buildtool.user.doctor import Context, diagnose, load_catalogue
+from buildtool.user.doctor.checks import CHECKS
+from buildtool.user.doctor.model import Status
+from buildtool.user.envinfo import DistInfo, Environment, HostInfo, PythonEnv, TorchInfo, probe_python
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from fixture_wheels import REPO, buildtool, clean_env, compile_extension, label, make_wheel, serve
 
-from buildtool.envcreate import plan_env, torch_index_args
 from buildtool.errors import UserError
-from buildtool.matrix import load_matrix
+from buildtool.spec.matrix import load_matrix
+from buildtool.user.envcreate import plan_env, torch_index_args
 
 LOCAL_WHEELS = Path("/opt/wheels")          # this machine's local torch wheels (pip config find-links)
 LOCAL_PYPI = Path("/opt/pypi/simple")       # this machine's local PyPI mirror (pip config extra index)

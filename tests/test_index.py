@@ -12,7 +12,7 @@ import pytest
 from fixture_wheels import PY, buildtool, clean_env, compile_extension, label, make_wheel, serve
 
 from buildtool.errors import UserError
-from buildtool.index import build_index, read_wheel
+from buildtool.publish.index import build_index, read_wheel
 
 PROV = {"cell": {"archs": ["8.0", "9.0"], "ptx": True, "torch": "2.14.1", "cuda": "13.0"}, "source": {"kind": "test"}}
 
@@ -137,7 +137,7 @@ def test_pip_reads_the_served_index(site: Path, tmp_path: Path) -> None:
     ("any", "any", None),
 ])
 def test_platform_tags(tag: str, platform: str, glibc: str | None) -> None:
-    from buildtool.index import _platform_of
+    from buildtool.publish.index import _platform_of
 
     assert _platform_of(tag) == (platform, glibc)
 

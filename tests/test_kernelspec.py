@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.errors import UserError
-from buildtool.kernelspec import (
+from buildtool.spec.kernelspec import (
     KernelSpec,
     SplitError,
     SplitRule,
@@ -27,7 +27,7 @@ from buildtool.kernelspec import (
     split_summary,
     split_text,
 )
-from buildtool.recipe import load_recipes
+from buildtool.spec.recipe import load_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = REPO / "kernels"
@@ -429,7 +429,7 @@ def test_selective_scan_specs_split_the_real_sources(repo: str, rev: str, sub: s
 @pytest.mark.network
 def test_causal_conv1d_1_7_0_sdist_splits(tmp_path: Path) -> None:
     """The default cell's source, the PyPI sdist of causal-conv1d 1.7.0, through the sources stage."""
-    from buildtool.sources import default_cache_dir, fetch
+    from buildtool.source.fetch import default_cache_dir, fetch
 
     source = load_recipes(REPO / "recipes")["causal-conv1d"].get("1.7.0").source
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from buildtool.cli import main
 from buildtool.errors import UserError
-from buildtool.lint_source import load_rules, scan, strip_code
+from buildtool.source.lint import load_rules, scan, strip_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -189,9 +189,9 @@ def test_unpatched_seed_sources_have_findings_and_patched_are_clean(tmp_path: Pa
     mirror = _mirror()
     if mirror is None:
         pytest.skip("no source mirror: set BUILDTOOL_SOURCE_MIRROR to a directory of upstream git snapshots")
-    from buildtool.patching import apply_to_tree, load_patches, select
-    from buildtool.recipe import load_recipes
-    from buildtool.sources import fetch
+    from buildtool.source.fetch import fetch
+    from buildtool.source.patching import apply_to_tree, load_patches, select
+    from buildtool.spec.recipe import load_recipes
 
     rv = load_recipes(REPO / "recipes")[package].get(version)
     try:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.compat import load_compat
 from buildtool.errors import UserError
-from buildtool.matrix import (
+from buildtool.spec.compat import load_compat
+from buildtool.spec.matrix import (
     GITHUB_CHUNK,
     Cell,
     Expansion,

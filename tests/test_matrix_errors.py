@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.errors import UserError
-from buildtool.matrix import load_matrix
+from buildtool.spec.matrix import load_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -290,7 +290,7 @@ def test_first_matching_rules_agrees_with_a_scan_over_every_rule() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from buildtool.matrix import Selector, _axis_values, first_matching_rules
+    from buildtool.spec.matrix import Selector, _axis_values, first_matching_rules
 
     matrix = load_matrix(REPO)
     cells = list(matrix.expand().cells)

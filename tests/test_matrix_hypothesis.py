@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from buildtool.compat import PLATFORMS, load_compat, torch_minor
 from buildtool.errors import UserError
-from buildtool.matrix import Matrix
-from buildtool.recipe import load_recipes
+from buildtool.spec.compat import PLATFORMS, load_compat, torch_minor
+from buildtool.spec.matrix import Matrix
+from buildtool.spec.recipe import load_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = load_recipes(REPO / "recipes")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.errors import UserError
-from buildtool.patching import (
+from buildtool.source.patching import (
     PatchConflict,
     apply_file_patch,
     apply_to_tree,
@@ -22,8 +22,8 @@ from buildtool.patching import (
     plan,
     select,
 )
-from buildtool.project import Project
-from buildtool.recipe import load_recipes
+from buildtool.spec.project import Project
+from buildtool.spec.recipe import load_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -230,7 +230,7 @@ def test_patches_check_every_claimed_version(tmp_path: Path, monkeypatch: pytest
     mirror = _mirror()
     if mirror is None:
         pytest.skip("no source mirror: set BUILDTOOL_SOURCE_MIRROR to a directory of upstream git snapshots")
-    from buildtool.prepare import check_patches
+    from buildtool.source.prepare import check_patches
 
     monkeypatch.setenv("BUILDTOOL_CACHE_DIR", str(tmp_path / "cache"))
     report = check_patches(Project(REPO), mirror=mirror)
@@ -260,7 +260,7 @@ def test_cuda13_cub_patch_with_real_nvcc(tmp_path: Path, package: str, version: 
     version_out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
     if "release 13." not in version_out:
         pytest.skip("needs nvcc 13.x (CCCL 3)")
-    from buildtool.sources import fetch
+    from buildtool.source.fetch import fetch
 
     rv = load_recipes(REPO / "recipes")[package].get(version)
     try:

@@ -14,12 +14,12 @@ import tomllib
 
 from buildtool.cli import main
 from buildtool.errors import UserError
-from buildtool.lint_source import scan
-from buildtool.patching import PatchConflict
-from buildtool.prepare import load_prepared, parse_package_spec, prepare
-from buildtool.project import Project
-from buildtool.recipe import load_recipes
-from buildtool.sources import fetch
+from buildtool.source.fetch import fetch
+from buildtool.source.lint import scan
+from buildtool.source.patching import PatchConflict
+from buildtool.source.prepare import load_prepared, parse_package_spec, prepare
+from buildtool.spec.project import Project
+from buildtool.spec.recipe import load_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,7 +214,7 @@ def _local_sdist_recipe(project: Project, tmp_path: Path) -> tuple[Path, str]:
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    from buildtool.kernelspec import load_kernel_spec
+    from buildtool.spec.kernelspec import load_kernel_spec
 
     spec = load_kernel_spec(project.kernels_dir / "causal_conv1d_cuda-1.5.yaml")
     files = {f"causal_conv1d-9.9.9/{src}": "// stand-in\n" for src in spec.sources}

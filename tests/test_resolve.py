@@ -10,8 +10,8 @@ import pytest
 from fixture_wheels import buildtool
 
 from buildtool.errors import UserError
-from buildtool.index import WheelRecord
-from buildtool.resolve import RULES, Target, arch_covered, load_manifest, resolve
+from buildtool.publish.index import WheelRecord
+from buildtool.user.resolve import RULES, Target, arch_covered, load_manifest, resolve
 
 
 def rec(*, package: str = "mamba-ssm", version: str = "2.3.2", py: str = "cp311", platform: str = "linux-x86_64",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.build import CellResult
+from buildtool.build.cell import CellResult
+from buildtool.build.runner import RunReport, exit_code, summary_json, summary_table
 from buildtool.errors import UserError
-from buildtool.matrix import load_matrix
-from buildtool.runner import RunReport, exit_code, summary_json, summary_table
+from buildtool.spec.matrix import load_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDTOOL = [sys.executable, "-m", "buildtool"]
@@ -113,10 +113,10 @@ def test_nox_has_a_build_session_per_profile() -> None:
 def test_unexpected_error_fails_only_that_cell_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in a stage (simulated: the toolchain stage raising RuntimeError for one cell) fails that cell with
     the traceback in its log; the run goes on to the next cell."""
-    import buildtool.build as build_mod
-    from buildtool.build import BuildOptions
-    from buildtool.project import Project
-    from buildtool.runner import run_cells
+    import buildtool.build.cell as build_mod
+    from buildtool.build.cell import BuildOptions
+    from buildtool.build.runner import run_cells
+    from buildtool.spec.project import Project
 
     matrix = load_matrix(REPO)
     cells = [c for c in matrix.select(matrix.expand(), "cu130") if c.platform == "linux-x86_64"][:2]

@@ -18,8 +18,15 @@ from pathlib import Path
 import pytest
 
 from buildtool.errors import UserError
-from buildtool.recipe import GitSource, SdistSource
-from buildtool.sources import default_cache_dir, download, fetch, mirror_from_env, safe_extract, tree_sha256
+from buildtool.source.fetch import (
+    default_cache_dir,
+    download,
+    fetch,
+    mirror_from_env,
+    safe_extract,
+    tree_sha256,
+)
+from buildtool.spec.recipe import GitSource, SdistSource
 
 # ---------------------------------------------------------------------------------------------- helpers
 

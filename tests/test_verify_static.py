@@ -99,7 +99,7 @@ def test_incomplete_provenance_names_missing_keys(tmp_path: Path) -> None:
 
 
 def test_provenance_in_the_wheel_stage_layout_passes(tmp_path: Path) -> None:
-    """buildtool/build.py writes flags per module and the cell summary with arch_list."""
+    """buildtool/build/cell.py writes flags per module and the cell summary with arch_list."""
     prov = {"schema": 1, "cell": {"archs": ["9.0"], "ptx": False, "arch_list": "9.0"}, "source": {}, "patches": [],
             "toolchain": {"provider": "system"}, "archs": "9.0",
             "modules": [{"module": "tinyk_cuda", "flags": {"nvcc": ["-O3"]}}]}

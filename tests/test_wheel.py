@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.matrix import load_matrix
-from buildtool.recipe import load_recipes
-from buildtool.repair import (
+from buildtool.spec.matrix import load_matrix
+from buildtool.spec.recipe import load_recipes
+from buildtool.wheel.repair import (
     auditwheel_command,
     bundled_forbidden,
     delvewheel_command,
@@ -26,7 +26,7 @@ from buildtool.repair import (
     read_elf,
     repair_wheel,
 )
-from buildtool.wheel import (
+from buildtool.wheel.write import (
     PROVENANCE_NAME,
     WheelContents,
     collect_python_files,

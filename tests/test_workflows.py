@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from buildtool import yamlsrc
 from buildtool.cli import build_parser
-from buildtool.matrix import github_matrix, load_matrix
+from buildtool.spec import yamlsrc
+from buildtool.spec.matrix import github_matrix, load_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from buildtool import yamlsrc
 from buildtool.errors import Location, UserError
+from buildtool.spec import yamlsrc
 
 
 class _Frozen(BaseModel):

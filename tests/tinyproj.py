@@ -29,8 +29,8 @@ def torch_python() -> Path:
     ~/.cache/buildtool/buildenvs from the configured indexes: what a fresh CI machine does)."""
     if TORCH_PYTHON.exists():
         return TORCH_PYTHON
-    from buildtool.buildenv import create_build_env
-    from buildtool.matrix import Cell
+    from buildtool.build.buildenv import create_build_env
+    from buildtool.spec.matrix import Cell
     from buildtool.toolchain import default_cache_dir
 
     cell = Cell(platform="linux-x86_64", python="3.11", cuda="13.0", torch="2.14.1", package="tiny", version="0.1",

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from buildtool.build import BuildOptions
-from buildtool.compat import Compat
-from buildtool.compile import CompileSettings
+from buildtool.build.cell import BuildOptions
+from buildtool.build.runner import exit_code, run_cells, summary_json, summary_table
+from buildtool.compile.modules import CompileSettings
 from buildtool.console import err, out, print_json
 from buildtool.errors import UserError, allowed_list, did_you_mean
-from buildtool.matrix import Cell, Matrix, load_matrix
-from buildtool.project import find_project
-from buildtool.runner import exit_code, run_cells, summary_json, summary_table
+from buildtool.spec.compat import Compat
+from buildtool.spec.matrix import Cell, Matrix, load_matrix
+from buildtool.spec.project import find_project
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,8 +8,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from buildtool.console import out, print_json
-from buildtool.doctor import run_doctor
-from buildtool.doctor.model import Status
+from buildtool.user.doctor import run_doctor
+from buildtool.user.doctor.model import Status
 
 STYLE = {Status.ok: "green", Status.skip: "dim", Status.info: "cyan", Status.warn: "yellow", Status.fail: "bold red"}
 

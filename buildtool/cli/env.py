@@ -9,10 +9,10 @@ from pathlib import Path
 from rich.markup import escape
 
 from buildtool.console import err, out, print_json
-from buildtool.envcreate import WITH, create_env, plan_env
 from buildtool.errors import BuildError
-from buildtool.matrix import load_matrix
-from buildtool.project import find_project
+from buildtool.spec.matrix import load_matrix
+from buildtool.spec.project import find_project
+from buildtool.user.envcreate import WITH, create_env, plan_env
 
 
 def register(sub: argparse._SubParsersAction) -> None:

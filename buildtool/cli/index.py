@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from buildtool.console import out, print_json
-from buildtool.index import build_index
+from buildtool.publish.index import build_index
 
 
 def register(sub: argparse._SubParsersAction) -> None:

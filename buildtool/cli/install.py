@@ -8,10 +8,10 @@ from rich.markup import escape
 
 from buildtool.cli.resolve import add_target_args, target_from_args
 from buildtool.console import err, out, print_json
-from buildtool.envinfo import default_python
 from buildtool.errors import BuildError
-from buildtool.install import install
-from buildtool.resolve import load_manifest
+from buildtool.user.envinfo import default_python
+from buildtool.user.install import install
+from buildtool.user.resolve import load_manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:

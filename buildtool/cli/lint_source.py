@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from buildtool.console import out, print_json
-from buildtool.lint_source import scan
+from buildtool.source.lint import scan
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from buildtool.console import out, print_json
 from buildtool.errors import UserError
-from buildtool.matrix import GITHUB_CHUNK, github_matrix, load_matrix
-from buildtool.project import find_project
+from buildtool.spec.matrix import GITHUB_CHUNK, github_matrix, load_matrix
+from buildtool.spec.project import find_project
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,9 +8,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from buildtool.console import out, print_json
-from buildtool.patching import load_patches
-from buildtool.prepare import check_patches
-from buildtool.project import find_project
+from buildtool.source.patching import load_patches
+from buildtool.source.prepare import check_patches
+from buildtool.spec.project import find_project
 
 _STYLE = {"ok": "green", "fail": "red", "skipped": "yellow", "unclaimed": "red"}
 

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from buildtool.console import out, print_json
-from buildtool.prepare import host_platform_name, parse_package_spec, prepare
-from buildtool.project import find_project
+from buildtool.source.prepare import host_platform_name, parse_package_spec, prepare
+from buildtool.spec.project import find_project
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from buildtool.console import out, print_json
-from buildtool.envinfo import Environment, HostInfo, probe_host, probe_python
-from buildtool.resolve import Target, load_manifest, resolve
+from buildtool.user.envinfo import Environment, HostInfo, probe_host, probe_python
+from buildtool.user.resolve import Target, load_manifest, resolve
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:

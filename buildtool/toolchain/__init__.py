@@ -27,8 +27,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from buildtool.compat import load_compat
 from buildtool.errors import BuildError, UserError, allowed_list
+from buildtool.spec.compat import load_compat
 from buildtool.toolchain import conda, gcc, msvc, pypi, system
 from buildtool.toolchain.models import (
     PROVIDERS,

@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from buildtool import yamlsrc
 from buildtool.errors import UserError
+from buildtool.spec import yamlsrc
 
 ProviderName = Literal["system", "pypi", "conda"]
 ProviderChoice = Literal["auto", "system", "pypi", "conda"]

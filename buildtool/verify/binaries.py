@@ -1,6 +1,6 @@
 """What verification needs from ELF shared libraries: DT_NEEDED, DT_SONAME, the versioned symbols they
 require (GLIBC_2.28, GLIBCXX_3.4.25, ...) and the CUDA fatbin entries (cubin / PTX per arch). The ELF
-part comes from buildtool.elfinfo (pyelftools); the fatbin parsing is here. No readelf, objdump or
+part comes from buildtool.binary.elf (pyelftools); the fatbin parsing is here. No readelf, objdump or
 cuobjdump needed, so the static checks run on any machine.
 
 Fatbin layout (as nvcc writes it into `.nv_fatbin`): a container header `<I magic 0xBA55ED50, H version,
@@ -16,7 +16,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from buildtool import elfinfo
+from buildtool.binary import elf as elfinfo
 
 ELF_MAGIC = b"\x7fELF"
 FATBIN_MAGIC = 0xBA55ED50
@@ -71,7 +71,7 @@ def is_elf(data: bytes) -> bool:
 
 
 def read_elf(data: bytes) -> ElfInfo:
-    """Parse an ELF shared library (buildtool.elfinfo) and the fatbin in its `.nv_fatbin` section.
+    """Parse an ELF shared library (buildtool.binary.elf) and the fatbin in its `.nv_fatbin` section.
     Raises ValueError when the bytes are not a readable ELF."""
     if not is_elf(data):
         raise ValueError("not an ELF file")

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from buildtool import yamlsrc
+from buildtool.spec import yamlsrc
 
 
 class _Frozen(BaseModel):

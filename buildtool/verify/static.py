@@ -26,7 +26,7 @@ from buildtool.errors import UserError
 from buildtool.verify.binaries import ElfInfo, is_elf, parse_symbol_version, read_elf
 from buildtool.verify.models import CheckResult, failed, passed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
-from buildtool.wheelname import WheelName
+from buildtool.wheel.name import WheelName
 
 
 @dataclass

@@ -21,10 +21,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
-from buildtool.envinfo import python_of
 from buildtool.errors import BuildError, UserError
-from buildtool.index import Manifest, WheelRecord
-from buildtool.resolve import Resolution, Target, resolve, wheel_url
+from buildtool.publish.index import Manifest, WheelRecord
+from buildtool.user.envinfo import python_of
+from buildtool.user.resolve import Resolution, Target, resolve, wheel_url
 
 Log = Callable[[str], None]
 

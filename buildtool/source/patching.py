@@ -34,10 +34,10 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from buildtool import yamlsrc
-from buildtool.abitrack import AbiTrack
-from buildtool.compat import PLATFORMS
 from buildtool.errors import Location, UserError, allowed_list, did_you_mean
+from buildtool.spec import yamlsrc
+from buildtool.spec.abitrack import AbiTrack
+from buildtool.spec.compat import PLATFORMS
 
 
 class _Frozen(BaseModel):

@@ -12,9 +12,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from buildtool import yamlsrc
-from buildtool.abitrack import AbiTrack
 from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.spec import yamlsrc
+from buildtool.spec.abitrack import AbiTrack
 
 
 class _Frozen(BaseModel):

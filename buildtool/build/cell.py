@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
-from buildtool.compat import load_compat
-from buildtool.compile import CompileSettings
+from buildtool.compile.modules import CompileSettings
 from buildtool.errors import BuildError, UserError
-from buildtool.matrix import Cell
-from buildtool.project import Project
-from buildtool.recipe import Recipe, load_recipes
-from buildtool.repair import RepairResult, repair_wheel
-from buildtool.wheel import (
+from buildtool.spec.compat import load_compat
+from buildtool.spec.matrix import Cell
+from buildtool.spec.project import Project
+from buildtool.spec.recipe import Recipe, load_recipes
+from buildtool.wheel.name import WheelName
+from buildtool.wheel.repair import RepairResult, repair_wheel
+from buildtool.wheel.write import (
     WheelContents,
     collect_python_files,
     metadata_text,
@@ -42,10 +43,9 @@ from buildtool.wheel import (
     wheel_name_for,
     write_wheel,
 )
-from buildtool.wheelname import WheelName
 
 if TYPE_CHECKING:
-    from buildtool.buildenv import BuildEnv
+    from buildtool.build.buildenv import BuildEnv
     from buildtool.toolchain.models import Toolchain
 
 __all__ = [
@@ -235,7 +235,7 @@ class BuiltWheel(_Frozen):
 
 def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain) -> list[Any]:
     """The recipe's kernel specs (copied into the tree by prepare) resolved for the cell and toolchain."""
-    from buildtool import kernelspec
+    from buildtool.spec import kernelspec
 
     specs_dir = tree / ".buildtool" / "kernels"
     specs = kernelspec.load_kernel_specs(specs_dir, recipe.get(cell.version).kernels)
@@ -252,8 +252,8 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
                settings: CompileSettings = CompileSettings(),
                timings: dict[str, float] | None = None) -> BuiltWheel:
     """Compile the cell's kernels in a prepared tree and assemble + repair the wheel into ``staging``."""
-    from buildtool import compile as compile_stage
-    from buildtool import kernelspec
+    from buildtool.compile import modules as compile_stage
+    from buildtool.spec import kernelspec
 
     timings = timings if timings is not None else {}
     version = recipe.get(cell.version)
@@ -486,7 +486,7 @@ def _toolchain_for(cell: Cell, options: BuildOptions, cache: dict[tuple[str, str
 def _prepare(project: Project, cell: Cell, options: BuildOptions, paths: CellPaths, log: CellLog) -> dict[str, Any]:
     """Prepare into a fresh directory; keep the existing tree when identical (its mtimes keep ninja's
     objects valid), replace it otherwise."""
-    from buildtool.prepare import prepare
+    from buildtool.source.prepare import prepare
 
     paths.work.mkdir(parents=True, exist_ok=True)
     fresh = paths.work / "src.new"
@@ -514,7 +514,7 @@ def _same_tree(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def _build_env(cell: Cell, options: BuildOptions, log: CellLog) -> BuildEnv:
-    from buildtool import buildenv
+    from buildtool.build import buildenv
 
     if options.use_current_env:
         env = buildenv.current_env()

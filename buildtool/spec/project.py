@@ -57,7 +57,7 @@ def find_project(start: Path | None = None) -> Project:
     for candidate in (here, *here.parents):
         if _is_root(candidate):
             return Project(candidate)
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if _is_root(checkout):
         return Project(checkout)
     raise UserError(

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from buildtool.compat import load_compat
-from buildtool.doctor.context import DIST_EXTENSIONS, Context, demangle
-from buildtool.doctor.model import Finding, Status
-from buildtool.elfinfo import torch_symbols
-from buildtool.resolve import arch_covered
+from buildtool.binary.elf import torch_symbols
+from buildtool.spec.compat import load_compat
+from buildtool.user.doctor.context import DIST_EXTENSIONS, Context, demangle
+from buildtool.user.doctor.model import Finding, Status
+from buildtool.user.resolve import arch_covered
 
 Check = Callable[[Context], Finding]
 CHECKS: dict[str, Check] = {}
@@ -489,7 +489,7 @@ def _archs(ctx: Context, dist: str) -> tuple[tuple[str, ...], str | None]:
     prov = d.provenance if d else None
     if not prov:
         return (), None
-    from buildtool.index import _archs_from  # the same reader the index uses
+    from buildtool.publish.index import _archs_from  # the same reader the index uses
     return _archs_from(prov)
 
 

@@ -1,6 +1,6 @@
 """Sources: fetch a recipe version's pinned source, verify it, cache it and extract it safely.
 
-Two kinds (see ``buildtool.recipe``):
+Two kinds (see ``buildtool.spec.recipe``):
 
 - ``pypi-sdist``: URL + sha256. Looked up, in order, in the content-addressed cache
   (``<cache>/sdist/<sha256>/<filename>``), in the source mirror (``<mirror>/<filename>``), then downloaded
@@ -38,7 +38,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from buildtool.errors import UserError
-from buildtool.recipe import GitSource, SdistSource
+from buildtool.spec.recipe import GitSource, SdistSource
 
 Source = SdistSource | GitSource
 

@@ -26,7 +26,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field
 
 from buildtool.errors import BuildError, UserError
-from buildtool.kernelspec import (
+from buildtool.spec.kernelspec import (
     CompileUnit,
     KernelSpec,
     ResolvedKernel,
@@ -61,7 +61,7 @@ class ToolchainLike(Protocol):
 
 
 class BuildEnvLike(Protocol):
-    """What compile needs from ``buildtool.buildenv.BuildEnv``."""
+    """What compile needs from ``buildtool.build.buildenv.BuildEnv``."""
 
     python: Path
     torch_version: str
@@ -580,7 +580,7 @@ def compile_modules(
     ``cache_dir`` holds the object cache (default $BUILDTOOL_CACHE_DIR or ~/.cache/buildtool);
     ``split=False`` compiles every source as one TU, ignoring the specs' split rules (for comparisons);
     ``split_compile``: nvcc -split-compile threads (default: ``default_split_compile``; 1 turns it off)."""
-    from buildtool.progress import STATUS_MARK, NinjaProgress
+    from buildtool.compile.progress import STATUS_MARK, NinjaProgress
 
     started = time.monotonic()
     tree, build_dir = Path(tree).resolve(), Path(build_dir).resolve()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from buildtool.elfinfo import ElfInfo, defined_versions, exports_of, read_elf
-from buildtool.envinfo import DistInfo, Environment, PythonEnv, TorchInfo
-from buildtool.wheelname import LocalLabel
+from buildtool.binary.elf import ElfInfo, defined_versions, exports_of, read_elf
+from buildtool.user.envinfo import DistInfo, Environment, PythonEnv, TorchInfo
+from buildtool.wheel.name import LocalLabel
 
 # Which extension module each kernel distribution must provide.
 DIST_EXTENSIONS = {

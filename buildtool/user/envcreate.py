@@ -18,13 +18,13 @@ from typing import Any
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict
 
-from buildtool.compat import load_compat
-from buildtool.doctor import run_doctor
-from buildtool.envinfo import probe_python
 from buildtool.errors import BuildError, UserError, allowed_list
-from buildtool.install import InstallReport, install
-from buildtool.matrix import Cell, Matrix
-from buildtool.resolve import Target, load_manifest
+from buildtool.spec.compat import load_compat
+from buildtool.spec.matrix import Cell, Matrix
+from buildtool.user.doctor import run_doctor
+from buildtool.user.envinfo import probe_python
+from buildtool.user.install import InstallReport, install
+from buildtool.user.resolve import Target, load_manifest
 
 Log = Callable[[str], None]
 

@@ -38,9 +38,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from buildtool.compat import load_compat, torch_minor
 from buildtool.errors import BuildError, UserError
-from buildtool.matrix import Cell
+from buildtool.spec.compat import load_compat, torch_minor
+from buildtool.spec.matrix import Cell
 from buildtool.toolchain.models import load_facts
 
 Installer = Literal["pip", "uv"]

@@ -2,7 +2,7 @@
 
 Python API (what the build stage calls)::
 
-    from buildtool.prepare import prepare
+    from buildtool.source.prepare import prepare
     tree = prepare(project, "mamba-ssm", "2.3.2.post1", "windows-x86_64", Path("out"),
                    mirror=None, cache_dir=None)
     tree.root                 # Path of the prepared tree
@@ -10,8 +10,8 @@ Python API (what the build stage calls)::
     tree.origin               # where the bytes came from this time (not part of the provenance)
 
 Steps: look up the recipe version (unknown package/version/platform = UserError), check that every kernel
-spec it names exists, fetch and verify the source (``buildtool.sources``), extract the recipe's
-subdirectory, check then apply the patches chosen for version + platform (``buildtool.patching``), and
+spec it names exists, fetch and verify the source (``buildtool.source.fetch``), extract the recipe's
+subdirectory, check then apply the patches chosen for version + platform (``buildtool.source.patching``), and
 write into ``out``:
 
 - the package sources at the root (the recipe subdirectory's contents);
@@ -39,13 +39,13 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
-from buildtool.abitrack import AbiTrack
-from buildtool.compat import PLATFORMS
 from buildtool.errors import UserError, allowed_list, did_you_mean
-from buildtool.patching import AppliedPatch, apply_to_tree, load_patches, select
-from buildtool.project import Project
-from buildtool.recipe import Recipe, RecipeVersion, load_recipes
-from buildtool.sources import fetch, mirror_from_env
+from buildtool.source.fetch import fetch, mirror_from_env
+from buildtool.source.patching import AppliedPatch, apply_to_tree, load_patches, select
+from buildtool.spec.abitrack import AbiTrack
+from buildtool.spec.compat import PLATFORMS
+from buildtool.spec.project import Project
+from buildtool.spec.recipe import Recipe, RecipeVersion, load_recipes
 
 PROVENANCE_FILE = "provenance.json"
 META_DIR = ".buildtool"
@@ -129,7 +129,7 @@ def _track_note(abi: AbiTrack) -> str:
 def _shim_paths(project: Project, spec_paths: list[Path]) -> list[Path]:
     """The shim modules the kernel specs name (kernels/shims/*.py): our own Python, installed at the
     wheel's top level under upstream's old extension module name."""
-    from buildtool.kernelspec import load_kernel_spec
+    from buildtool.spec.kernelspec import load_kernel_spec
 
     out: list[Path] = []
     for spec_path in spec_paths:
@@ -144,7 +144,7 @@ def _shim_paths(project: Project, spec_paths: list[Path]) -> list[Path]:
 def _check_kernel_sources(tree: Path, spec_paths: list[Path], what: str) -> None:
     """Every source and include dir a kernel spec names must exist in the prepared tree: a recipe that pairs
     a version with the wrong spec fails here, not an hour into a build."""
-    from buildtool.kernelspec import load_kernel_spec
+    from buildtool.spec.kernelspec import load_kernel_spec
 
     for path in spec_paths:
         spec = load_kernel_spec(path)
@@ -296,8 +296,8 @@ def check_patches(project: Project, *, mirror: Path | str | None = None, cache_d
                   package: str | None = None) -> PatchesReport:
     """Every patch against every recipe version it claims, and every version's full patch set per
     platform (applied, then lint-source for that platform)."""
-    from buildtool.lint_source import scan
-    from buildtool.patching import PatchConflict, check_tree
+    from buildtool.source.lint import scan
+    from buildtool.source.patching import PatchConflict, check_tree
 
     mirror_dir = mirror_from_env(mirror)
     recipes = load_recipes(project.recipes_dir)

@@ -20,10 +20,10 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from buildtool import yamlsrc
-from buildtool.abitrack import AbiTrack, torch_target_version
-from buildtool.compat import PLATFORMS
 from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.spec import yamlsrc
+from buildtool.spec.abitrack import AbiTrack, torch_target_version
+from buildtool.spec.compat import PLATFORMS
 
 OsName = Literal["linux", "windows"]
 CompilerKind = Literal["gcc", "msvc"]
@@ -411,7 +411,7 @@ class TargetFacts(_Frozen):
     @classmethod
     def from_cell(cls, cell: Any, *, cuda: str | None = None, compiler: CompilerKind | None = None,
                   cuda_home: str = "") -> TargetFacts:
-        """From a ``buildtool.matrix.Cell`` (duck-typed) plus the toolchain's CUDA version and compiler."""
+        """From a ``buildtool.spec.matrix.Cell`` (duck-typed) plus the toolchain's CUDA version and compiler."""
         os_name = "windows" if cell.platform.startswith("windows") else "linux"
         return cls(
             platform=cell.platform, torch=cell.torch, cuda=cuda or cell.cuda, cxx_std=cell.cxx_std,

@@ -7,12 +7,12 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from buildtool import yamlsrc
-from buildtool.doctor.checks import CHECKS
-from buildtool.doctor.context import Context, pip_cache_wheels
-from buildtool.doctor.model import Catalogue, Finding, Report, Result, Status
-from buildtool.envinfo import Environment, detect
 from buildtool.errors import UserError, allowed_list
+from buildtool.spec import yamlsrc
+from buildtool.user.doctor.checks import CHECKS
+from buildtool.user.doctor.context import Context, pip_cache_wheels
+from buildtool.user.doctor.model import Catalogue, Finding, Report, Result, Status
+from buildtool.user.envinfo import Environment, detect
 
 __all__ = ["Catalogue", "Context", "Report", "Status", "diagnose", "load_catalogue", "run_doctor"]
 

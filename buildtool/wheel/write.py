@@ -3,7 +3,7 @@
 Reproducible means: the same inputs give the same bytes. Entries are sorted (the .dist-info last, RECORD
 last of all), every timestamp is SOURCE_DATE_EPOCH (or a fixed epoch), permissions are fixed (0644, 0755
 for shared libraries) and the compression level is pinned. Nothing time-dependent goes into the archive:
-wall-clock timings are recorded next to the build log instead (see buildtool.build).
+wall-clock timings are recorded next to the build log instead (see buildtool.build.cell).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from packaging.utils import canonicalize_name
 
 from buildtool import __version__
 from buildtool.errors import BuildError, UserError
-from buildtool.matrix import Cell
-from buildtool.recipe import Recipe, RecipeVersion
-from buildtool.wheelname import WheelName
+from buildtool.spec.matrix import Cell
+from buildtool.spec.recipe import Recipe, RecipeVersion
+from buildtool.wheel.name import WheelName
 
 __all__ = [
     "DEFAULT_EPOCH",

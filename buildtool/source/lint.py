@@ -28,8 +28,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field
 
-from buildtool import yamlsrc
 from buildtool.errors import UserError
+from buildtool.spec import yamlsrc
 
 _SKIP_DIRS = frozenset({".git", ".buildtool", "__pycache__", "build", "dist", ".venv", "node_modules"})
 

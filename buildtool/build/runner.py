@@ -16,10 +16,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
-from buildtool.build import BuildOptions, CellResult, build_cell
-from buildtool.matrix import Cell
-from buildtool.project import Project
-from buildtool.recipe import Recipe, load_recipes
+from buildtool.build.cell import BuildOptions, CellResult, build_cell
+from buildtool.spec.matrix import Cell
+from buildtool.spec.project import Project
+from buildtool.spec.recipe import Recipe, load_recipes
 
 __all__ = ["RunReport", "exit_code", "run_cells", "sigterm_as_interrupt", "summary_json", "summary_table"]
 

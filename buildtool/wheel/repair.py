@@ -4,7 +4,7 @@ Kernel wheels link against torch's libraries (libc10, libtorch*) and the CUDA ru
 nvidia-* wheels provide; those must never be copied into the wheel. The policy (exclusions and the
 symbol-version ceilings) is data: buildtool/data/repair.yaml.
 
-Before calling auditwheel the ELF's version needs are read directly (buildtool.elfinfo): if a shared
+Before calling auditwheel the ELF's version needs are read directly (buildtool.binary.elf): if a shared
 library needs a newer GLIBC/GLIBCXX than manylinux_2_28 allows, the wheel keeps its linux_<arch> tag and
 the result says which symbol version is to blame (auditwheel would only refuse).
 """
@@ -25,11 +25,11 @@ from pathlib import Path
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict
 
-from buildtool import yamlsrc
-from buildtool.compat import load_compat
-from buildtool.elfinfo import ElfInfo, read_elf_bytes
+from buildtool.binary.elf import ElfInfo, read_elf_bytes
 from buildtool.errors import BuildError
-from buildtool.wheel import rewrite_wheel
+from buildtool.spec import yamlsrc
+from buildtool.spec.compat import load_compat
+from buildtool.wheel.write import rewrite_wheel
 
 __all__ = [
     "ElfInfo",
@@ -82,7 +82,7 @@ class RepairResult(_Frozen):
     notes: tuple[str, ...] = ()
 
 
-# ---------------------------------------------------------------- ELF reading (buildtool.elfinfo)
+# ---------------------------------------------------------------- ELF reading (buildtool.binary.elf)
 def read_elf(path: Path) -> ElfInfo:
     """DT_NEEDED entries and the GNU version needs of a shared library; BuildError when it is not ELF."""
     info = read_elf_bytes(path.read_bytes())  # read here so a missing file still raises OSError

@@ -19,9 +19,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict
 
-from buildtool.envinfo import Environment
 from buildtool.errors import UserError, allowed_list, did_you_mean
-from buildtool.index import Manifest, WheelRecord, load_manifest_text
+from buildtool.publish.index import Manifest, WheelRecord, load_manifest_text
+from buildtool.user.envinfo import Environment
 
 
 class Target(BaseModel):

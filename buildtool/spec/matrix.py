@@ -13,11 +13,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from buildtool import yamlsrc
-from buildtool.abitrack import LIMITED_API_PYTHON, AbiTrack, cuda_major, limited_api_python_tag
-from buildtool.compat import PLATFORMS, Compat, load_compat, torch_minor
 from buildtool.errors import UserError, allowed_list, did_you_mean
-from buildtool.recipe import Recipe
+from buildtool.spec import yamlsrc
+from buildtool.spec.abitrack import LIMITED_API_PYTHON, AbiTrack, cuda_major, limited_api_python_tag
+from buildtool.spec.compat import PLATFORMS, Compat, load_compat, torch_minor
+from buildtool.spec.recipe import Recipe
 
 AXES = ("platform", "python", "cuda", "torch")
 _VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
@@ -876,7 +876,7 @@ def github_matrix(
 
 
 def load_matrix(project_root: Path, matrix_path: Path | None = None) -> Matrix:
-    from buildtool.recipe import load_recipes
+    from buildtool.spec.recipe import load_recipes
 
     recipes = load_recipes(project_root / "recipes")
     return Matrix.load(matrix_path or project_root / "matrix.yaml", recipes)

@@ -8,7 +8,7 @@ from typing import Literal
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from buildtool import yamlsrc
+from buildtool.spec import yamlsrc
 
 PlatformName = Literal["linux-x86_64", "linux-aarch64", "windows-x86_64"]
 PLATFORMS: tuple[str, ...] = ("linux-x86_64", "linux-aarch64", "windows-x86_64")

@@ -32,9 +32,9 @@ from packaging.version import Version
 from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
-from buildtool.elfinfo import read_elf_bytes
+from buildtool.binary.elf import read_elf_bytes
 from buildtool.errors import UserError
-from buildtool.wheelname import WheelName
+from buildtool.wheel.name import WheelName
 
 MANIFEST_FORMAT = 1
 PROVENANCE_FILE = "buildtool_provenance.json"

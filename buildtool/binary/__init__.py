@@ -1,0 +1,1 @@
+"""Facts read from compiled binaries: ELF symbols, symbol versions, dependencies."""

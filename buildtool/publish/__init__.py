@@ -1,0 +1,1 @@
+"""Serve built wheels: the simple index, its manifest and the web page."""

@@ -1,0 +1,1 @@
+"""What to build: the YAML loader, compat tables, recipes, kernel specs and the matrix of cells."""

@@ -1,0 +1,1 @@
+"""Wheels: names and tags, writing a reproducible wheel, repair (auditwheel / delvewheel)."""

@@ -157,7 +157,7 @@ def test_healthy_venv(tmp_path: Path, torch_site: Path) -> None:
                      cwd=tmp_path)
     got = statuses(proc.stdout)
     for cid in ("torch-symbols", "cxx11-abi", "import", "causal-conv1d-kernel", "glibc", "libstdcxx",
-                "extension-platform", "home", "stray-files", "wheel-version", "python-headers"):
+                "extension-platform", "home", "stray-files", "wheel-version", "python-headers", "wheel-tags"):
         assert got[cid] == "ok", (cid, evidence(proc.stdout, cid))
     if t.cuda:
         assert got["cuda-major"] == "ok"
@@ -292,3 +292,20 @@ def test_python_headers_missing_fixture(base_python: PythonEnv, tmp_path: Path) 
     ctx = ctx_of(base_python, tmp_path, include_dir=str(tmp_path),
                  modules={**base_python.modules, "triton": {"origin": "/x/triton/__init__.py"}})
     assert one(ctx, "python-headers")[0] == Status.fail
+
+
+@pytest.mark.parametrize(("tags", "status"), [
+    (("cp310-abi3-manylinux_2_28_x86_64",), Status.ok),                           # abi3 from 3.10 runs on 3.11+
+    (("cp39-abi3-manylinux_2_27_x86_64", "cp39-abi3-manylinux_2_28_x86_64"), Status.ok),
+    (("cp312-cp312-linux_x86_64",), Status.fail),                                 # copied from another Python
+    (("cp311-cp311-win_amd64",), Status.fail),
+])
+def test_wheel_tags_fixture(base_python: PythonEnv, tmp_path: Path, tags: tuple[str, ...], status: Status) -> None:
+    """Recorded WHEEL tags (pip refuses to install a wheel whose tags do not fit, so it is copied in by hand)."""
+    if base_python.python_tag != "cp311" or base_python.platform != "linux-x86_64":
+        pytest.skip("tags chosen for CPython 3.11 on linux-x86_64")
+    dist = DistInfo(version="1.7.0", location="/nowhere", wheel_tags=tags)
+    got, ev = one(ctx_of(base_python, tmp_path, dists={"causal-conv1d": dist}), "wheel-tags")
+    assert got == status, ev
+    if status == Status.fail:
+        assert "does not accept" in ev and tags[0] in ev

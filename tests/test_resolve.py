@@ -145,3 +145,59 @@ def test_manifest_errors_are_user_errors(tmp_path: Path) -> None:
     bad.write_text("{}")
     with pytest.raises(UserError, match="not a buildtool manifest"):
         load_manifest(None, bad)
+
+
+def stable(*, py: str = "cp310", cuda: str = "13", floor: str = "2.10", version: str = "1.7.0",
+           tag: str = "manylinux_2_28_x86_64") -> WheelRecord:
+    """A stable-ABI (abi3) wheel: the label names the CUDA major only, Requires-Dist the torch floor."""
+    name = f"causal_conv1d-{version}+cu{cuda}stable-{py}-abi3-{tag}.whl"
+    return WheelRecord(
+        filename=name, url=f"files/{name}", package="causal-conv1d", dist="causal_conv1d", version=f"{version}+cu{cuda}stable",
+        public_version=version, python_tag=py, abi_tag="abi3", platform_tag=tag, platform="linux-x86_64",
+        torch=None, cuda=cuda, cxx11_abi=None, archs=("9.0",), requires_dist=(f"torch>={floor}",), sha256="0" * 64, size=1,
+    )
+
+
+STABLE_TARGET = Target(python_tag="cp311", platform="linux-x86_64", glibc="2.36", torch="2.14.1+cu130",
+                       torch_cuda="13.0", cxx11_abi=True, gpu_archs=("9.0",))
+
+
+@pytest.mark.parametrize(("python_tag", "wheel_py", "fits"), [
+    ("cp310", "cp39", True),      # "cp39" <= "cp310" is False as strings: packaging.tags knows better
+    ("cp313", "cp310", True),
+    ("cp311", "cp310", True),
+    ("cp311", "cp312", False),    # abi3 from 3.12 does not run on 3.11
+    ("cp39", "cp310", False),
+])
+def test_abi3_python_rule_follows_packaging_tags(python_tag: str, wheel_py: str, fits: bool) -> None:
+    target = STABLE_TARGET.model_copy(update={"python_tag": python_tag})
+    res = resolve("causal-conv1d", [stable(py=wheel_py)], target)
+    assert (res.chosen is not None) is fits, res.rejected
+    if not fits:
+        (r,) = res.rejected
+        assert r.rule == "python" and f"{wheel_py}-abi3 (CPython >= " in r.reason
+
+
+def test_stable_wheel_torch_floor_and_cuda_major() -> None:
+    assert resolve("causal-conv1d", [stable()], STABLE_TARGET).chosen is not None
+    old = STABLE_TARGET.model_copy(update={"torch": "2.9.1+cu130"})
+    (r,) = resolve("causal-conv1d", [stable()], old).rejected
+    assert r.rule == "torch" and "needs torch>=2.10 (stable ABI floor)" in r.reason
+    (r,) = resolve("causal-conv1d", [stable(cuda="12")], STABLE_TARGET).rejected
+    assert r.rule == "cuda" and "CUDA 12" in r.reason
+
+
+def test_full_abi_wheel_preferred_over_abi3_at_equal_version() -> None:
+    """packaging.tags' order: cp311-cp311 before cp310-abi3 (what pip would prefer too)."""
+    full = rec(package="causal-conv1d", version="1.7.0", py="cp311", torch="2.14", cuda="13.0", archs=("9.0",))
+    res = resolve("causal-conv1d", [stable(), full], STABLE_TARGET)
+    assert res.chosen == full
+    assert [r.rule for r in res.rejected] == ["preference"]
+
+
+def test_compressed_platform_tag_set() -> None:
+    res = resolve("causal-conv1d", [stable(tag="manylinux_2_27_x86_64.manylinux_2_28_x86_64")], STABLE_TARGET)
+    assert res.chosen is not None
+    aarch = stable(tag="manylinux_2_28_aarch64").model_copy(update={"platform": "linux-aarch64"})
+    (r,) = resolve("causal-conv1d", [aarch], STABLE_TARGET).rejected
+    assert r.rule == "platform"

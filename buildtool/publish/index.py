@@ -27,18 +27,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from packaging.utils import canonicalize_name
-from packaging.version import Version
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
 from buildtool.binary.elf import read_elf_bytes
 from buildtool.errors import UserError
-from buildtool.wheel.name import WheelName
+from buildtool.wheel import tags as wheeltags
+from buildtool.wheel.archive import check_wheel_archive
+from buildtool.wheel.name import LocalLabel, cuda_from_tag
 
 MANIFEST_FORMAT = 1
 PROVENANCE_FILE = "buildtool_provenance.json"
-_TAG_PLATFORM = re.compile(r"^(?:(?P<many>manylinux_(?P<glibc>\d+_\d+))_|linux_)(?P<machine>x86_64|aarch64)$")
+# A local label that names only the CUDA major (stable-ABI wheels: `+cu13...`), when the full-ABI label does not parse.
+_CUDA_ONLY_LABEL = re.compile(r"^(?:[a-z][a-z0-9]*\.)?cu(?P<cuda>\d{2,4})(?![0-9])", re.IGNORECASE)
 
 
 class WheelRecord(BaseModel):
@@ -100,30 +103,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-_LEGACY_MANYLINUX = {"manylinux1": "2_5", "manylinux2010": "2_12", "manylinux2014": "2_17"}
-
-
-def _platform_of(tag: str) -> tuple[str, str | None]:
-    """('linux-x86_64', '2.28' for manylinux_2_28 else None) from a platform tag or a compressed tag set
-    (`manylinux_2_27_x86_64.manylinux_2_28_x86_64`: the lowest glibc of the set is enough)."""
-    if tag == "any":
-        return "any", None
-    if tag == "win_amd64":
-        return "windows-x86_64", None
-    found: list[tuple[str, str | None]] = []
-    for part in tag.split("."):
-        for legacy, modern in _LEGACY_MANYLINUX.items():
-            if part.startswith(legacy + "_"):
-                part = f"manylinux_{modern}_" + part[len(legacy) + 1:]
-        m = _TAG_PLATFORM.match(part)
-        if m:
-            found.append((f"linux-{m['machine']}", m["glibc"].replace("_", ".") if m["glibc"] else None))
-    if not found:
-        return tag, None
-    glibcs = [g for _, g in found if g]
-    return found[0][0], (min(glibcs, key=Version) if glibcs else None)
-
-
 def _archs_from(prov: dict[str, Any] | None) -> tuple[tuple[str, ...], str | None]:
     """Archs and PTX arch from the provenance the wheel stage writes (cell summary, or flat)."""
     if not prov:
@@ -144,20 +123,37 @@ def _archs_from(prov: dict[str, Any] | None) -> tuple[tuple[str, ...], str | Non
     return tuple(clean), ptx_arch
 
 
-def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
-    """The record of a wheel (url left relative) and its METADATA bytes. Refuses wheels pip would discard."""
-    name = WheelName.parse(path.name)
+def _label_facts(local: str | None, abi3: bool, filename: str) -> tuple[str | None, str | None, bool | None]:
+    """(torch minor, CUDA, cxx11 ABI) from a local label. Full-ABI labels name all three; a stable-ABI
+    (abi3) wheel's label names the CUDA major only, and its torch range is its Requires-Dist."""
+    if not local:
+        return None, None, None
     try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise UserError(f"{path}: not a zip file") from None
-    with zf:
+        label = LocalLabel.parse(local)
+        return label.torch, label.cuda, label.cxx11_abi
+    except ValueError as exc:
+        m = _CUDA_ONLY_LABEL.match(local)
+        if abi3 and m:
+            return None, cuda_from_tag(m["cuda"]), None
+        raise UserError(f"{filename}: {exc}") from None
+
+
+def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
+    """The record of a wheel (url left relative) and its METADATA bytes. Refuses wheels pip would discard
+    and damaged archives (file and problem named, never a traceback)."""
+    tags = wheeltags.wheel_tags(path.name)
+    dist_name, version, _, _ = parse_wheel_filename(path.name)
+    check_wheel_archive(path)
+    with zipfile.ZipFile(path) as zf:
         meta_name = next((n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)), None)
         if meta_name is None:
             raise UserError(f"{path.name}: no .dist-info/METADATA inside")
         meta_bytes = zf.read(meta_name)
         prov_name = meta_name.rsplit("/", 1)[0] + "/" + PROVENANCE_FILE
-        provenance = json.loads(zf.read(prov_name)) if prov_name in zf.namelist() else None
+        try:
+            provenance = json.loads(zf.read(prov_name)) if prov_name in zf.namelist() else None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path.name}: {prov_name} is not valid JSON ({exc})") from None
         glibc_needs: list[str] = []
         for member in zf.namelist():
             if re.search(r"\.so(\.\d+)*$", member):
@@ -166,22 +162,27 @@ def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
                     glibc_needs.append(info.max_glibc)
     meta = email.parser.BytesParser().parsebytes(meta_bytes)
     meta_version = meta.get("Version", "")
-    if Version(meta_version) != Version(name.full_version):
+    try:
+        same = Version(meta_version) == version
+    except InvalidVersion:
+        same = False
+    if not same:
         raise UserError(
-            f"{path.name}: METADATA says Version {meta_version} but the file name says {name.full_version}; "
+            f"{path.name}: METADATA says Version {meta_version} but the file name says {version}; "
             "pip discards such wheels from an index (failures.md F40)",
             hint="rebuild with buildtool, which writes the local label into METADATA too",
         )
-    platform, tag_glibc = _platform_of(name.platform_tag)
+    one = sorted(tags, key=str)[0]
+    platform, tag_glibc = wheeltags.platform_of(tags)
     archs, ptx = _archs_from(provenance)
     min_glibc = tag_glibc or (max(glibc_needs, key=Version) if glibc_needs else None)
-    label = name.label
+    torch, cuda, cxx11_abi = _label_facts(version.local, wheeltags.is_abi3(tags), path.name)
+    platform_tag = ".".join(sorted({t.platform for t in tags}))
     record = WheelRecord(
-        filename=path.name, url="files/" + quote(path.name), package=canonicalize_name(meta.get("Name", name.dist)),
-        dist=name.dist, version=name.full_version, public_version=name.version,
-        python_tag=name.python_tag, abi_tag=name.abi_tag, platform_tag=name.platform_tag, platform=platform,
-        torch=label.torch if label else None, cuda=label.cuda if label else None,
-        cxx11_abi=label.cxx11_abi if label else None, archs=archs, ptx=ptx, min_glibc=min_glibc,
+        filename=path.name, url="files/" + quote(path.name), package=canonicalize_name(meta.get("Name", dist_name)),
+        dist=path.name.split("-", 1)[0], version=str(version), public_version=version.public,
+        python_tag=one.interpreter, abi_tag=one.abi, platform_tag=platform_tag, platform=platform,
+        torch=torch, cuda=cuda, cxx11_abi=cxx11_abi, archs=archs, ptx=ptx, min_glibc=min_glibc,
         requires_python=meta.get("Requires-Python"), requires_dist=tuple(meta.get_all("Requires-Dist") or ()),
         sha256=_sha256(path), size=path.stat().st_size, provenance=provenance,
     )

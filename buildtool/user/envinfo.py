@@ -75,10 +75,12 @@ for name in WATCHED:
     files = [str(f) for f in (d.files or []) if str(f).endswith((".so", ".pyd"))]
     direct = d.read_text("direct_url.json")
     prov = d.read_text("buildtool_provenance.json")
+    wheel = d.read_text("WHEEL") or ""
     out["dists"][name] = {
         "version": d.version, "location": str(d.locate_file("")), "ext_files": files,
         "requires": d.requires or [], "direct_url": json.loads(direct) if direct else None,
         "provenance": json.loads(prov) if prov else None,
+        "wheel_tags": [ln.split(":", 1)[1].strip() for ln in wheel.splitlines() if ln.startswith("Tag:")],
     }
 for m in MODS:
     # find_spec of a submodule imports its parents (and so torch); locate the file instead, import nothing.
@@ -159,6 +161,7 @@ class DistInfo(_Frozen):
     requires: tuple[str, ...] = ()
     direct_url: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
+    wheel_tags: tuple[str, ...] = ()   # the `Tag:` lines of its WHEEL file
 
     def ext_paths(self) -> list[Path]:
         return [Path(self.location) / f for f in self.ext_files]

@@ -25,6 +25,7 @@ from buildtool.errors import BuildError, UserError
 from buildtool.publish.index import Manifest, WheelRecord
 from buildtool.user.envinfo import python_of
 from buildtool.user.resolve import Resolution, Target, resolve, wheel_url
+from buildtool.wheel import tags as wheeltags
 
 Log = Callable[[str], None]
 
@@ -96,7 +97,7 @@ def wheel_modules(path: Path) -> tuple[str, ...]:
 # ---------------------------------------------------------------- requirements
 def marker_env(target: Target) -> dict[str, str]:
     env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
-    py = f"{target.python_tag[2]}.{target.python_tag[3:]}"
+    py = wheeltags.python_of_tag(target.python_tag)
     env.update(python_version=py, python_full_version=py + ".0")
     if target.platform.startswith("windows"):
         env.update(sys_platform="win32", platform_system="Windows", os_name="nt", platform_machine="AMD64")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.publish.index import Manifest, WheelRecord, load_manifest_text
 from buildtool.user.envinfo import Environment
+from buildtool.wheel import tags as wheeltags
 
 
 class Target(BaseModel):
@@ -98,15 +100,17 @@ def arch_covered(gpu: str, archs: Sequence[str], ptx: str | None) -> bool:
 
 
 def _python(w: WheelRecord, t: Target) -> str | None:
-    if w.python_tag in (t.python_tag, "py3") or (w.abi_tag == "abi3" and w.python_tag <= t.python_tag):
+    if wheeltags.python_fits(wheeltags.wheel_tags(w.filename), t.python_tag):
         return None
-    return f"built for Python {w.python_tag}, this Python is {t.python_tag}"
+    kind = f"{w.python_tag}-{w.abi_tag} (CPython >= {wheeltags.python_of_tag(w.python_tag)})" if w.abi_tag == "abi3" \
+        else w.python_tag
+    return f"built for Python {kind}, this Python is {t.python_tag}"
 
 
 def _platform(w: WheelRecord, t: Target) -> str | None:
-    if w.platform in ("any", t.platform):
+    if wheeltags.platform_fits(wheeltags.wheel_tags(w.filename), t.platform):
         return None
-    return f"built for {w.platform}, this machine is {t.platform}"
+    return f"built for {w.platform}, this machine is {t.platform} (wheel tag {w.platform_tag})"
 
 
 def _glibc(w: WheelRecord, t: Target) -> str | None:
@@ -117,9 +121,28 @@ def _glibc(w: WheelRecord, t: Target) -> str | None:
     return f"needs glibc {w.min_glibc}, this system has {t.glibc}"
 
 
+def _torch_requirement(w: WheelRecord) -> SpecifierSet | None:
+    for text in w.requires_dist:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(req.name) == "torch" and req.marker is None:
+            return req.specifier
+    return None
+
+
 def _torch(w: WheelRecord, t: Target) -> str | None:
     if w.torch is None:
-        return None
+        # Stable-ABI wheels name no torch minor: their Requires-Dist (torch>=FLOOR) is the rule.
+        spec = _torch_requirement(w)
+        if spec is None or not str(spec):
+            return None
+        if t.torch is None:
+            return f"needs torch{spec}, and torch is not installed (install torch first, or pass --torch)"
+        if spec.contains(Version(t.torch).public, prereleases=True):
+            return None
+        return f"needs torch{spec} (stable ABI floor), installed torch is {t.torch}"
     if t.torch is None:
         return f"built for torch {w.torch}, and torch is not installed (install torch first, or pass --torch)"
     if w.torch != t.torch_minor:
@@ -197,16 +220,21 @@ def resolve(requirement: str, candidates: Sequence[WheelRecord], target: Target)
                 break
         else:
             accepted.append(w)
-    # Newest public version first; among equals, the label whose CUDA equals torch's (12.8 over plain 12).
-    accepted.sort(key=lambda w: (Version(w.public_version), w.cuda == target.torch_cuda, "." in (w.cuda or ""),
-                                 w.filename), reverse=True)
+    # Newest public version first; among equals, the label whose CUDA equals torch's (12.8 over plain 12), then
+    # the tag an installer prefers (cp311-cp311 over cp310-abi3, as packaging.tags orders them).
+    def preference(w: WheelRecord) -> tuple[Version, bool, bool, int, str]:
+        tag_rank = wheeltags.rank(wheeltags.wheel_tags(w.filename), target.python_tag, target.platform)
+        return (Version(w.public_version), w.cuda == target.torch_cuda, "." in (w.cuda or ""),
+                -(tag_rank if tag_rank is not None else 1 << 20), w.filename)
+
+    accepted.sort(key=preference, reverse=True)
     notes: list[str] = []
     if not target.gpu_archs:
         notes.append("no GPU seen: the GPU-arch rule was not applied")
     chosen = accepted[0] if accepted else None
     for other in accepted[1:]:
         rejected.append(Rejection(filename=other.filename, rule="preference", failure=None,
-                                  reason=f"also fits, but {chosen.filename if chosen else '?'} is newer"))
+                                  reason=f"also fits, but {chosen.filename if chosen else '?'} is preferred (newer, closer CUDA, or a more specific tag)"))
     return Resolution(requirement=requirement, target=target, chosen=chosen, rejected=tuple(rejected), notes=tuple(notes))
 
 

@@ -16,6 +16,7 @@ from buildtool.spec.compat import load_compat
 from buildtool.user.doctor.context import DIST_EXTENSIONS, Context, demangle
 from buildtool.user.doctor.model import Finding, Status
 from buildtool.user.resolve import arch_covered
+from buildtool.wheel import tags as wheeltags
 
 Check = Callable[[Context], Finding]
 CHECKS: dict[str, Check] = {}
@@ -477,6 +478,24 @@ def extension_platform(ctx: Context) -> Finding:
     if problems:
         return fail("; ".join(problems))
     return ok(f"extensions are {want_machine} and end in {suffix}")
+
+
+@check
+def wheel_tags_fit(ctx: Context) -> Finding:
+    """Each kernel distribution's WHEEL tags against the tags this interpreter accepts (packaging.tags)."""
+    dists = {n: d for n, d in ctx.kernel_dists().items() if d.wheel_tags}
+    if not dists:
+        return skip("no kernel distribution with a WHEEL file")
+    accepted = set(wheeltags.supported_tags(ctx.py.python_tag, ctx.py.platform, ctx.py.glibc))
+    problems = []
+    for name, d in dists.items():
+        tags = frozenset(t for line in d.wheel_tags for t in wheeltags.parse_tag_line(line))
+        if not tags & accepted:
+            problems.append(f"{name} {d.version} was installed from a wheel tagged {', '.join(d.wheel_tags)}, which "
+                            f"CPython {ctx.py.python_minor} on {ctx.py.platform} (glibc {ctx.py.glibc or '?'}) does not accept")
+    if problems:
+        return fail("; ".join(problems))
+    return ok(", ".join(f"{n}: {', '.join(d.wheel_tags)}" for n, d in dists.items()) + f" fit {ctx.py.python_tag}")
 
 
 # ---------------------------------------------------------------- GPU and driver (F12, F13, F20, F25, F39)

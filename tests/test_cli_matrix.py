@@ -65,7 +65,7 @@ def test_github_output_file(tmp_path: Path) -> None:
     printed = json.loads(proc.stdout)
     lines = dict(line.split("=", 1) for line in out.read_text(encoding="utf-8").splitlines())
     assert lines["earlier"] == "1"  # appended, as GitHub expects
-    assert int(lines["count"]) == printed["count"] and int(lines["chunks"]) == printed["chunks"] == 2
+    assert int(lines["count"]) == printed["count"] and int(lines["chunks"]) == printed["chunks"] == 3  # 604 cells, 256 a chunk
     assert [json.loads(lines[f"matrix-{i}"]) for i in range(printed["chunks"])] == printed["matrices"]
     assert json.loads(lines["verify"]) == printed["verify"]
 
@@ -116,9 +116,9 @@ def test_github_output_needs_github_format(tmp_path: Path) -> None:
 
 
 def test_max_chunks() -> None:
-    assert run_matrix("--format", "github", "--profile", "current", "--max-chunks", "2").returncode == 0
-    assert_user_error(run_matrix("--format", "github", "--profile", "current", "--max-chunks", "1"),
-                      "cells need 2 chunks of 256, but --max-chunks is 1", "hint: add fan-out jobs")
+    assert run_matrix("--format", "github", "--profile", "current", "--max-chunks", "3").returncode == 0
+    assert_user_error(run_matrix("--format", "github", "--profile", "current", "--max-chunks", "2"),
+                      "cells need 3 chunks of 256, but --max-chunks is 2", "hint: add fan-out jobs")
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -45,10 +45,11 @@ def test_torch_entry_consistent(minor: str, info: TorchInfo) -> None:
         assert "default" in info.cxx_std and set(info.cxx_std) - {"default"} <= set(PLATFORMS)
     assert info.std_for("linux-x86_64") in {"17", "20"} and info.std_for("windows-x86_64") in {"17", "20"}
     assert Version(info.glibc) >= Version("2.17")
-    # triton is paired with torch; triton-windows exists from torch 2.4 on
+    # triton is paired with torch; triton-windows exists from torch 2.4 on, and may lag a new torch (2.15)
     assert info.triton is not None
-    if Version(minor) >= Version("2.4"):
+    if Version("2.4") <= Version(minor) <= Version("2.14"):
         assert info.triton_windows is not None
+    if info.triton_windows is not None:
         win, linux = Version(info.triton_windows), Version(info.triton)
         assert win.major == linux.major
         # triton-windows starts at 3.1, which serves torch 2.4 (Linux: triton 3.0) too
@@ -105,6 +106,9 @@ def test_triton_requirement() -> None:
     assert COMPAT.triton_requirement("2.14.1", "linux-x86_64") == ("triton", "==3.8.0")
     assert COMPAT.triton_requirement("2.14.1", "windows-x86_64") == ("triton-windows", "==3.8.*")
     assert COMPAT.triton_requirement("2.3.1", "windows-x86_64") is None
+    # torch-2.15.0 METADATA: triton~=3.9.0; PyPI has no triton-windows 3.9 yet
+    assert COMPAT.triton_requirement("2.15.0", "linux-x86_64") == ("triton", "==3.9.0")
+    assert COMPAT.triton_requirement("2.15.0", "windows-x86_64") is None
     assert COMPAT.triton_requirement("1.13", "linux-x86_64") is None
 
 
@@ -118,6 +122,9 @@ def test_triton_requirement() -> None:
         ({"platform": "linux-aarch64", "python": "3.11", "cuda": "12.6", "torch": "2.7.1"}, "no CUDA 12.6 build for linux-aarch64"),
         ({"platform": "windows-x86_64", "python": "3.14", "cuda": "12.6", "torch": "2.8.0"}, "no wheels for Python 3.14"),
         ({"platform": "linux-x86_64", "python": "3.11", "cuda": "12.6", "torch": "1.13.1"}, "not in the compatibility table"),
+        ({"platform": "linux-x86_64", "python": "3.10", "cuda": "13.2", "torch": "2.15.0"}, "no wheels for Python 3.10"),
+        ({"platform": "linux-x86_64", "python": "3.12", "cuda": "12.6", "torch": "2.15.0"}, "no CUDA 12.6 build"),
+        ({"platform": "linux-aarch64", "python": "3.14", "cuda": "13.2", "torch": "2.15.0"}, None),
     ],
 )
 def test_violations(kwargs: dict[str, str], fragment: str | None) -> None:

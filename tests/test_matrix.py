@@ -75,8 +75,8 @@ def test_current_line(matrix: Matrix, expansion: Expansion) -> None:
     current = matrix.select(expansion, "current")
     assert len(current) > 400
     assert {(c.package, c.version) for c in current} == {("causal-conv1d", "1.7.0"), ("mamba-ssm", "2.3.2.post1")}
-    axes_torch = {"2.6.0", "2.7.1", "2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0"}
-    assert {c.torch for c in current} == axes_torch | {"2.14.1"}  # + the local include (causal-conv1d 1.7.0)
+    axes_torch = {"2.6.0", "2.7.1", "2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"}
+    assert {c.torch for c in current} == axes_torch
     # torch 2.6: the ABI is per CUDA build (cu126 experimental CXX11 ABI wheels)
     assert _cell(expansion, "linux-x86_64-cp312-cu124-torch2.6-causal-conv1d-1.7.0").cxx11_abi is False
     assert _cell(expansion, "linux-x86_64-cp312-cu126-torch2.6-causal-conv1d-1.7.0").cxx11_abi is True
@@ -246,3 +246,25 @@ def test_no_stale_golden_files() -> None:
     expected = {_golden_path(p).name for p in _profiles()}
     present = {p.name for p in GOLDEN.glob("github-*.json")}
     assert present <= expected, f"golden files for profiles that no longer exist: {sorted(present - expected)}"
+
+
+def test_profile_archs_narrow_only_that_profile(matrix: Matrix, expansion: Expansion) -> None:
+    """`local` builds the release's torch 2.14.1 cu130 cell for sm_90 only; the release keeps every arch."""
+    (local,) = matrix.select(expansion, "local")
+    assert local.id == "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0"
+    assert local.archs == ("9.0",) and local.ptx is False
+    release = _cell(expansion, local.id)
+    assert release.archs == matrix.spec.arch_policy["13.0"].archs and release.ptx is True
+
+
+def test_profile_archs_the_cuda_cannot_compile(tmp_path: Path) -> None:
+    text = (REPO / "matrix.yaml").read_text(encoding="utf-8").replace(
+        '    archs: ["9.0"]\n  gpu-dev:', '    archs: ["3.5"]\n  gpu-dev:')
+    assert 'archs: ["3.5"]' in text
+    (tmp_path / "matrix.yaml").write_text(text, encoding="utf-8")
+    for sub in ("recipes", "kernels", "patches"):
+        (tmp_path / sub).symlink_to(REPO / sub)
+    m = load_matrix(tmp_path)
+    with pytest.raises(UserError, match=r"profile \"local\": CUDA 13.0 .* cannot compile sm_35") as info:
+        m.select(m.expand(), "local")
+    assert "matrix.yaml:" in str(info.value.location)

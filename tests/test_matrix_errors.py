@@ -96,7 +96,7 @@ CASES = [
     C("unknown-arch-policy-key", ('  "13.0": {archs: ["9.0"]}\n', '  "13.0": {archs: ["9.0"], ptxx: true}  # <-\n'),
       'unknown key "ptxx" in arch_policy.13.0', 'did you mean "ptx"', "allowed keys: archs, ptx"),
     C("unknown-profile-key", ('  cu130: {description: "CUDA 13"', '  cu130: {descripton: "CUDA 13"  # <-\n   '),
-      'unknown key "descripton" in profiles.cu130', 'did you mean "description"', "allowed keys: description, select"),
+      'unknown key "descripton" in profiles.cu130', 'did you mean "description"', "allowed keys: archs, description, select"),
     C("unknown-runner-key", ("default_profile: seeds\n",
                              "default_profile: seeds\nrunners:\n  linux-x86_64: {run-on: ubuntu-22.04, gpu-runs-on: [gpu]}  # <-\n"),
       'unknown key "run-on" in runners.linux-x86_64', 'did you mean "runs-on"'),

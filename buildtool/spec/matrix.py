@@ -149,6 +149,11 @@ class IncludeEntry(_CellAxes):
 class Profile(_Frozen):
     description: str
     select: Selector
+    archs: tuple[str, ...] | None = Field(
+        None, description="SASS targets for this profile's builds instead of the cells' own (no PTX), like --archs: "
+        "a quick developer build of a cell that the release builds for every arch")
+
+    _t = field_validator("archs", mode="before")(_as_tuple)
 
 
 class Runner(_Frozen):
@@ -676,6 +681,8 @@ class Matrix:
                     location=self.doc.location(("profiles",), key=True),
                 )
             cells = [c for c in cells if prof.select.matches(c)]
+            if prof.archs is not None:
+                cells = [self._with_profile_archs(c, profile, prof.archs) for c in cells]
             if not cells:
                 raise UserError(
                     f'empty selection: profile "{profile}" selects no cell '
@@ -698,6 +705,16 @@ class Matrix:
                 )
             cells = kept
         return cells
+
+    def _with_profile_archs(self, cell: Cell, profile: str, archs: tuple[str, ...]) -> Cell:
+        bad = [a for a in archs if not self.compat.cuda[cell.cuda].can_compile(a.rstrip("a"))]
+        if bad:
+            raise UserError(
+                f'profile "{profile}": CUDA {cell.cuda} ({cell.id}) cannot compile '
+                + ", ".join("sm_" + b.replace(".", "") for b in bad),
+                location=self.doc.location(("profiles", profile, "archs")),
+            )
+        return cell.model_copy(update={"archs": archs, "ptx": False})
 
     def explain(self, cell_id: str, expansion: Expansion) -> tuple[bool, list[str]]:
         """(is_built, reasons) for a cell id; unknown ids raise with a did-you-mean."""

@@ -125,8 +125,10 @@ def _archs(cuda: str, config_settings: ConfigSettings) -> tuple[tuple[str, ...],
     return tuple(policy.archs), policy.ptx
 
 
-def cell_for_current_env(package: str, version: str, env: Any, config_settings: ConfigSettings = None) -> Cell:
-    """The cell this interpreter + torch + machine make, for ``package==version``."""
+def cell_for_current_env(package: str, version: str, env: Any, config_settings: ConfigSettings = None, *,
+                         abi: str = "full", torch_floor: str | None = None) -> Cell:
+    """The cell this interpreter + torch + machine make, for ``package==version`` on the ``abi`` track (a
+    tree prepared for the stable track builds a stable-ABI wheel: ``torch_floor`` from its provenance)."""
     from buildtool.build.cell import host_platform
 
     platform = host_platform()
@@ -141,11 +143,16 @@ def cell_for_current_env(package: str, version: str, env: Any, config_settings: 
         raise UserError(f"torch {torch_public} is not in the compatibility table")
     archs, ptx = _archs(env.torch_cuda, config_settings)
     triton = compat.triton_requirement(torch_public, platform)
+    stable = abi == "stable"
+    if stable and not torch_floor:
+        raise UserError("the prepared tree is for the stable-ABI track but its provenance names no torch_floor",
+                        hint="prepare the tree again with this buildtool")
     return Cell(
         platform=platform, python=env.python_minor, cuda=env.torch_cuda, torch=torch_public, package=package,
         version=version, cxx11_abi=bool(env.cxx11_abi) if not platform.startswith("windows") else False,
         cxx_std=info.std_for(platform), archs=archs, ptx=ptx,
-        triton=f"{triton[0]}{triton[1]}" if triton else None,
+        triton=(triton[0] if stable else f"{triton[0]}{triton[1]}") if triton else None,
+        abi="stable" if stable else "full", torch_floor=torch_floor if stable else None,
     )
 
 
@@ -162,7 +169,8 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
     version = _field(prov, "version", "recipe.version")
     recipe = _recipe(root, package)
     env = buildenv.current_env()
-    cell = cell_for_current_env(package, version, env, config_settings)
+    cell = cell_for_current_env(package, version, env, config_settings, abi=str(prov.get("abi") or "full"),
+                                torch_floor=prov.get("torch_floor"))
     work = root / WORK_DIR
     log = CellLog(work / "build.log")
     sys.stderr.write(f"buildtool: building {cell.id} (archs {cell.arch_list}); log {log.path}\n")

@@ -18,6 +18,8 @@ TORCH_ENV = Path(os.environ.get("BUILDTOOL_TEST_TORCH_ENV", "/work/torchenv"))
 TORCH_PYTHON = TORCH_ENV / "bin" / "python"
 CELL_ID = "linux-x86_64-cp311-cu130-torch2.14-tiny-0.1"
 WHEEL = "tiny-0.1+cu130torch2.14cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"
+STABLE_CELL_ID = "linux-x86_64-abi3-cu130-torch2.14-tiny-0.1"
+STABLE_WHEEL = "tiny-0.1+cu13stable-cp310-abi3-linux_x86_64.whl"
 
 INIT_PY = b"import torch  # noqa: F401  (loads libc10/libtorch for the extension)\nfrom tiny_cuda import scale_add\n"
 
@@ -69,8 +71,9 @@ def make_project(root: Path) -> Path:
     mirror.mkdir(exist_ok=True)
     for spec in (FIXTURE / "kernels").glob("*.yaml"):
         shutil.copyfile(spec, root / "kernels" / spec.name)
+    shutil.copytree(FIXTURE / "shims", root / "kernels" / "shims", dirs_exist_ok=True)
     files = {f"tiny-0.1/{p.relative_to(FIXTURE).as_posix()}": p.read_bytes() for p in sorted(FIXTURE.rglob("*"))
-             if p.is_file() and p.relative_to(FIXTURE).parts[0] != "kernels"}
+             if p.is_file() and p.relative_to(FIXTURE).parts[0] not in ("kernels", "shims")}
     files["tiny-0.1/tiny/__init__.py"] = INIT_PY
     files["tiny-0.1/tiny/tests/test_tiny.py"] = b"def test_nothing():\n    pass\n"
     files["tiny-0.1/PKG-INFO"] = b"Metadata-Version: 2.1\nName: tiny\nVersion: 0.1\n"
@@ -94,15 +97,20 @@ versions:
     kernels: [tiny_cuda]
     python_packages: [tiny]
     requires: [packaging]
+    stable_abi: {{torch_floor: "2.10", decided_by: "torch::stable::contiguous (2.10)", kernels: [tiny_stable]}}
 """, encoding="utf-8")
     (root / "matrix.yaml").write_text("""version: 1
 axes: {platform: [linux-x86_64], python: ["3.11"], cuda: ["13.0"], torch: ["2.14.1"]}
 packages: [tiny==0.1]
+include:
+  - {platform: linux-x86_64, python: "3.11", cuda: "13.0", torch: "2.14.1", packages: [tiny==0.1], abi: stable,
+     tags: [stable]}
 arch_policy:
   "13.0": {archs: ["9.0"], ptx: false}
 default_profile: local
 profiles:
-  local: {description: the tiny cell, select: {package: [tiny]}}
+  local: {description: the tiny cell, select: {package: [tiny], abi: [full]}}
+  stable: {description: the tiny stable-ABI cell, select: {abi: [stable]}}
 """, encoding="utf-8")
     return mirror
 

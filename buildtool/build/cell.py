@@ -191,7 +191,19 @@ def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain
         "build_env": _env_summary(env),
         "archs": cell.arch_list,
         "modules": modules,
+        **({"stable_abi": stable_abi_provenance(cell, tree_provenance)} if cell.abi == "stable" else {}),
     }, roots)
+
+
+def stable_abi_provenance(cell: Cell, tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """What a stable-ABI wheel promises and how: the floor, the TORCH_TARGET_VERSION it was compiled with,
+    the torch whose headers it was compiled against, the limited API and the shims it installs."""
+    from buildtool.abitrack import LIMITED_API_HEX, torch_target_version
+
+    floor = cell.torch_floor or ""
+    return {"track": "stable", "torch_floor": floor, "torch_target_version": torch_target_version(floor),
+            "built_against_torch": cell.torch, "py_limited_api": LIMITED_API_HEX,
+            "shims": list(tree_provenance.get("shims") or [])}
 
 
 def stable_source(tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
@@ -238,7 +250,7 @@ def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain
     from buildtool.spec import kernelspec
 
     specs_dir = tree / ".buildtool" / "kernels"
-    specs = kernelspec.load_kernel_specs(specs_dir, recipe.get(cell.version).kernels)
+    specs = kernelspec.load_kernel_specs(specs_dir, recipe.get(cell.version).kernels_for(cell.abi))
     # The same facts the compile stage derives (major.minor CUDA, gcc or msvc), so flags recorded here are
     # the flags it uses.
     facts = kernelspec.TargetFacts.from_cell(cell, cuda=toolchain.cuda_minor,
@@ -257,7 +269,7 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
 
     timings = timings if timings is not None else {}
     version = recipe.get(cell.version)
-    specs = kernelspec.load_kernel_specs(tree / ".buildtool" / "kernels", version.kernels)
+    specs = kernelspec.load_kernel_specs(tree / ".buildtool" / "kernels", version.kernels_for(cell.abi))
     with _step("compile", timings, log):
         result = compile_stage.compile_modules(tree, specs, cell, toolchain, env, objects,  # type: ignore[arg-type]
                                                log.path, jobs=settings.jobs, use_object_cache=settings.cache,
@@ -270,8 +282,10 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
     log.line(f"compile: {len(result.modules)} module(s), {result.cache_hits} cached / {result.cache_misses} compiled "
              f"object(s), {result.jobs} job(s), -split-compile {result.split_compile}, {result.wall_seconds:.1f} s")
     files: dict[str, bytes | Path] = dict(collect_python_files(tree, version.python_packages))
-    for module_path in _compiled_paths(result):
-        files[module_path.name] = module_path
+    for arcname, module_path in _compiled_paths(result):
+        files[arcname] = module_path
+    for shim in _shim_files(tree, tree_provenance):
+        files[shim.name] = shim
     plain = load_compat().platforms[cell.platform].wheel_tag
     name = wheel_name_for(recipe, cell, plain)
     epoch = source_date_epoch(_source_epoch(tree_provenance))
@@ -290,15 +304,30 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
                       compile_seconds=_unit_seconds(result), notes=repaired.notes)
 
 
-def _compiled_paths(result: Any) -> list[Path]:
+def _compiled_paths(result: Any) -> list[tuple[str, Path]]:
+    """(path in the wheel, file) per compiled module: inside its spec's package, else at the top level."""
     modules = getattr(result, "modules", None)
     if modules is None:
         raise BuildError("the compile stage returned no modules")
     paths = []
     for module in modules:
-        path = getattr(module, "path", module)
-        paths.append(Path(path))
+        path = Path(getattr(module, "path", module))
+        package = getattr(module, "package", "") or ""
+        paths.append((f"{package.replace('.', '/')}/{path.name}" if package else path.name, path))
     return paths
+
+
+def _shim_files(tree: Path, tree_provenance: Mapping[str, Any]) -> list[Path]:
+    """The stable track's shim modules prepare copied into the tree (upstream's old extension names)."""
+    from buildtool.prepare import META_DIR, SHIM_DIR
+
+    out = []
+    for name in tree_provenance.get("shims") or ():
+        path = tree / META_DIR / SHIM_DIR / name
+        if not path.is_file():
+            raise BuildError(f"the prepared tree lacks the shim {name} ({path})", hint="prepare the tree again")
+        out.append(path)
+    return out
 
 
 def _unit_seconds(result: Any) -> dict[str, float]:
@@ -491,7 +520,8 @@ def _prepare(project: Project, cell: Cell, options: BuildOptions, paths: CellPat
     paths.work.mkdir(parents=True, exist_ok=True)
     fresh = paths.work / "src.new"
     shutil.rmtree(fresh, ignore_errors=True)
-    prepared = prepare(project, cell.package, cell.version, cell.platform, fresh, mirror=options.source_mirror)
+    prepared = prepare(project, cell.package, cell.version, cell.platform, fresh, mirror=options.source_mirror,
+                       abi=cell.abi)
     new_prov = dict(prepared.provenance) if not isinstance(prepared.provenance, BaseModel) else \
         prepared.provenance.model_dump(mode="json")
     old_file = paths.tree / "provenance.json"

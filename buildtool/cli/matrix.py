@@ -20,10 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", type=Path, help="matrix file (default: the project's matrix.yaml)")
     p.add_argument("--profile", help="select the cells of a named profile")
     p.add_argument("--filter", action="append", default=[], metavar="AXIS=V[,V]",
-                   help="keep cells whose AXIS (platform, python, cuda, torch, package, tags) is one of the values")
+                   help="keep cells whose AXIS (platform, python, cuda, torch, package, tags, abi) is one of the values")
     p.add_argument("--format", choices=("table", "json", "github", "ids"), default="table")
     p.add_argument("--explain", metavar="CELL_ID", help="say why a cell is built or excluded")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles")
+    p.add_argument("--summary", action="store_true",
+                   help="cells and compile groups without and with the stable-ABI track, and what a new torch adds")
+    p.add_argument("--new-torch", metavar="MINOR", help="with --summary: the torch minor to add (default: the next one)")
     p.add_argument("--github-output", type=Path, metavar="FILE",
                    help="with --format github: also append count=, chunks=, matrix-N= and verify= lines to FILE "
                         "(GitHub Actions passes $GITHUB_OUTPUT); works on any file locally")
@@ -39,6 +42,25 @@ def write_github_output(path: Path, data: dict[str, Any]) -> None:
     lines += [f"matrix-{i}={json.dumps(m, separators=(',', ':'))}" for i, m in enumerate(data["matrices"])]
     with path.open("a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
+
+
+def _print_summary(matrix: Any, args: argparse.Namespace) -> int:
+    from buildtool.tracksummary import summarize
+
+    s = summarize(matrix, args.profile, args.new_torch)
+    if args.format == "json":
+        print_json(s.as_dict())
+        return 0
+    table = Table(title=f"stable-ABI track{f' (profile {args.profile})' if args.profile else ''}: "
+                        f"matrix.yaml has it {'on' if matrix.spec.stable_abi else 'off'}")
+    for col in ("", "cells", "compile groups", "stable-ABI cells", f"torch {s.next_torch} adds"):
+        table.add_column(col, justify="right")
+    table.add_row("full ABI only", str(s.full_only.cells), str(s.full_only.compile_groups), "0",
+                  str(s.next_torch_adds_full_only))
+    table.add_row("with the stable track", str(s.with_stable.cells), str(s.with_stable.compile_groups),
+                  str(s.with_stable.stable_cells), str(s.next_torch_adds_with_stable))
+    out.print(table)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(name, str(n), prof.description)
         out.print(table)
         return 0
+    if args.summary:
+        return _print_summary(matrix, args)
     if args.explain:
         built, reasons = matrix.explain(args.explain, expansion)
         if args.format == "json":
@@ -84,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         for c in cells:
             print(c.id)
     else:
-        table = Table(title=f"{len(cells)} cells" + (f" (profile {args.profile})" if args.profile else ""))
+        groups = len({c.compile_group for c in cells})
+        stable = sum(1 for c in cells if c.abi == "stable")
+        table = Table(title=f"{len(cells)} cells, {groups} compile groups" + (f", {stable} stable-ABI" if stable else "")
+                      + (f" (profile {args.profile})" if args.profile else ""))
         for col in ("id", "ABI", "C++", "archs", "triton"):
             table.add_column(col, overflow="fold")
         for c in cells:

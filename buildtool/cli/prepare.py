@@ -22,13 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, help="source cache (default: $BUILDTOOL_CACHE_DIR/sources or "
                                                   "$XDG_CACHE_HOME/buildtool/sources)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--abi", choices=("full", "stable"), default="full",
+                   help="ABI track: stable applies the stable-ABI patches and kernel specs (recipe stable_abi)")
     p.add_argument("--json", action="store_true", help="print the provenance as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     package, version = parse_package_spec(args.package)
-    tree = prepare(find_project(), package, version, args.platform, args.out, mirror=args.source_mirror,
+    tree = prepare(find_project(), package, version, args.platform, args.out, mirror=args.source_mirror, abi=args.abi,
                    cache_dir=args.cache_dir, force=args.force)
     prov = tree.provenance
     if args.json:

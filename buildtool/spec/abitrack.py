@@ -40,3 +40,12 @@ def stable_label(cuda: str) -> str:
 
 def limited_api_python_tag() -> str:
     return "cp" + LIMITED_API_PYTHON.replace(".", "")
+
+
+#: File stem of a stable-track library (``<package>/_C_stable.abi3.so``): it has no PyInit, so it is not
+#: imported but loaded with ``torch.ops.load_library``; the shim modules do that.
+STABLE_LIBRARY_STEM = "_C_stable"
+
+
+def is_stable_library(filename: str) -> bool:
+    return filename.split(".", 1)[0] == STABLE_LIBRARY_STEM

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.spec import yamlsrc
-from buildtool.spec.abitrack import LIMITED_API_PYTHON, AbiTrack, cuda_major, limited_api_python_tag
+from buildtool.spec.abitrack import LIMITED_API_PYTHON, TRACKS, AbiTrack, cuda_major, limited_api_python_tag
 from buildtool.spec.compat import PLATFORMS, Compat, load_compat, torch_minor
 from buildtool.spec.recipe import Recipe
 
@@ -89,8 +89,9 @@ class Selector(_Frozen):
     torch: tuple[str, ...] | None = None
     package: tuple[str, ...] | None = None
     tags: tuple[str, ...] | None = None
+    abi: tuple[AbiTrack, ...] | None = None
 
-    _t = field_validator("platform", "python", "cuda", "torch", "package", "tags", mode="before")(_as_tuple)
+    _t = field_validator("platform", "python", "cuda", "torch", "package", "tags", "abi", mode="before")(_as_tuple)
 
     @field_validator("platform")
     @classmethod
@@ -116,6 +117,8 @@ class Selector(_Frozen):
         if self.torch is not None and not (cell.torch in self.torch or cell.torch_minor in self.torch):
             return False
         if self.package is not None and not ({cell.package, f"{cell.package}=={cell.version}"} & set(self.package)):
+            return False
+        if self.abi is not None and cell.abi not in self.abi:
             return False
         return not (self.tags is not None and not set(self.tags) & set(cell.tags))
 
@@ -539,23 +542,23 @@ class Matrix:
     def stable_build_target(self, platform: str, major: str, floor: str) -> tuple[str, str, str] | None:
         """(python, cuda, torch) a stable-ABI cell of ``platform`` x CUDA ``major`` builds against, or None.
 
-        The toolkit is the newest CUDA minor of that major on the axes (its arch policy reaches the newest
-        GPUs; within a major the driver runs its SASS by minor-version compatibility). The torch is the newest
-        on the axes, >= the floor, with an official build of that major on ``platform`` whose CUDA minor is
-        <= the toolkit's (the toolkit compiles against its headers and libraries). The Python is the lowest
-        on the axes, >= 3.10, that this torch ships for (the library uses no Python header: any would do)."""
+        An official torch build, so the build env installs as for any cell: the CUDA is the newest minor of
+        that major on the axes that some torch >= the floor on the axes ships for ``platform`` (the newest
+        toolkit's arch policy reaches the newest GPUs; within a major the driver runs the SASS by minor-version
+        compatibility and libcudart.so.<major> comes with every torch of that major); the torch is the newest
+        such one. The Python is the lowest on the axes, >= 3.10, that this torch ships for (the library uses no
+        Python header: any would do)."""
         axes = self.spec.axes
         toolkits = sorted((c for c in axes.cuda if cuda_major(c) == major), key=Version, reverse=True)
         torches = sorted((t for t in axes.torch if Version(torch_minor(t)) >= Version(floor)), key=Version, reverse=True)
         for toolkit in toolkits:
             for torch in torches:
                 info = self.compat.torch_info(torch)
-                if info is None or platform not in info.platforms:
+                if info is None or platform not in info.platforms or toolkit not in info.cuda_for(platform):
                     continue
-                builds = [c for c in info.cuda_for(platform) if cuda_major(c) == major and Version(c) <= Version(toolkit)]
                 pythons = sorted((p for p in axes.python if p in info.python
                                   and Version(p) >= Version(LIMITED_API_PYTHON)), key=Version)
-                if builds and pythons:
+                if pythons:
                     return pythons[0], toolkit, torch
         return None
 
@@ -697,7 +700,7 @@ class Matrix:
                 axis = f.partition("=")[0].strip()
                 present = sorted({v for c in cells for v in _axis_values(c, axis)})
                 what = f'profile "{profile}"' if profile else "the matrix"
-                source = {"package": ("packages",), "tags": ("include",)}.get(axis, ("axes", axis))
+                source = {"package": ("packages",), "tags": ("include",), "abi": ("packages",)}.get(axis, ("axes", axis))
                 raise UserError(
                     f'--filter {f}: empty selection, no cell of {what} matches; {axis} values there: '
                     f"{allowed_list(present, limit=20)}",
@@ -824,6 +827,8 @@ def _axis_values(cell: Cell, axis: str) -> tuple[str, ...]:
         return (cell.package, f"{cell.package}=={cell.version}")
     if axis == "tags":
         return cell.tags
+    if axis == "abi":
+        return (cell.abi,)
     if axis == "torch":
         return (cell.torch, cell.torch_minor)
     return (str(getattr(cell, axis)),)
@@ -838,7 +843,7 @@ def _sort_key(c: Cell) -> tuple[Any, ...]:
             Version(c.version))
 
 
-_FILTER_KEYS = ("platform", "python", "cuda", "torch", "package", "tags")
+_FILTER_KEYS = ("platform", "python", "cuda", "torch", "package", "tags", "abi")
 
 
 def parse_filter(text: str) -> Selector:
@@ -850,6 +855,10 @@ def parse_filter(text: str) -> Selector:
     if key not in _FILTER_KEYS:
         raise UserError(f'unknown filter axis "{key}"{did_you_mean(key, _FILTER_KEYS)}; axes: {", ".join(_FILTER_KEYS)}')
     values = tuple(v.strip() for v in value.split(",") if v.strip())
+    if key == "abi":
+        for a in values:
+            if a not in TRACKS:
+                raise UserError(f'unknown ABI track "{a}"{did_you_mean(a, TRACKS)}; allowed: {", ".join(TRACKS)}')
     if key == "platform":
         for p in values:
             if p not in PLATFORMS:

@@ -36,6 +36,7 @@ class ElfInfo:
     version_needs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # library -> version names
     fatbin: tuple[FatbinEntry, ...] = ()
     has_fatbin_section: bool = False
+    undefined: tuple[str, ...] = ()  # dynamic symbols the library needs from others
 
     def max_version(self, prefix: str) -> tuple[int, ...] | None:
         """Highest required symbol version with this prefix, e.g. ('GLIBC_') -> (2, 34)."""
@@ -80,7 +81,8 @@ def read_elf(data: bytes) -> ElfInfo:
         raise ValueError("pyelftools could not parse it")
     fat = info.sections.get(FATBIN_SECTION)
     return ElfInfo(needed=info.needed, soname=info.soname, version_needs=info.version_needs,
-                   fatbin=tuple(read_fatbin(fat)) if fat is not None else (), has_fatbin_section=fat is not None)
+                   fatbin=tuple(read_fatbin(fat)) if fat is not None else (), has_fatbin_section=fat is not None,
+                   undefined=info.undefined)
 
 
 def read_fatbin(blob: bytes) -> list[FatbinEntry]:

@@ -51,6 +51,10 @@ def _matches(spec: str, wc: WheelContents) -> bool:
     return (prefix or None) == label_prefix and Version(wc.name.version) in SpecifierSet(rng)
 
 
+def _stable(wc: WheelContents) -> bool:
+    return bool(wc.name.label and wc.name.label.stable)
+
+
 def group_wheels(wheels: list[WheelContents], policy: VerifyPolicy | None = None) -> tuple[list[Group], list[CheckResult]]:
     """mamba-ssm wheels get the newest causal-conv1d wheel their pairing rule allows; leftover causal-conv1d
     wheels and selective-scan wheels form groups of their own. Unknown packages are reported as skipped."""
@@ -65,7 +69,9 @@ def group_wheels(wheels: list[WheelContents], policy: VerifyPolicy | None = None
         g = Group(f"{w.name.dist} {w.name.full_version}")
         g.wheels["mamba_ssm"] = w
         rule = next((p for p in policy.pairing if _matches(p.mamba, w)), None)
-        partner = next((c for c in convs if rule and Version(c.name.version) in SpecifierSet(rule.causal_conv1d)), None)
+        allowed = [c for c in convs if rule and Version(c.name.version) in SpecifierSet(rule.causal_conv1d)]
+        # A stable-ABI mamba-ssm pairs with a stable-ABI causal-conv1d (and full with full) when both are given.
+        partner = next((c for c in allowed if _stable(c) == _stable(w)), allowed[0] if allowed else None)
         if partner is not None:
             g.wheels["causal_conv1d"] = partner
             g.label += f" + causal_conv1d {partner.name.version}"

@@ -22,6 +22,7 @@ from typing import Any
 from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name
 
+from buildtool.spec.abitrack import is_stable_library
 from buildtool.errors import UserError
 from buildtool.verify.binaries import ElfInfo, is_elf, parse_symbol_version, read_elf
 from buildtool.verify.models import CheckResult, failed, passed, skipped
@@ -54,13 +55,20 @@ class WheelContents:
 
     @property
     def extension_modules(self) -> list[str]:
-        """Importable extension modules at the top level or in packages: 'causal_conv1d_cuda'."""
+        """Importable extension modules at the top level or in packages: 'causal_conv1d_cuda'. A stable-ABI
+        library is not importable (torch loads it): its shims, the wheel's top-level modules, stand for it."""
         mods = []
+        stable = False
         for n in self.elves:
             base = n.rsplit("/", 1)[-1]
             if ".libs/" in n or base.startswith("lib"):
                 continue
+            if is_stable_library(base):
+                stable = True
+                continue
             mods.append(n.split(".", 1)[0].replace("/", "."))
+        if stable:
+            mods += [n[:-3] for n in self.names if "/" not in n and n.endswith(".py")]
         return sorted(mods)
 
 
@@ -268,12 +276,13 @@ class TargetLibs:
         return cls(frozenset(names), ", ".join(str(r) for r in roots), version)
 
     def serves(self, wheel: WheelName) -> str | None:
-        """None when this torch is the wheel's target (same A.B, a CUDA build of the same major), else why not."""
+        """None when this torch is the wheel's target (same A.B, a CUDA build of the same major; stable ABI: any
+        torch of the same CUDA major, the floor being pip's business through Requires-Dist), else why not."""
         if wheel.label is None or self.torch_version is None:
             return None
         public, _, local = self.torch_version.partition("+")
         minor = ".".join(public.split(".")[:2])
-        if minor != wheel.label.torch:
+        if wheel.label.torch is not None and minor != wheel.label.torch:
             return f"the torch here is {self.torch_version}, the wheel targets torch {wheel.label.torch}"
         if local and not local.startswith(f"cu{wheel.label.cuda_major}"):
             return f"the torch here is {self.torch_version}, the wheel targets CUDA {wheel.label.cuda}"
@@ -457,11 +466,13 @@ def check_cuda_archs(wc: WheelContents, cuobjdump: str | None) -> CheckResult:
 
 def static_checks(path: Path, *, target: TargetLibs | None = None, cuobjdump: str | None = None) -> tuple[WheelContents | None, list[CheckResult]]:
     """All static checks of one wheel. A wheel that cannot be opened yields one failed row."""
+    from buildtool.verify import stableabi
+
     try:
         wc = open_wheel(path)
     except UserError as exc:
         return None, [failed(path.name, "open", exc.message)]
-    return wc, [
+    rows = [
         check_name_metadata_tags(wc),
         check_record(wc),
         check_provenance(wc),
@@ -469,3 +480,6 @@ def static_checks(path: Path, *, target: TargetLibs | None = None, cuobjdump: st
         check_glibc(wc),
         check_cuda_archs(wc, cuobjdump),
     ]
+    if stableabi.is_stable_wheel(wc):
+        rows += [stableabi.check_stable_symbols(wc), stableabi.check_abi3audit(wc, stableabi.find_abi3audit())]
+    return wc, rows

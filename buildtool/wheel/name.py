@@ -2,7 +2,8 @@
 
 The label goes into the file name AND into METADATA's Version (upstream puts it only in the name, so
 pip refuses their wheels from an index). Upstream's own wheels use the CUDA major only (`cu12`); both
-forms parse.
+forms parse. Stable-ABI wheels (one per CUDA major, every torch >= the floor) carry `+cu{X}stable`: the
+CUDA major and the track, no torch minor (`causal_conv1d-1.7.0+cu13stable-cp310-abi3-linux_x86_64.whl`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ _LABEL = re.compile(
     r"^(?:(?P<prefix>[a-z][a-z0-9]*)\.)?cu(?P<cuda>\d{2,4})torch(?P<torch>\d+\.\d+)cxx11abi(?P<abi>true|false)$",
     re.IGNORECASE,
 )
+_STABLE_LABEL = re.compile(r"^(?:(?P<prefix>[a-z][a-z0-9]*)\.)?cu(?P<cuda>\d{2})stable$", re.IGNORECASE)
 
 
 def cuda_from_tag(digits: str) -> str:
@@ -28,22 +30,32 @@ def cuda_from_tag(digits: str) -> str:
     return f"{int(digits[:2])}.{digits[2:]}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class LocalLabel:
+    """Full ABI: CUDA, torch minor and C++11 ABI. Stable ABI (``stable=True``): the CUDA major only;
+    ``torch`` and ``cxx11_abi`` are None (the wheel serves every torch >= its Requires-Dist floor)."""
+
     cuda: str
-    torch: str
-    cxx11_abi: bool
+    torch: str | None
+    cxx11_abi: bool | None
     prefix: str | None = None
+    stable: bool = False
 
     def __str__(self) -> str:
         pre = f"{self.prefix}." if self.prefix else ""
+        if self.stable:
+            return f"{pre}cu{self.cuda.split('.')[0]}stable"
         return f"{pre}cu{self.cuda.replace('.', '')}torch{self.torch}cxx11abi{'TRUE' if self.cxx11_abi else 'FALSE'}"
 
     @classmethod
     def parse(cls, text: str) -> LocalLabel:
+        s = _STABLE_LABEL.match(text)
+        if s:
+            return cls(cuda=str(int(s["cuda"])), torch=None, cxx11_abi=None,
+                       prefix=s["prefix"].lower() if s["prefix"] else None, stable=True)
         m = _LABEL.match(text)
         if not m:
-            raise ValueError(f'local label "{text}" is not like cu124torch2.4cxx11abiFALSE')
+            raise ValueError(f'local label "{text}" is not like cu124torch2.4cxx11abiFALSE or cu13stable')
         return cls(
             cuda=cuda_from_tag(m["cuda"]), torch=m["torch"], cxx11_abi=m["abi"].upper() == "TRUE",
             prefix=m["prefix"].lower() if m["prefix"] else None,
@@ -109,9 +121,11 @@ class WheelName:
 
     @classmethod
     def for_cell(cls, dist: str, version: str, *, cuda: str, torch_minor: str, cxx11_abi: bool,
-                 python_tag: str, platform_tag: str, prefix: str | None = None) -> WheelName:
+                 python_tag: str, platform_tag: str, prefix: str | None = None, stable: bool = False) -> WheelName:
+        """Full ABI: ``cp311-cp311`` and the full label; ``stable``: ``<python_tag>-abi3`` and ``cu<major>stable``."""
+        label = LocalLabel(cuda=cuda.split(".")[0], torch=None, cxx11_abi=None, prefix=prefix or None, stable=True) \
+            if stable else LocalLabel(cuda=cuda, torch=torch_minor, cxx11_abi=cxx11_abi, prefix=prefix or None)
         return cls(
-            dist=re.sub(r"[-_.]+", "_", dist).lower(), version=version,
-            label=LocalLabel(cuda=cuda, torch=torch_minor, cxx11_abi=cxx11_abi, prefix=prefix or None),
-            python_tag=python_tag, abi_tag=python_tag, platform_tag=platform_tag,
+            dist=re.sub(r"[-_.]+", "_", dist).lower(), version=version, label=label,
+            python_tag=python_tag, abi_tag="abi3" if stable else python_tag, platform_tag=platform_tag,
         )

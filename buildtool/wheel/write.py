@@ -24,6 +24,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from buildtool import __version__
+from buildtool.spec.abitrack import LIMITED_API_PYTHON
 from buildtool.errors import BuildError, UserError
 from buildtool.spec.matrix import Cell
 from buildtool.spec.recipe import Recipe, RecipeVersion
@@ -79,13 +80,17 @@ def wheel_name_for(recipe: Recipe, cell: Cell, platform_tag: str) -> WheelName:
     return WheelName.for_cell(
         recipe.dist, cell.version, cuda=cell.cuda, torch_minor=cell.torch_minor, cxx11_abi=cell.cxx11_abi,
         python_tag=cell.python_tag, platform_tag=platform_tag, prefix=recipe.local_prefix or None,
+        stable=cell.abi == "stable",
     )
 
 
 def requirements(version: RecipeVersion, cell: Cell) -> list[str]:
-    """torch pinned to the cell's minor (installing a kernel must never replace torch), the recipe's
-    requirements as written, and the cell's triton behind an OS marker."""
-    reqs = [f"torch=={cell.torch_minor}.*"]
+    """torch pinned to the cell's minor (installing a kernel must never replace torch) -- on the stable
+    track torch >= the floor, which any torch the wheel serves already satisfies --, the recipe's
+    requirements as written, and the cell's triton behind an OS marker (stable track: unpinned, so no torch's
+    own triton pin is ever contradicted). The CUDA major cannot be expressed here (PyPI's torch versions carry
+    no CUDA); resolve, install and doctor refuse a wheel whose CUDA major differs from torch's."""
+    reqs = [f"torch>={cell.torch_floor}" if cell.abi == "stable" else f"torch=={cell.torch_minor}.*"]
     for text in version.requires:
         try:
             Requirement(text)
@@ -117,7 +122,7 @@ def metadata_text(recipe: Recipe, version: RecipeVersion, cell: Cell, full_versi
         f"Summary: {recipe.summary}",
         f"Home-page: {recipe.homepage}",
         f"License: {recipe.license}",
-        f"Requires-Python: =={cell.python}.*",
+        f"Requires-Python: >={LIMITED_API_PYTHON}" if cell.abi == "stable" else f"Requires-Python: =={cell.python}.*",
     ]
     lines += [f"Requires-Dist: {r}" for r in requirements(version, cell)]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from buildtool.binary.elf import torch_symbols
+from buildtool.spec.abitrack import is_stable_library
 from buildtool.spec.compat import load_compat
 from buildtool.user.doctor.context import DIST_EXTENSIONS, Context, demangle
 from buildtool.user.doctor.model import Finding, Status
@@ -76,7 +77,8 @@ def torch_symbols_resolved(ctx: Context) -> Finding:
             problems.append(f"{ext.path.name}: {len(missing)} libtorch symbol(s) torch {ctx.torch.version} does not "
                             f"export, e.g. {demangle(missing[:1])[0]} ({missing[0]})")
     mismatched = [f"{n} {ctx.version(n)} is labelled torch{lab.torch}, installed torch is {ctx.torch.version}"
-                  for n in ctx.kernel_dists() if (lab := ctx.label(n)) and lab.torch != ctx.torch.minor]
+                  for n in ctx.kernel_dists() if (lab := ctx.label(n)) and lab.torch is not None
+                  and lab.torch != ctx.torch.minor]
     if problems or mismatched:
         return fail("; ".join(problems + mismatched))
     if not checked:
@@ -108,7 +110,7 @@ def cxx11_abi_matches(ctx: Context) -> Finding:
                             f"{demangle(bad[:1])[0]}), torch._C._GLIBCXX_USE_CXX11_ABI is True")
     for n in ctx.kernel_dists():
         lab = ctx.label(n)
-        if lab and abi is not None and lab.cxx11_abi != abi:
+        if lab and abi is not None and lab.cxx11_abi is not None and lab.cxx11_abi != abi:
             problems.append(f"{n} {ctx.version(n)} is labelled cxx11abi{'TRUE' if lab.cxx11_abi else 'FALSE'}, "
                             f"torch's flag is {abi}")
     if problems:
@@ -146,17 +148,21 @@ def extensions_import(ctx: Context) -> Finding:
     """Import every installed kernel extension in a subprocess (after torch): the error text is the evidence."""
     if (early := _no_torch(ctx)) or (early := _no_extensions(ctx)):
         return early
-    modules = sorted({e.module for e in ctx.extensions if e.path.exists()})
+    modules = sorted({e.module for e in ctx.extensions if e.path.exists() and not is_stable_library(e.path.name)})
+    # Stable-ABI libraries have no PyInit: torch loads them (and registers their ops), as their shims do.
+    libraries = sorted({str(e.path) for e in ctx.extensions if e.path.exists() and is_stable_library(e.path.name)})
     failures = []
-    for m in modules:
-        proc = subprocess.run([ctx.py.executable, "-c", f"import torch\nimport {m}"], capture_output=True, text=True,
+    for m in [*modules, *libraries]:
+        code = f"import torch\ntorch.ops.load_library({m!r})" if m in libraries else f"import torch\nimport {m}"
+        proc = subprocess.run([ctx.py.executable, "-c", code], capture_output=True, text=True,
                               timeout=300, cwd=ctx.cwd)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             failures.append(f"{m}: {last[:300]}")
     if failures:
         return fail("; ".join(failures))
-    return ok(f"imported {', '.join(modules)}")
+    return ok(f"imported {', '.join(modules)}" + (f"; loaded {', '.join(Path(x).name for x in libraries)}"
+                                                  if libraries else ""))
 
 
 # ---------------------------------------------------------------- what is installed (F04-F06, F15-F19, F36)

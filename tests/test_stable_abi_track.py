@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.spec.abitrack import torch_target_version
 from buildtool.errors import UserError
+from buildtool.spec.abitrack import torch_target_version
 from buildtool.spec.kernelspec import KernelSpec, TargetFacts, resolve
 from buildtool.spec.matrix import Cell, Matrix, load_matrix, parse_filter
 from buildtool.spec.recipe import Recipe, StableAbi
-from buildtool.tracksummary import summarize
+from buildtool.spec.tracksummary import summarize
 from buildtool.verify.binaries import ElfInfo
 from buildtool.verify.stableabi import check_stable_symbols
 from buildtool.verify.static import WheelContents
-from buildtool.wheel.write import metadata_text, requirements, wheel_name_for
 from buildtool.wheel.name import LocalLabel, WheelName
+from buildtool.wheel.write import metadata_text, requirements, wheel_name_for
 
 REPO = Path(__file__).resolve().parents[1]
 FLOOR = "2.10"
@@ -122,8 +122,9 @@ def test_stable_cells_one_per_platform_and_cuda_major(matrix: Matrix) -> None:
         for pkg in ("causal-conv1d", "mamba-ssm") if not (p == "windows-x86_64" and pkg == "mamba-ssm"))
     lin13 = next(c for c in cells if c.platform == "linux-x86_64" and c.cuda_major == "13" and c.package == "causal-conv1d")
     # newest CUDA-13 toolkit on the axes, newest torch on the axes with a CUDA-13 build, lowest Python >= 3.10
-    assert (lin13.cuda, lin13.torch, lin13.python, lin13.torch_floor) == ("13.2", "2.13.0", "3.10", FLOOR)
-    assert lin13.id == "linux-x86_64-abi3-cu132-torch2.13-causal-conv1d-1.7.0"
+    # (torch 2.15 ships for CPython 3.11-3.15)
+    assert (lin13.cuda, lin13.torch, lin13.python, lin13.torch_floor) == ("13.2", "2.15.0", "3.11", FLOOR)
+    assert lin13.id == "linux-x86_64-abi3-cu132-torch2.15-causal-conv1d-1.7.0"
     assert lin13.python_tag == "cp310" and lin13.abi_tag == "abi3" and lin13.triton == "triton"
     lin12 = next(c for c in cells if c.platform == "linux-x86_64" and c.cuda_major == "12" and c.package == "mamba-ssm")
     # CUDA 12.9 has no torch >= 2.10 build on the axes; 12.8 has (torch 2.11), and its arch policy reaches Blackwell
@@ -144,7 +145,7 @@ def test_full_cells_at_or_above_the_floor_are_served_by_the_stable_track(matrix:
 
 def test_explain_names_the_track(matrix: Matrix) -> None:
     exp = matrix.expand()
-    _, stable = matrix.explain("linux-x86_64-abi3-cu132-torch2.13-mamba-ssm-2.3.2.post1", exp)
+    _, stable = matrix.explain("linux-x86_64-abi3-cu132-torch2.15-mamba-ssm-2.3.2.post1", exp)
     assert any(r.startswith("track: stable ABI: serves every torch >= 2.10 built with CUDA 13.x") for r in stable)
     _, below = matrix.explain("linux-x86_64-cp311-cu126-torch2.9-causal-conv1d-1.7.0", exp)
     assert any("track: full ABI: torch 2.9 is below the stable floor 2.10" in r for r in below)
@@ -165,7 +166,8 @@ def test_blocked_package_stays_full_and_explain_says_which_api(matrix: Matrix) -
 
 def test_summary_before_after_and_a_new_torch_adds_no_stable_cell(matrix: Matrix) -> None:
     s = summarize(matrix, "release", "2.16")
-    assert s.full_only.cells == 504 and s.full_only.compile_groups == 118
+    before = matrix.select(matrix.expand(stable_abi=False), "release")
+    assert s.full_only.cells == len(before) and s.full_only.compile_groups == len({c.compile_group for c in before})
     assert s.with_stable.stable_cells == 10
     assert s.with_stable.cells < s.full_only.cells and s.with_stable.compile_groups < s.full_only.compile_groups
     assert s.next_torch_adds_full_only > 0

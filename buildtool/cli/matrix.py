@@ -45,7 +45,7 @@ def write_github_output(path: Path, data: dict[str, Any]) -> None:
 
 
 def _print_summary(matrix: Any, args: argparse.Namespace) -> int:
-    from buildtool.tracksummary import summarize
+    from buildtool.spec.tracksummary import summarize
 
     s = summarize(matrix, args.profile, args.new_torch)
     if args.format == "json":

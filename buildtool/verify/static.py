@@ -22,8 +22,8 @@ from typing import Any
 from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name
 
-from buildtool.spec.abitrack import is_stable_library
 from buildtool.errors import UserError
+from buildtool.spec.abitrack import is_stable_library
 from buildtool.verify.binaries import ElfInfo, is_elf, parse_symbol_version, read_elf
 from buildtool.verify.models import CheckResult, failed, passed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy

@@ -24,8 +24,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from buildtool import __version__
-from buildtool.spec.abitrack import LIMITED_API_PYTHON
 from buildtool.errors import BuildError, UserError
+from buildtool.spec.abitrack import LIMITED_API_PYTHON
 from buildtool.spec.matrix import Cell
 from buildtool.spec.recipe import Recipe, RecipeVersion
 from buildtool.wheel.name import WheelName

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from buildtool.errors import UserError
-from buildtool.verify import gpu
+from buildtool.verify import gpu, stableabi
 from buildtool.verify.models import CheckResult, Environment, Report, failed, skipped
 from buildtool.verify.static import TargetLibs, WheelContents, find_cuobjdump, static_checks
 
@@ -45,11 +45,14 @@ def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Repor
     wheels = collect_wheels(paths)
     target = TargetLibs.discover()
     cuobjdump = find_cuobjdump()
+    abi3audit = stableabi.find_abi3audit()
     results: list[CheckResult] = []
     contents: list[WheelContents] = []
     for w in wheels:
         wc, rows = static_checks(w, target=target, cuobjdump=cuobjdump)
         results.extend(rows)
+        if wc is not None and stableabi.is_stable_wheel(wc):
+            results += [stableabi.check_stable_symbols(wc), stableabi.check_abi3audit(wc, abi3audit)]
         if wc is not None:
             contents.append(wc)
     env = Environment(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), host_python=sys.version.split()[0],

@@ -465,9 +465,8 @@ def check_cuda_archs(wc: WheelContents, cuobjdump: str | None) -> CheckResult:
 
 
 def static_checks(path: Path, *, target: TargetLibs | None = None, cuobjdump: str | None = None) -> tuple[WheelContents | None, list[CheckResult]]:
-    """All static checks of one wheel. A wheel that cannot be opened yields one failed row."""
-    from buildtool.verify import stableabi
-
+    """All static checks of one wheel (stable-ABI wheels: verify.stableabi adds its own). A wheel that cannot
+    be opened yields one failed row."""
     try:
         wc = open_wheel(path)
     except UserError as exc:
@@ -480,6 +479,4 @@ def static_checks(path: Path, *, target: TargetLibs | None = None, cuobjdump: st
         check_glibc(wc),
         check_cuda_archs(wc, cuobjdump),
     ]
-    if stableabi.is_stable_wheel(wc):
-        rows += [stableabi.check_stable_symbols(wc), stableabi.check_abi3audit(wc, stableabi.find_abi3audit())]
     return wc, rows

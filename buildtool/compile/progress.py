@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import signal
 import subprocess
 import threading
 import time
@@ -37,6 +36,7 @@ from rich.progress import (
 from rich.text import Text
 
 from buildtool.console import err
+from buildtool.procgroup import spawn_guarded
 
 STATUS_MARK = "@@buildtool "
 
@@ -113,10 +113,10 @@ class NinjaProgress:
         for obj in self.units:  # stale markers from an earlier run would show TUs as running
             with contextlib.suppress(FileNotFoundError):
                 os.remove(obj + ".start")
-        proc = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-            env=dict(env), bufsize=1, start_new_session=(os.name != "nt"),
-        )
+        # ninja and its compilers: one process group that dies with buildtool, SIGKILL included
+        guarded = spawn_guarded(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", bufsize=1)
+        proc = guarded.proc
         assert proc.stdout is not None
         reader = threading.Thread(target=self._reader, args=(proc.stdout,), daemon=True)
         reader.start()
@@ -125,10 +125,11 @@ class NinjaProgress:
                 self._loop_live(proc)
             else:
                 self._loop_plain(proc)
-        except KeyboardInterrupt:
-            _terminate(proc)
+        except BaseException:
+            guarded.terminate()
             raise
         code = proc.wait()
+        guarded.finish()
         reader.join(timeout=5)
         self.log.write(f"# ninja exited with {code}\n")
         self.log.flush()
@@ -245,19 +246,6 @@ class NinjaProgress:
                     for task in tasks.values():
                         bar.remove_task(task)
                     return
-
-
-def _terminate(proc: subprocess.Popen[str]) -> None:
-    """Stop ninja and the compilers it started (its own process group on POSIX)."""
-    try:
-        if os.name != "nt":
-            os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            proc.terminate()
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired, OSError):
-        with contextlib.suppress(OSError):
-            proc.kill()
 
 
 def marker_path(obj: Path | str) -> str:

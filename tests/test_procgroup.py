@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.build import CellLock
+from buildtool.build.cell import CellLock
 from buildtool.errors import BuildError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; POSIX process groups")
@@ -44,9 +44,9 @@ with open(marker + ".calls", "a") as f:
 DRIVER = """
 import os, sys
 from pathlib import Path
-from buildtool.build import CellLock
-from buildtool.compile import ninja_binary
-from buildtool.progress import NinjaProgress
+from buildtool.build.cell import CellLock
+from buildtool.compile.modules import ninja_binary
+from buildtool.compile.progress import NinjaProgress
 work, marker, slowcc = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 lock = CellLock(work)
 objs = work / "objects"

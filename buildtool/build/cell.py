@@ -499,7 +499,7 @@ class CellLock:
         self.handle.truncate()
         self.handle.write(f"pid {os.getpid()}\n")
         self.handle.flush()
-        from buildtool.procgroup import hold_in_children
+        from buildtool.compile.procgroup import hold_in_children
 
         self._held.enter_context(hold_in_children(self.handle.fileno()))
 

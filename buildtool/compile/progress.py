@@ -35,8 +35,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from buildtool.compile.procgroup import spawn_guarded
 from buildtool.console import err
-from buildtool.procgroup import spawn_guarded
 
 STATUS_MARK = "@@buildtool "
 

@@ -202,8 +202,9 @@ def test_every_project_patch_parses_with_a_complete_header() -> None:
     for p in patches:
         assert p.package in recipes, f"{p.name}: no recipe named {p.package}"
         assert p.header.fixes.strip() and p.header.upstream.strip() and p.header.reference
-        assert any(p.applies_to(v.version, pl) for v in recipes[p.package].versions
-                   for pl in ("linux-x86_64", "windows-x86_64")), f"{p.name} claims no recipe version"
+        assert any(p.applies_to(v.version, pl, abi) for v in recipes[p.package].versions
+                   for pl in ("linux-x86_64", "windows-x86_64") for abi in ("full", "stable")), \
+            f"{p.name} claims no recipe version"
         text = (REPO / "patches" / p.name).read_text()
         assert "\nindex " not in text, f"{p.name}: trim git's index lines"
 

@@ -45,12 +45,12 @@ def _record_hash(data: bytes) -> str:
 def make_wheel(
     out_dir: Path, name: str, version: str, *, python_tag: str = "cp311", platform_tag: str = "linux_x86_64",
     files: Mapping[str, bytes | str] | None = None, requires: tuple[str, ...] = (), requires_python: str = ">=3.9",
-    provenance: dict[str, object] | None = None, metadata_version: str | None = None,
+    provenance: dict[str, object] | None = None, metadata_version: str | None = None, abi_tag: str | None = None,
 ) -> Path:
     """Write a real wheel. ``version`` is the full version (with the +label); ``metadata_version``
     lets a test write an upstream-style wheel whose METADATA lacks the label (F40)."""
     dist = name.replace("-", "_").lower()
-    abi = "none" if python_tag.startswith("py") else python_tag
+    abi = abi_tag or ("none" if python_tag.startswith("py") else python_tag)
     filename = f"{dist}-{version}-{python_tag}-{abi}-{platform_tag}.whl"
     info = f"{dist}-{metadata_version or version}.dist-info"
     meta_lines = [

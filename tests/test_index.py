@@ -155,3 +155,120 @@ def test_files_url_links_external_wheels(dist: Path, tmp_path: Path) -> None:
     assert "data-dist-info-metadata" not in page  # no <href>.metadata on the release host
     m = json.loads((out / "manifest.json").read_text())
     assert all(w["url"].startswith("https://releases.example/v1/") for w in m["wheels"])
+
+
+# ---------------------------------------------------------------- channels (DESIGN decision 8)
+@pytest.fixture(scope="module")
+def channel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cdist")
+    for minor in ("2.13", "2.14"):
+        make_wheel(d, "tiny-kernel", f"1.0.0+{label(minor)}", files={"tiny_kernel/__init__.py": ""},
+                   requires=(f"torch=={minor}.*",))
+    make_wheel(d, "tiny-kernel", f"1.0.0+{label('2.6', '12.4', False)}", files={"tiny_kernel/__init__.py": ""},
+               requires=("torch==2.6.*",))
+    make_wheel(d, "tiny-kernel", "1.0.0+cu13stable", python_tag="cp310", abi_tag="abi3",
+               platform_tag="manylinux_2_28_x86_64", files={"tiny_kernel/__init__.py": ""}, requires=("torch>=2.10",))
+    make_wheel(d, "tiny-helper", "0.1", python_tag="py3", platform_tag="any", files={"tiny_helper.py": ""})
+    out = tmp_path_factory.mktemp("csite")
+    proc = buildtool("index", str(d), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_one_channel_per_cuda_and_torch_minor_and_per_cuda_major_for_stable(channel_site: Path) -> None:
+    manifest = json.loads((channel_site / "manifest.json").read_text())
+    channels = {c["id"]: c for c in manifest["channels"]}
+    assert set(channels) == {"cu130-torch2.13", "cu130-torch2.14", "cu124-torch2.6-cxx11abiFALSE", "cu13-stable"}
+    assert channels["cu13-stable"]["kind"] == "stable" and channels["cu13-stable"]["cuda"] == "13"
+    assert channels["cu130-torch2.14"]["url"] == "channels/cu130-torch2.14/"
+    by_file = {w["filename"]: w["channel"] for w in manifest["wheels"]}
+    assert by_file["tiny_kernel-1.0.0+cu13stable-cp310-abi3-manylinux_2_28_x86_64.whl"] == "cu13-stable"
+    assert by_file["tiny_helper-0.1-py3-none-any.whl"] is None
+    for cid in channels:
+        page = (channel_site / "channels" / cid / "tiny-kernel" / "index.html").read_text()
+        files = re.findall(r">([^<]+\.whl)<", page)
+        assert len(files) == 1 and by_file[files[0]] == cid       # never two torch pins in one channel
+        assert re.search(r'href="\.\./\.\./\.\./files/tiny_kernel-[^"]+#sha256=[0-9a-f]{64}"', page)
+        assert (channel_site / "channels" / cid / "tiny-helper" / "index.html").exists()   # unlabelled: everywhere
+        assert json.loads((channel_site / "channels" / cid / "tiny-kernel" / "index.json").read_text())["files"]
+    assert "cu13-stable" in (channel_site / "channels" / "index.html").read_text()
+
+
+def _pip_download(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "pip", "download", "--no-deps", "--dest", str(tmp), "--python-version", "3.11",
+                           "--platform", "manylinux_2_28_x86_64", "--platform", "linux_x86_64", "--only-binary", ":all:",
+                           *args], capture_output=True, text=True, env=clean_env())
+
+
+def test_pip_through_a_channel_gets_that_channels_torch_pin(channel_site: Path, tmp_path: Path) -> None:
+    """The all-in-one index offers every label and pip takes the highest; a channel offers one torch pin."""
+    with serve(channel_site) as url:
+        proc = _pip_download(tmp_path / "all", "--index-url", url + "/simple/", "tiny-kernel")
+        assert proc.returncode == 0, proc.stderr
+        (got,) = [p.name for p in (tmp_path / "all").glob("*.whl")]
+        assert "torch2.13" not in got          # the highest label (cu13stable > cu130torch2.14), whatever torch is installed
+        proc = _pip_download(tmp_path / "c", "--index-url", url + "/channels/cu130-torch2.13/", "tiny-kernel")
+        assert proc.returncode == 0, proc.stderr
+        assert [p.name for p in (tmp_path / "c").glob("*.whl")] == [
+            "tiny_kernel-1.0.0+cu130torch2.13cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"]
+        proc = _pip_download(tmp_path / "s", "--index-url", url + "/channels/cu13-stable/", "tiny-kernel")
+        assert proc.returncode == 0, proc.stderr
+        assert [p.name for p in (tmp_path / "s").glob("*.whl")] == [
+            "tiny_kernel-1.0.0+cu13stable-cp310-abi3-manylinux_2_28_x86_64.whl"]
+
+
+@pytest.mark.parametrize("where", ["/", "/index.html", "/files/"])
+def test_find_links_on_site_root_and_files(channel_site: Path, tmp_path: Path, where: str) -> None:
+    with serve(channel_site) as url:
+        proc = _pip_download(tmp_path, "--no-index", "--find-links", url + where,
+                             "tiny-kernel==1.0.0+cu130torch2.13cxx11abiTRUE")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(list(tmp_path.glob("tiny_kernel-1.0.0+cu130torch2.13*.whl"))) == 1
+
+
+# ---------------------------------------------------------------- damaged wheels
+def _damaged(tmp: Path, how: str) -> Path:
+    w = make_wheel(tmp / "d", "tiny-kernel", f"1.0.0+{label('2.14')}",
+                   files={"tiny_kernel/__init__.py": "X = 1\n" * 2000, "tiny_kernel/big.py": "Y = 2\n" * 4000})
+    data = bytearray(w.read_bytes())
+    if how == "truncated":
+        w.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # flip bytes inside the first member's compressed data: the zip directory stays intact
+        start = data.index(b"tiny_kernel/__init__.py") + 40
+        data[start:start + 16] = bytes(b ^ 0xFF for b in data[start:start + 16])
+        w.write_bytes(bytes(data))
+    return w
+
+
+@pytest.mark.parametrize(("how", "words"), [("truncated", "not a zip archive"), ("corrupt", "tiny_kernel/__init__.py")])
+def test_damaged_wheel_is_a_clear_error(tmp_path: Path, how: str, words: str) -> None:
+    w = _damaged(tmp_path, how)
+    proc = buildtool("index", str(w.parent), "--out", str(tmp_path / "site"))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "not a readable wheel (damaged)" in proc.stderr and w.name in proc.stderr and words in proc.stderr
+
+
+def test_verify_reports_a_damaged_wheel_without_traceback(tmp_path: Path) -> None:
+    from buildtool.verify.static import static_checks
+
+    w = _damaged(tmp_path, "corrupt")
+    wc, results = static_checks(w)
+    assert wc is None and results[0].result == "fail"
+    assert "not a readable wheel (damaged)" in results[0].detail and "tiny_kernel/__init__.py" in results[0].detail
+
+
+@pytest.mark.parametrize(("torch", "cuda", "channel"), [
+    ("2.13.0", "13.0", "cu130-torch2.13"), ("2.14.1", "13.0", "cu130-torch2.14"), ("2.15.0", "13.2", "cu13-stable")])
+def test_resolve_explain_prints_the_channel_of_the_environment(channel_site: Path, torch: str, cuda: str,
+                                                               channel: str) -> None:
+    with serve(channel_site) as url:
+        args = ("resolve", "tiny-kernel", "--index", url, "--torch", torch, "--cuda", cuda, "--abi", "TRUE",
+                "--python-tag", "cp311", "--platform", "linux-x86_64", "--glibc", "2.36", "--no-host")
+        proc = buildtool(*args, "--explain")
+        data = json.loads(buildtool(*args, "--json").stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"channel for this environment: {url}/channels/{channel}/" in proc.stdout
+    assert f"pip install --only-binary tiny-kernel --index-url {url}/channels/{channel}/" in proc.stdout
+    assert data["channel_url"] == f"{url}/channels/{channel}/"
+    assert data["commands"]["uv"].endswith(f"--extra-index-url {url}/channels/{channel}/ tiny-kernel torch=={torch}")

@@ -36,7 +36,14 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(w.package, w.version, w.python_tag, w.platform, " ".join(w.archs) or "?", w.min_glibc or "-",
                       f"{w.size / 1e6:.1f} MB")
     out.print(table)
-    index = manifest.index_url if manifest.base_url else "<URL where SITE is served>/simple/"
-    out.print(f"install: pip install \"<pkg>==<version+label>\" --extra-index-url {index}  (page: index.html)",
+    site = manifest.base_url + "/" if manifest.base_url else "<URL where SITE is served>/"
+    channels = Table(title="channels: one index per torch pin (give pip/uv the one of your torch)")
+    for col in ("channel", "torch", "CUDA", "packages", "--index-url"):
+        channels.add_column(col, overflow="fold")
+    for c in manifest.channels:
+        channels.add_row(c.id, "stable ABI" if c.kind == "stable" else str(c.torch), c.cuda, ", ".join(c.packages),
+                         c.url if "://" in c.url else site + c.url)
+    out.print(channels)
+    out.print(f"`buildtool install <pkg> --index {site}` picks for an environment; the page: {site}index.html",
               highlight=False)
     return 0

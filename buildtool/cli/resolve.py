@@ -9,8 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from buildtool.console import out, print_json
+from buildtool.user.commands import channel_commands
 from buildtool.user.envinfo import Environment, HostInfo, probe_host, probe_python
-from buildtool.user.resolve import Target, load_manifest, resolve
+from buildtool.user.resolve import Target, channel_url, load_manifest, resolve
 
 
 def add_target_args(p: argparse.ArgumentParser) -> None:
@@ -54,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
     manifest, base = load_manifest(args.index, args.manifest)
     _, target = target_from_args(args)
     res = resolve(args.requirement, manifest.wheels, target)
+    channel = channel_url(manifest, base, res.chosen) if res.chosen else None
+    commands = channel_commands(res.chosen.package, channel, torch=target.torch) if res.chosen and channel else []
     if args.json:
         data = res.summary()
         data["url"] = (res.chosen.url if "://" in res.chosen.url else base + res.chosen.url) if res.chosen else None
+        data["channel_url"] = channel
+        data["commands"] = {f"{c.installer}{'' if c.with_pypi else '-channel-only'}": c.line() for c in commands}
         print_json(data)
         return 0 if res.chosen else 1
     t = target
@@ -66,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if res.chosen:
         out.print(f"[green]match[/]: {escape(res.chosen.filename)}")
         out.print(f"  {escape(res.chosen.url if '://' in res.chosen.url else base + res.chosen.url)}", highlight=False)
+        if channel:
+            out.print(f"channel for this environment: {escape(channel)}", highlight=False)
+            for c in commands:
+                if c.with_pypi:
+                    out.print(f"  {escape(c.line())}", highlight=False, soft_wrap=True)
     else:
         out.print(f"[red]no wheel of {escape(args.requirement)} fits this environment[/]")
     for n in res.notes:

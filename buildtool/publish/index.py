@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -70,6 +70,7 @@ class WheelRecord(BaseModel):
     sha256: str
     size: int
     provenance: dict[str, Any] | None = None
+    channel: str | None = None        # the channel (sub-index) that serves it; None: every channel
 
     @property
     def cuda_major(self) -> int | None:
@@ -78,6 +79,31 @@ class WheelRecord(BaseModel):
     @property
     def parsed_version(self) -> Version:
         return Version(self.version)
+
+
+class Channel(BaseModel):
+    """One sub-index in which no two wheels of a package pin different torch minors (DESIGN decision 8):
+    a full-ABI channel per (CUDA, torch minor[, old C++ ABI]), a stable-ABI channel per CUDA major."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str                           # cu130-torch2.14, cu124-torch2.6-cxx11abiFALSE, cu13-stable
+    kind: Literal["full", "stable"]
+    cuda: str
+    torch: str | None                 # torch minor (full ABI); None for stable
+    cxx11_abi: bool | None
+    url: str                          # the PEP 503 root (--index-url), absolute when --base-url was given
+    packages: tuple[str, ...]
+
+
+def channel_id(record: WheelRecord) -> str | None:
+    """The channel of a wheel; None for a wheel without a CUDA label (served in every channel)."""
+    if record.cuda is None:
+        return None
+    if record.torch is None:
+        return f"cu{record.cuda_major}-stable"
+    abi = "-cxx11abiFALSE" if record.cxx11_abi is False else ""
+    return f"cu{record.cuda.replace('.', '')}-torch{record.torch}{abi}"
 
 
 class Manifest(BaseModel):
@@ -89,6 +115,10 @@ class Manifest(BaseModel):
     base_url: str
     index_url: str
     wheels: tuple[WheelRecord, ...]
+    channels: tuple[Channel, ...] = ()
+
+    def channel(self, channel_id: str | None) -> Channel | None:
+        return next((c for c in self.channels if c.id == channel_id), None)
 
     def packages(self) -> list[str]:
         return sorted({w.package for w in self.wheels})
@@ -190,10 +220,10 @@ def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
 
 
 # ---------------------------------------------------------------- writing the site
-def _project_page(project: str, records: list[WheelRecord], meta_sha: dict[str, str]) -> str:
+def _project_page(project: str, records: list[WheelRecord], meta_sha: dict[str, str], depth: int = 2) -> str:
     rows = []
     for r in records:
-        href = f"{_href(r.url)}#sha256={r.sha256}"
+        href = f"{_href(r.url, depth)}#sha256={r.sha256}"
         attrs = [f'href="{html.escape(href)}"']
         if r.requires_python:
             attrs.append(f'data-requires-python="{html.escape(r.requires_python)}"')
@@ -208,14 +238,14 @@ def _project_page(project: str, records: list[WheelRecord], meta_sha: dict[str, 
     )
 
 
-def _project_json(project: str, records: list[WheelRecord], meta_sha: dict[str, str]) -> dict[str, Any]:
+def _project_json(project: str, records: list[WheelRecord], meta_sha: dict[str, str], depth: int = 2) -> dict[str, Any]:
     return {
         "meta": {"api-version": "1.1"},
         "name": project,
         "versions": sorted({r.version for r in records}, key=Version),
         "files": [
             {
-                "filename": r.filename, "url": _href(r.url), "hashes": {"sha256": r.sha256},
+                "filename": r.filename, "url": _href(r.url, depth), "hashes": {"sha256": r.sha256},
                 "requires-python": r.requires_python, "size": r.size,
                 "core-metadata": {"sha256": meta_sha[r.filename]} if r.filename in meta_sha else False,
                 "dist-info-metadata": {"sha256": meta_sha[r.filename]} if r.filename in meta_sha else False,
@@ -233,9 +263,62 @@ def _root_page(projects: list[str]) -> str:
     )
 
 
-def _href(url: str) -> str:
-    """A wheel URL as seen from simple/<project>/: absolute stays, site-relative goes up two levels."""
-    return url if "://" in url else f"../../{url}"
+def _href(url: str, depth: int = 2) -> str:
+    """A wheel URL as seen from a project page ``depth`` levels below the site root (simple/<project>/: 2,
+    channels/<id>/<project>/: 3): absolute stays, site-relative goes up."""
+    return url if "://" in url else "../" * depth + url
+
+
+def _write_simple(root: Path, by_project: dict[str, list[WheelRecord]], meta_sha: dict[str, str], depth: int) -> None:
+    """A PEP 503 root (+ PEP 691 JSON beside each page) at ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for project, recs in by_project.items():
+        pdir = root / project
+        pdir.mkdir(exist_ok=True)
+        (pdir / "index.html").write_text(_project_page(project, recs, meta_sha, depth), encoding="utf-8")
+        (pdir / "index.json").write_text(json.dumps(_project_json(project, recs, meta_sha, depth), indent=1),
+                                         encoding="utf-8")
+    (root / "index.html").write_text(_root_page(list(by_project)), encoding="utf-8")
+    (root / "index.json").write_text(json.dumps({
+        "meta": {"api-version": "1.1"}, "projects": [{"name": p} for p in by_project],
+    }, indent=1), encoding="utf-8")
+
+
+def _channels(records: list[WheelRecord], base_url: str) -> dict[str, tuple[Channel, list[WheelRecord]]]:
+    """Each channel with its wheels: the wheels labelled for it plus every wheel without a CUDA label."""
+    shared = [r for r in records if channel_id(r) is None]
+    out: dict[str, tuple[Channel, list[WheelRecord]]] = {}
+    for cid in sorted({c for r in records if (c := channel_id(r))}):
+        mine = [r for r in records if channel_id(r) == cid]
+        first = mine[0]
+        channel = Channel(
+            id=cid, kind="stable" if first.torch is None else "full",
+            cuda=str(first.cuda_major) if first.torch is None else str(first.cuda), torch=first.torch,
+            cxx11_abi=first.cxx11_abi, url=_absolute(base_url, f"channels/{cid}/"),
+            packages=tuple(sorted({r.package for r in mine})),
+        )
+        out[cid] = (channel, mine + shared)
+    return out
+
+
+def _channel_list_page(channels: list[Channel]) -> str:
+    rows = "\n".join(
+        f'    <li><a href="{html.escape(c.id)}/">{html.escape(c.id)}</a>: '
+        + html.escape(f"{'stable ABI, every torch the wheels allow' if c.kind == 'stable' else 'torch ' + str(c.torch)}"
+                      f", CUDA {c.cuda}; {', '.join(c.packages)}") + "</li>"
+        for c in channels)
+    return ("<!DOCTYPE html>\n<html>\n  <head><meta charset=\"utf-8\"><title>Channels</title></head>\n  <body>\n"
+            "  <h1>Channels</h1>\n  <p>Use the channel of your torch as <code>--index-url</code> (pip) or "
+            "<code>--extra-index-url</code> (uv): no two wheels in one channel pin different torch minors.</p>\n"
+            f"  <ul>\n{rows}\n  </ul>\n  </body>\n</html>\n")
+
+
+def _links_page(title: str, records: Iterable[WheelRecord], depth: int) -> str:
+    """Plain <a href> links to every wheel: what `pip install --find-links URL` reads."""
+    links = "\n".join(f'    <a href="{html.escape(_href(r.url, depth))}#sha256={r.sha256}">{html.escape(r.filename)}</a><br/>'
+                      for r in records)
+    return ("<!DOCTYPE html>\n<html>\n  <head><meta charset=\"utf-8\"><title>" + html.escape(title)
+            + "</title></head>\n  <body>\n" + links + "\n  </body>\n</html>\n")
 
 
 def _absolute(base_url: str, rel: str) -> str:
@@ -247,12 +330,22 @@ def write_page(site: Path, manifest: Manifest) -> None:
     page = resources.files("buildtool.data").joinpath("page")
     template = page.joinpath("index.html").read_text(encoding="utf-8")
     data = manifest.model_dump_json().replace("</", "<\\/")
+    # Plain links to every wheel in the HTML itself, so `pip install --find-links SITE/` finds them too.
+    links = "\n".join(f'      <li><a href="{html.escape(_site_relative(manifest, w.url))}#sha256={w.sha256}">'
+                      f"{html.escape(w.filename)}</a></li>" for w in manifest.wheels)
     site.joinpath("index.html").write_text(
-        template.replace("<!--MANIFEST-->", f'<script id="manifest" type="application/json">{data}</script>'),
+        template.replace("<!--MANIFEST-->", f'<script id="manifest" type="application/json">{data}</script>')
+        .replace("<!--WHEEL-LINKS-->", f'<ul id="wheel-files">\n{links}\n    </ul>'),
         encoding="utf-8",
     )
     for asset in ("page.js", "page.css"):
         site.joinpath(asset).write_text(page.joinpath(asset).read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def _site_relative(manifest: Manifest, url: str) -> str:
+    """A wheel URL relative to the site root when it lives under --base-url (the page works wherever served)."""
+    base = manifest.base_url.rstrip("/") + "/" if manifest.base_url else ""
+    return url[len(base):] if base and url.startswith(base) else url
 
 
 def wheel_files(dist: Path) -> list[Path]:
@@ -290,22 +383,27 @@ def build_index(dist: Path | Iterable[Path], out: Path, base_url: str = "", file
     by_project: dict[str, list[WheelRecord]] = {}
     for r in sorted(records, key=lambda r: (r.package, r.parsed_version, r.filename)):
         by_project.setdefault(r.package, []).append(r)
-    simple = out / "simple"
-    simple.mkdir(parents=True, exist_ok=True)
-    for project, recs in by_project.items():
-        pdir = simple / project
-        pdir.mkdir(exist_ok=True)
-        (pdir / "index.html").write_text(_project_page(project, recs, meta_sha), encoding="utf-8")
-        (pdir / "index.json").write_text(json.dumps(_project_json(project, recs, meta_sha), indent=1), encoding="utf-8")
-    (simple / "index.html").write_text(_root_page(list(by_project)), encoding="utf-8")
-    (simple / "index.json").write_text(json.dumps({
-        "meta": {"api-version": "1.1"}, "projects": [{"name": p} for p in by_project],
-    }, indent=1), encoding="utf-8")
+    _write_simple(out / "simple", by_project, meta_sha, depth=2)
+    ordered = [r for recs in by_project.values() for r in recs]
+    channels = _channels(ordered, base_url)
+    shutil.rmtree(out / "channels", ignore_errors=True)   # a channel whose wheels are gone must not linger
+    for cid, (_, recs) in channels.items():
+        grouped: dict[str, list[WheelRecord]] = {}
+        for r in recs:
+            grouped.setdefault(r.package, []).append(r)
+        _write_simple(out / "channels" / cid, grouped, meta_sha, depth=3)
+    if channels:
+        (out / "channels" / "index.html").write_text(_channel_list_page([c for c, _ in channels.values()]),
+                                                     encoding="utf-8")
+    if not files_url:
+        (files_dir / "index.html").write_text(_links_page("Wheel files", ordered, depth=1).replace(
+            'href="../files/', 'href="'), encoding="utf-8")
     manifest = Manifest(
         generator=f"buildtool {__version__}", generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         base_url=base_url.rstrip("/"), index_url=_absolute(base_url, "simple/"),
-        wheels=tuple(r.model_copy(update={"url": _absolute(base_url, r.url)}) if "://" not in r.url else r
-                     for recs in by_project.values() for r in recs),
+        wheels=tuple((r.model_copy(update={"url": _absolute(base_url, r.url)}) if "://" not in r.url else r)
+                     .model_copy(update={"channel": channel_id(r)}) for r in ordered),
+        channels=tuple(c for c, _ in channels.values()),
     )
     (out / "manifest.json").write_text(manifest.model_dump_json(indent=1), encoding="utf-8")
     write_page(out, manifest)

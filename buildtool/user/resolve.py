@@ -272,5 +272,14 @@ def wheel_url(record: WheelRecord, base: str) -> str:
     return record.url if "://" in record.url else base + record.url
 
 
+def channel_url(manifest: Manifest, base: str, record: WheelRecord) -> str | None:
+    """The channel (sub-index) that serves ``record``: the index URL to give pip or uv for this environment.
+    None for a manifest written before channels existed, or a wheel without a CUDA label."""
+    channel = manifest.channel(record.channel)
+    if channel is None:
+        return None
+    return channel.url if "://" in channel.url else base + channel.url
+
+
 def dump(resolution: Resolution) -> str:
     return json.dumps(resolution.summary(), indent=2)

@@ -27,6 +27,7 @@ from buildtool.spec.abitrack import is_stable_library
 from buildtool.verify.binaries import ElfInfo, is_elf, parse_symbol_version, read_elf
 from buildtool.verify.models import CheckResult, failed, passed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
+from buildtool.wheel.archive import check_wheel_archive
 from buildtool.wheel.name import WheelName
 
 
@@ -83,11 +84,8 @@ def _headers(text: str) -> dict[str, list[str]]:
 def open_wheel(path: Path) -> WheelContents:
     """Read a wheel's metadata, provenance and shared libraries. A file that is not a zip is a UserError."""
     name = WheelName.parse(path.name)
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path}: not a readable wheel ({exc})") from None
-    with zf:
+    check_wheel_archive(path)   # damaged or truncated: a clear error naming the file and member, never a traceback
+    with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         infos = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")})
         dist_info = infos[0] if len(infos) == 1 else None

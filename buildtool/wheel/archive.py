@@ -29,12 +29,14 @@ def damage(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-            try:
-                bad = zf.testzip()
-            except _READ_ERRORS as exc:
-                return f"a member cannot be decompressed ({type(exc).__name__}: {exc}); the file is truncated or damaged"
-            if bad is not None:
-                return f"member {bad} fails its CRC check; the file is damaged"
+            for entry in zf.infolist():
+                try:
+                    with zf.open(entry) as member:   # reading to the end checks the member's CRC
+                        while member.read(1 << 20):
+                            pass
+                except _READ_ERRORS as exc:
+                    return (f"member {entry.filename} cannot be read back ({type(exc).__name__}: {exc}); "
+                            "the file is truncated or damaged")
     except zipfile.BadZipFile as exc:
         size = path.stat().st_size
         return f"is not a zip archive ({exc}; {size} bytes): truncated or not a wheel"
@@ -54,5 +56,5 @@ def check_wheel_archive(path: Path) -> None:
     """Raise DamagedWheel naming the file and the problem."""
     problem = damage(path)
     if problem is not None:
-        raise DamagedWheel(f"{path}: damaged wheel: {problem}",
+        raise DamagedWheel(f"{path}: not a readable wheel (damaged): {problem}",
                            hint="rebuild it, or download it again; it was not used")

@@ -3,9 +3,11 @@ plain `pip install --index-url` and `uv pip install`; torch is never touched; a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,3 +208,72 @@ def test_real_builder_wheel_installs_and_imports(real_site: tuple[Path, Path], t
     assert check.returncode == 0, check.stderr
     assert str(tmp_path) in check.stdout  # the extension came from this venv, built by the real builder
     assert torch_facts(python) == before
+
+
+def _dists(python: Path) -> dict[str, str]:
+    from buildtool.user.install import installed_dists
+
+    return installed_dists(str(python))
+
+
+def test_pip_freeze_after_buildtool_install_is_an_index_install(site: Site, tmp_path: Path) -> None:
+    """No direct_url.json pointing at a deleted temporary directory: freeze names the version with its label."""
+    python = make_venv(tmp_path / "venv", site.torch_site)
+    with serve(site.root) as url:
+        proc = buildtool("install", "tiny-kernel", "--index", url, "--python", str(python), "--no-host",
+                         *site.cuda_override)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    freeze = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "freeze"], capture_output=True,
+                            text=True, env=clean_env())
+    assert f"tiny-kernel=={site.version}".lower() in freeze.stdout.lower().splitlines(), freeze.stdout
+    assert "file://" not in freeze.stdout
+
+
+def test_damaged_wheel_with_matching_hash_never_reaches_pip(site: Site, tmp_path: Path) -> None:
+    """The zip is damaged and the manifest's sha256 updated to match it: refused before pip, env unchanged."""
+    damaged = tmp_path / "site"
+    shutil.copytree(site.root, damaged)
+    wheel = next(damaged.glob(f"files/tiny_kernel-{site.version}-*.whl"))
+    data = bytearray(wheel.read_bytes())
+    start = data.index(b"tiny_kernel/__init__.py") + 40
+    data[start:start + 8] = bytes(b ^ 0xFF for b in data[start:start + 8])
+    wheel.write_bytes(bytes(data))
+    manifest = json.loads((damaged / "manifest.json").read_text())
+    for w in manifest["wheels"]:
+        if w["filename"] == wheel.name:
+            w["sha256"], w["size"] = hashlib.sha256(bytes(data)).hexdigest(), len(data)
+    (damaged / "manifest.json").write_text(json.dumps(manifest))
+    python = make_venv(tmp_path / "venv", site.torch_site)
+    before = _dists(python)
+    with serve(damaged) as url:
+        proc = buildtool("install", "tiny-kernel", "--index", url, "--python", str(python), "--no-host",
+                         *site.cuda_override)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "not a readable wheel (damaged)" in proc.stderr and wheel.name in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _dists(python) == before
+
+
+def test_failed_install_leaves_the_environment_as_it_was(site: Site, tmp_path: Path) -> None:
+    """The dependency step succeeds (a PyPI-side package goes in), then pip refuses the kernel wheel (a member
+    that would land outside site-packages): what the first step added is removed again."""
+    deps = tmp_path / "deps"
+    make_wheel(deps, "tiny-dep", "1.0", python_tag="py3", platform_tag="any", files={"tiny_dep.py": ""})
+    deps_site = tmp_path / "deps-site"
+    assert buildtool("index", str(deps), "--out", str(deps_site)).returncode == 0
+    dist = tmp_path / "dist"
+    minor = ".".join(str(site.torch["version"]).split(".")[:2])
+    version = f"2.0.0+{label(minor, str(site.torch['cuda'] or '13.0'), bool(site.torch['abi']))}"
+    make_wheel(dist, "evil-kernel", version, files={"evil_kernel/__init__.py": "", "../../escape.py": ""},
+               requires=(f"torch=={minor}.*", "tiny-dep"))
+    kernel_site = tmp_path / "kernel-site"
+    assert buildtool("index", str(dist), "--out", str(kernel_site)).returncode == 0
+    python = make_venv(tmp_path / "venv", site.torch_site)
+    before = _dists(python)
+    with serve(kernel_site) as url, serve(deps_site) as deps_url:
+        proc = buildtool("install", "evil-kernel", "--index", url, "--python", str(python), "--no-host",
+                         *site.cuda_override, "--pip-arg=--index-url", f"--pip-arg={deps_url}/simple/")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "rollback: removing tiny-dep 1.0" in proc.stderr
+    assert "rollback: the environment is as it was" in proc.stderr
+    assert _dists(python) == before

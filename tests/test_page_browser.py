@@ -49,6 +49,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
                files={"tiny_kernel/__init__.py": ""}, requires=("torch==2.6.*",))
     make_wheel(dist, "tiny-kernel", f"1.0.0+{label('2.8', '12.8')}", platform_tag="win_amd64",
                files={"tiny_kernel/__init__.py": ""}, requires=("torch==2.8.*",))
+    make_wheel(dist, "tiny-kernel", "1.0.0+cu13stable", python_tag="cp310", abi_tag="abi3",
+               platform_tag="manylinux_2_28_x86_64", files={"tiny_kernel/__init__.py": ""}, requires=("torch>=2.10",))
     root = tmp_path_factory.mktemp("site")
     with serve(root) as url:
         proc = buildtool("index", str(dist), "--out", str(root), "--base-url", url)
@@ -88,28 +90,58 @@ def text(driver: webdriver.Chrome, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).text)
 
 
+def options(driver: webdriver.Chrome, field: str) -> list[str]:
+    return [o.text for o in Select(driver.find_element(By.ID, field)).options]
+
+
+def test_opens_on_a_combination_that_has_a_wheel(browser: webdriver.Chrome, site: tuple[str, Path]) -> None:
+    url, _ = site
+    browser.get(url + "/index.html")
+    assert text(browser, "result-status").startswith("Found ")
+    assert "No wheel" not in browser.page_source
+    assert text(browser, "command").startswith("pip install --only-binary tiny-kernel --index-url ")
+
+
 def test_pick_options_and_read_command(browser: webdriver.Chrome, site: tuple[str, Path], tmp_path: Path) -> None:
     url, _ = site
     browser.get(url + "/index.html")
     assert "import sys,platform,torch" in text(browser, "oneliner")
     pick(browser, package="tiny-kernel", os="Linux x86_64", python="3.11", torch="2.14", cuda="13.0", abi="TRUE")
     command = text(browser, "command")
-    assert command == (f'pip install "tiny-kernel==1.0.0+cu130torch2.14cxx11abiTRUE" "torch==2.14.*" '
-                       f"--extra-index-url {url}/simple/")
-    assert text(browser, "command-uv").startswith("uv pip install ")
-    assert f"{url}/files/tiny_kernel-1.0.0%2Bcu130torch2.14cxx11abiTRUE" in text(browser, "command-direct")
+    channel = f"{url}/channels/cu130-torch2.14/"
+    assert text(browser, "channel-url") == channel
+    assert command == (f"pip install --only-binary tiny-kernel --index-url {channel} --extra-index-url "
+                       "https://pypi.org/simple tiny-kernel \"torch==$(python -c 'import torch; print(torch.__version__)')\"")
+    assert text(browser, "command-uv") == (f"uv pip install --index-url https://pypi.org/simple --extra-index-url {channel} "
+                                           "tiny-kernel \"torch==$(python -c 'import torch; print(torch.__version__)')\"")
+    assert text(browser, "command-buildtool") == f"buildtool install tiny-kernel --index {url}/"
     assert "archs 8.0 9.0 + PTX 9.0" in text(browser, "wheel-info")
-    # the command works: pip fetches exactly that wheel from the page's index
+    # the channel works: pip fetches exactly that wheel from it
     args = shlex.split(command)
-    req, index = args[2], args[-1]
+    index = args[args.index("--index-url") + 1]
     proc = subprocess.run([PY, "-m", "pip", "download", "--no-deps", "--dest", str(tmp_path), "--index-url", index,
-                           "--python-version", "3.11", "--platform", "linux_x86_64", "--only-binary", ":all:", req],
-                          capture_output=True, text=True, env=clean_env())
+                           "--python-version", "3.11", "--platform", "linux_x86_64", "--only-binary", ":all:",
+                           "tiny-kernel"], capture_output=True, text=True, env=clean_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # a combination without a wheel says so
-    pick(browser, os="Windows x86_64", python="3.10")
-    assert "No wheel for tiny-kernel" in text(browser, "result-status")
-    assert text(browser, "command") == ""
+    assert [p.name for p in tmp_path.glob("*.whl")] == ["tiny_kernel-1.0.0+cu130torch2.14cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"]
+
+
+def test_selects_offer_only_combinations_that_exist(browser: webdriver.Chrome, site: tuple[str, Path]) -> None:
+    url, _ = site
+    browser.get(url + "/index.html")
+    assert options(browser, "os") == ["Linux x86_64", "Windows x86_64"]
+    pick(browser, os="Windows x86_64")                       # later selects follow the earlier ones
+    assert options(browser, "python") == ["3.11"] and options(browser, "torch") == ["2.8"]
+    assert options(browser, "cuda") == ["12.8"]
+    assert text(browser, "result-status").startswith("Found tiny_kernel-1.0.0+cu128torch2.8")
+    assert text(browser, "channel-url") == f"{url}/channels/cu128-torch2.8/"
+    pick(browser, os="Linux x86_64")
+    # the stable-ABI wheel serves every CPython >= 3.10 and every torch >= 2.10
+    assert {"3.10", "3.11", "3.12", "3.13"} <= set(options(browser, "python"))
+    pick(browser, python="3.13")
+    assert options(browser, "torch") == ["2.14"]
+    assert text(browser, "result-status").startswith("Found tiny_kernel-1.0.0+cu13stable-cp310-abi3")
+    assert text(browser, "channel-url") == f"{url}/channels/cu13-stable/"
 
 
 def test_paste_environment(browser: webdriver.Chrome, site: tuple[str, Path]) -> None:
@@ -120,13 +152,14 @@ def test_paste_environment(browser: webdriver.Chrome, site: tuple[str, Path]) ->
     box.send_keys("py=3.10 torch=2.6.0+cu124 cuda=12.4 abi=False os=linux arch=x86_64")
     browser.find_element(By.ID, "apply-paste").click()
     assert "Environment applied" in text(browser, "paste-status")
-    assert text(browser, "command") == (f'pip install "tiny-kernel==1.0.0+cu124torch2.6cxx11abiFALSE" "torch==2.6.0" '
-                                        f"--extra-index-url {url}/simple/")
+    assert text(browser, "command") == (f"pip install --only-binary tiny-kernel --index-url "
+                                        f"{url}/channels/cu124-torch2.6-cxx11abiFALSE/ --extra-index-url "
+                                        "https://pypi.org/simple tiny-kernel torch==2.6.0+cu124")
     box.clear()
     box.send_keys("py=3.12 torch=2.5.1+cpu cuda=None abi=False os=linux arch=x86_64")
     browser.find_element(By.ID, "apply-paste").click()
     status = text(browser, "paste-status")
-    assert "Python 3.12" in status and "torch 2.5" in status and "CPU-only" in status
+    assert "torch 2.5" in status and "CPU-only" in status
 
 
 def test_click_wheel_link_downloads_it(browser: webdriver.Chrome, site: tuple[str, Path], downloads: Path) -> None:

@@ -7,6 +7,7 @@ that pins the installed torch, so neither step can replace or upgrade torch (anc
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from buildtool.publish.index import Manifest, WheelRecord
 from buildtool.user.envinfo import python_of
 from buildtool.user.resolve import Resolution, Target, resolve, wheel_url
 from buildtool.wheel import tags as wheeltags
+from buildtool.wheel.archive import check_wheel_archive
 
 Log = Callable[[str], None]
 
@@ -166,6 +168,39 @@ def _run(cmd: list[str], log: Log) -> None:
         raise BuildError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{proc.stderr.strip()[-1500:]}")
 
 
+def installed_dists(python: str) -> dict[str, str]:
+    """Every distribution in the environment: canonical name -> version."""
+    code = ("import importlib.metadata as m, json\n"
+            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions() if d.metadata['Name']}))")
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {}
+    return {canonicalize_name(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+def rollback(pip: list[str], python: str, before: dict[str, str], log: Log) -> None:
+    """After a failed install: remove what it added, put back what it changed (from pip's cache or the index),
+    and say plainly what could not be restored."""
+    after = installed_dists(python)
+    added = sorted(set(after) - set(before))
+    changed = sorted(n for n in after if n in before and after[n] != before[n])
+    removed = sorted(set(before) - set(after))
+    if added:
+        log("rollback: removing " + ", ".join(f"{n} {after[n]}" for n in added))
+        subprocess.run([*pip, "uninstall", "-y", *added], capture_output=True, text=True)
+    if changed or removed:
+        log("rollback: restoring " + ", ".join(f"{n}=={before[n]}" for n in changed + removed))
+        subprocess.run([*pip, "install", "--no-deps", *(f"{n}=={before[n]}" for n in changed + removed)],
+                       capture_output=True, text=True)
+    still = installed_dists(python)
+    differ = sorted(n for n in set(still) | set(before) if still.get(n) != before.get(n))
+    if differ:
+        log("rollback incomplete: " + ", ".join(f"{n} {before.get(n, 'absent')} -> {still.get(n, 'absent')}"
+                                                for n in differ))
+    else:
+        log("rollback: the environment is as it was")
+
+
 def import_check(python: str, modules: Sequence[str], with_torch: bool) -> tuple[bool, str]:
     # Kernel extensions link against libc10/libtorch, which `import torch` loads first.
     code = ("import torch\n" if with_torch else "") + "".join(f"import {m}\n" for m in modules) + "print('import ok')"
@@ -193,6 +228,7 @@ def install(
             log(f"download {url}")
             path = download(url, Path(tmp) / rec.filename, rec.sha256)
             log(f"  sha256 {rec.sha256} ok")
+            check_wheel_archive(path)   # a damaged zip never reaches pip (pip can die half way through it)
             wheels.append((rec, path))
             modules_of[rec.filename] = wheel_modules(path)
         others: dict[str, Requirement] = {}
@@ -208,9 +244,19 @@ def install(
                 + ", ".join(sorted({str(r) for rec, _ in wheels for r in runtime_requirements(rec, target)
                                     if canonicalize_name(r.name) == "torch"})))
         extra = ["--extra-index-url", index_url] if index_url else []
-        if others:
-            _run([*pip, "install", "-c", str(constraints), *extra, *pip_args, *(str(r) for r in others.values())], log)
-        _run([*pip, "install", "--no-deps", "--force-reinstall", *pip_args, *(str(p) for _, p in wheels)], log)
+        before = installed_dists(python)
+        try:
+            if others:
+                _run([*pip, "install", "-c", str(constraints), *extra, *pip_args,
+                      *(str(r) for r in others.values())], log)
+            # By name from a find-links directory holding only the verified wheels: pip records an index
+            # install (no direct_url.json pointing at this temporary directory), so `pip freeze` prints
+            # `causal-conv1d==1.7.0+cu130torch2.14cxx11abiTRUE`, which the channel can install again.
+            _run([*pip, "install", "--no-deps", "--force-reinstall", "--no-index", "--find-links", tmp,
+                  *(f"{rec.package}=={rec.version}" for rec, _ in wheels)], log)
+        except BuildError:
+            rollback(pip, python, before, log)
+            raise
     torch_after = installed_version(python, "torch")
     if torch_before != torch_after:
         raise BuildError(f"torch changed from {torch_before} to {torch_after}: this must never happen, please report it")

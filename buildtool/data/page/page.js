@@ -9,6 +9,14 @@
   const siteBase = manifest.base_url ? manifest.base_url.replace(/\/+$/, "") + "/" : new URL(".", window.location.href).href;
   const indexUrl = /^[a-z]+:/.test(manifest.index_url) ? manifest.index_url : new URL("simple/", siteBase).href;
   const wheelUrl = (w) => (/^[a-z]+:/.test(w.url) ? w.url : new URL(w.url, siteBase).href);
+  const channels = Object.fromEntries((manifest.channels || []).map((c) => [c.id, c]));
+  const channelUrl = (w) => {
+    const c = channels[w.channel];
+    if (!c) return indexUrl;
+    return /^[a-z]+:/.test(c.url) ? c.url : new URL(c.url, siteBase).href;
+  };
+  const TORCH_OF_THIS_PYTHON = "$(python -c 'import torch; print(torch.__version__)')";
+  const PYPI = "https://pypi.org/simple";
   const pyOf = (tag) => (tag.startsWith("cp") ? tag[2] + "." + tag.slice(3) : tag);
   const cmpVer = (a, b) => {
     const pa = String(a).split(/[.+]/).map((x) => parseInt(x, 10) || 0), pb = String(b).split(/[.+]/).map((x) => parseInt(x, 10) || 0);
@@ -30,17 +38,67 @@
     if (values.includes(old)) select.value = old;
   }
 
+  const FIELDS = ["package", "os", "python", "torch", "cuda", "abi"];
+  // Each wheel's value for each select. A stable-ABI (abi3) wheel serves every Python >= its tag and every
+  // torch its Requires-Dist allows, so it is listed under those.
+  const pythonsOf = (w) => (w.abi_tag === "abi3" ? allPythons.filter((p) => cmpVer(p, pyOf(w.python_tag)) >= 0) : [pyOf(w.python_tag)]);
+  const torchFloor = (w) => {
+    for (const r of w.requires_dist || []) { const m = r.match(/^torch\s*>=\s*([0-9.]+)\s*$/); if (m) return m[1]; }
+    return null;
+  };
+  let allPythons = [], allTorches = [];
+  const torchesOf = (w) => (w.torch ? [w.torch] : torchFloor(w) ? allTorches.filter((t) => cmpVer(t, torchFloor(w)) >= 0) : ["none"]);
+  const valuesOf = (w, field) => ({
+    package: [w.package], os: [w.platform], python: pythonsOf(w), torch: torchesOf(w), cuda: [w.cuda || "none"],
+    abi: w.cxx11_abi === null || w.cxx11_abi === undefined ? ["TRUE", "FALSE"] : [abiText(w.cxx11_abi)],
+  })[field];
+  const ORDER = { package: (a, b) => a.localeCompare(b), os: (a, b) => a.localeCompare(b), python: cmpVer,
+    torch: (a, b) => cmpVer(b, a), cuda: (a, b) => cmpVer(b, a), abi: (a, b) => b.localeCompare(a) };
+
+  function fitsExcept(w, sel, skip) {
+    return FIELDS.every((f) => f === skip || sel[f] === undefined || (f === "cuda"
+      ? valuesOf(w, f).some((v) => cudaMatches(v === "none" ? null : v, sel[f]))
+      : f === "os" ? (w.platform === sel.os || w.platform === "any") : valuesOf(w, f).includes(sel[f])));
+  }
+
+  // Narrow the selects in order (package, OS, Python, torch, CUDA, ABI): each offers only the values some wheel
+  // has given the selections before it, so every option leads to a wheel; a selection that no longer exists
+  // moves to the first one that does.
+  function narrow() {
+    for (let i = 0; i < FIELDS.length; i++) {
+      const f = FIELDS[i];
+      const sel = selected();
+      const earlier = Object.fromEntries(FIELDS.slice(0, i).map((g) => [g, sel[g]]));
+      const vals = uniq(wheels.filter((w) => fitsExcept(w, earlier, f)).flatMap((w) => valuesOf(w, f)))
+        .filter((v) => !(f === "os" && v === "any")).sort(ORDER[f]);
+      fill($(f), vals, f === "os" ? (v) => OS_NAMES[v] || v : null);
+    }
+  }
+
+  // Every value of every select, whatever the others say (a pasted environment is matched against these).
+  function fillAll() {
+    for (const f of FIELDS) {
+      const vals = uniq(wheels.flatMap((w) => valuesOf(w, f))).filter((v) => !(f === "os" && v === "any")).sort(ORDER[f]);
+      fill($(f), vals, f === "os" ? (v) => OS_NAMES[v] || v : null);
+    }
+  }
+
   function setup() {
     $("oneliner").textContent = ONELINER;
     $("index-url").textContent = indexUrl;
-    fill($("package"), uniq(wheels.map((w) => w.package)).sort());
-    fill($("os"), uniq(wheels.map((w) => w.platform)).sort(), (v) => OS_NAMES[v] || v);
-    fill($("python"), uniq(wheels.map((w) => pyOf(w.python_tag))).sort(cmpVer));
-    fill($("torch"), uniq(wheels.map((w) => w.torch || "none")).sort(cmpVer).reverse());
-    fill($("cuda"), uniq(wheels.map((w) => w.cuda || "none")).sort(cmpVer).reverse());
-    fill($("abi"), uniq(wheels.map((w) => abiText(w.cxx11_abi))).sort().reverse());
-    for (const id of ["package", "os", "python", "torch", "cuda", "abi"]) {
-      $(id).addEventListener("change", () => { if (id === "torch") exactTorch = null; update(); });
+    allPythons = uniq(wheels.filter((w) => w.abi_tag !== "abi3").map((w) => pyOf(w.python_tag)).concat(["3.10", "3.11", "3.12", "3.13"])).sort(cmpVer);
+    allTorches = uniq(wheels.map((w) => w.torch).filter((t) => t)).sort(cmpVer);
+    // Open on a combination that has a wheel: the newest torch's newest build of the first package.
+    const first = wheels.slice().sort((a, b) => cmpVer(b.torch || "0", a.torch || "0") || cmpVer(pyOf(b.python_tag), pyOf(a.python_tag)))
+      .find((w) => w.platform.startsWith("linux")) || wheels[0];
+    if (first) {
+      for (const f of FIELDS) fill($(f), valuesOf(first, f), f === "os" ? (v) => OS_NAMES[v] || v : null);
+      const pys = valuesOf(first, "python");
+      $("python").value = pys[pys.length - 1];
+    }
+    narrow();
+    for (const id of FIELDS) {
+      $(id).addEventListener("change", () => { if (id === "torch") exactTorch = null; narrow(); update(); });
     }
     $("apply-paste").addEventListener("click", applyPaste);
     renderTable();
@@ -60,15 +118,13 @@
   }
 
   function matching(sel) {
-    return wheels.filter((w) => w.package === sel.package && (w.platform === sel.os || w.platform === "any")
-      && pyOf(w.python_tag) === sel.python && (w.torch || "none") === sel.torch && cudaMatches(w.cuda, sel.cuda)
-      && (sel.os.startsWith("windows") || abiText(w.cxx11_abi) === sel.abi || w.cxx11_abi === null))
-      .sort((a, b) => cmpVer(b.public_version, a.public_version));
+    return wheels.filter((w) => fitsExcept(w, sel, null))
+      .sort((a, b) => cmpVer(b.public_version, a.public_version) || (a.abi_tag === "abi3") - (b.abi_tag === "abi3"));
   }
 
-  function torchPin(sel) {
-    if (exactTorch) return "torch==" + exactTorch.split("+")[0];
-    return sel.torch === "none" ? "" : "torch==" + sel.torch + ".*";
+  // The installed torch is pinned so that no installer can swap it: the pasted version, else the shell reads it.
+  function torchPin() {
+    return exactTorch ? "torch==" + exactTorch : '"torch==' + TORCH_OF_THIS_PYTHON + '"';
   }
 
   function update() {
@@ -79,16 +135,18 @@
       status.textContent = "No wheel for " + sel.package + " with Python " + sel.python + ", torch " + sel.torch
         + ", CUDA " + sel.cuda + " on " + (OS_NAMES[sel.os] || sel.os) + (sel.os.startsWith("windows") ? "" : " (ABI " + sel.abi + ")") + ".";
       status.className = "status bad";
-      for (const id of ["command", "command-uv", "command-direct"]) $(id).textContent = "";
+      for (const id of ["command", "command-uv", "command-buildtool", "channel-url"]) $(id).textContent = "";
       $("wheel-link").textContent = ""; $("wheel-link").removeAttribute("href"); $("wheel-info").textContent = "";
       return;
     }
     const w = found[0];
-    const pin = torchPin(sel);
-    const req = '"' + w.package + "==" + w.version + '"' + (pin ? ' "' + pin + '"' : "");
-    $("command").textContent = "pip install " + req + " --extra-index-url " + indexUrl;
-    $("command-uv").textContent = "uv pip install " + req + " --extra-index-url " + indexUrl;
-    $("command-direct").textContent = 'pip install "' + w.package + " @ " + wheelUrl(w) + '"' + (pin ? ' "' + pin + '"' : "");
+    const pin = torchPin();
+    const channel = channelUrl(w);
+    $("channel-url").textContent = channel;
+    $("command").textContent = "pip install --only-binary " + w.package + " --index-url " + channel
+      + " --extra-index-url " + PYPI + " " + w.package + " " + pin;
+    $("command-uv").textContent = "uv pip install --index-url " + PYPI + " --extra-index-url " + channel + " " + w.package + " " + pin;
+    $("command-buildtool").textContent = "buildtool install " + w.package + " --index " + siteBase;
     const link = $("wheel-link");
     link.href = wheelUrl(w); link.textContent = w.filename;
     $("wheel-info").textContent = "(" + (w.size / 1e6).toFixed(1) + " MB, archs " + (w.archs.length ? w.archs.join(" ") : "unknown")
@@ -119,6 +177,7 @@
     const env = parsePaste($("paste").value);
     const status = $("paste-status");
     if (!env) { status.textContent = "Could not read that: paste the one line the command prints."; status.className = "status bad"; return; }
+    fillAll();
     const missing = [];
     if (!choose($("os"), env.os)) missing.push("OS " + env.os);
     if (!choose($("python"), env.python)) missing.push("Python " + env.python);
@@ -131,6 +190,7 @@
     if (!cudaOk) missing.push(env.cuda === "none" ? "a CPU-only torch (these are CUDA kernels)" : "CUDA " + env.cuda);
     if (!env.os.startsWith("windows")) choose($("abi"), env.abi);
     exactTorch = env.torchFull;
+    if (!missing.length) narrow();
     status.textContent = missing.length ? "This index has no wheel for " + missing.join(", ") + "." : "Environment applied: torch " + env.torchFull + ", Python " + env.python + ".";
     status.className = missing.length ? "status bad" : "status good";
     update();

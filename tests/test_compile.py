@@ -378,12 +378,37 @@ def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_targe
     assert sass[0] == sass[1]
 
 
-def test_split_compile_default_is_every_core_from_cuda_11_3() -> None:
-    assert cs.default_split_compile("13.0", cores=16) == 16
-    assert cs.default_split_compile("11.3", cores=2) == 2
-    assert cs.default_split_compile("11.2", cores=16) == 1  # the option does not exist there
-    assert cs.default_split_compile("12.8", cores=1) == 1
+def test_split_compile_default_is_every_core_where_nvcc_honours_it() -> None:
+    from buildtool.spec.kernelspec import load_common_flags
+
+    assert load_common_flags().split_compile_min_cuda == "13.0"  # measured: 12.4.131 ignores it, 13.0.88 splits
+    assert cs.default_split_compile("13.0.88", cores=16) == 16
+    assert cs.default_split_compile("13.2", cores=2) == 2
+    assert cs.default_split_compile("12.4.131", cores=16) == 1  # llc: Unknown command line argument '-split-compile=16'
+    assert cs.default_split_compile("11.2", cores=16) == 1
+    assert cs.default_split_compile("13.0", cores=1) == 1
     assert cs.default_split_compile("not-a-version", cores=8) == 1
+    assert cs.honours_split_compile("13.0.88") and not cs.honours_split_compile("12.9.86")
+
+
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.skipif(os.environ.get("BUILDTOOL_TEST_DEBIAN_TOOLKIT") != "1",
+                    reason="needs Debian's CUDA 12.4 (1 GB): set BUILDTOOL_TEST_DEBIAN_TOOLKIT=1")
+def test_nvcc_12_4_does_not_honour_split_compile(tmp_path: Path) -> None:
+    """The measurement behind split_compile_min_cuda, with Debian's nvcc 12.4 (debian provider, cached)."""
+    from buildtool.toolchain import debian, default_cache_dir, host_platform, resolve
+    from buildtool.toolchain.models import load_facts
+
+    if not debian.is_debian_like(debian.read_os_release(), load_facts().debian):
+        pytest.skip("the debian provider needs a Debian/Ubuntu host")
+    tc = resolve("12.4", host_platform(), "debian", cache_dir=default_cache_dir())
+    src = tmp_path / "k.cu"
+    src.write_text("__global__ void twice(float* x) { x[threadIdx.x] *= 2.0f; }\n")
+    proc = subprocess.run([str(tc.nvcc), "-c", str(src), "-o", str(tmp_path / "k.o"), "-arch=sm_90", "-split-compile=2"],
+                          env=tc.apply(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and (tmp_path / "k.o").is_file()  # it compiles, unsplit, and says so
+    assert "llc: Unknown command line argument '-split-compile=2'" in proc.stdout + proc.stderr
 
 
 def test_split_compile_leaves_cache_keys_alone_and_only_touches_nvcc_commands(tmp_path: Path) -> None:

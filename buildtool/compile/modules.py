@@ -31,6 +31,7 @@ from buildtool.spec.kernelspec import (
     KernelSpec,
     ResolvedKernel,
     TargetFacts,
+    load_common_flags,
     nvcc_threads,
     resolve,
     split_source,
@@ -39,11 +40,11 @@ from buildtool.spec.kernelspec import (
 GIB = 1024**3
 #: nvcc's peak memory per gencode target on the heavy Mamba TUs (measured 2.5-4 GB); sizes -j.
 NVCC_BYTES_PER_THREAD = 4 * GIB
-#: nvcc -split-compile (CUDA >= 11.3) optimises and assembles partitions of one TU in parallel. Each kernel's
+#: nvcc -split-compile optimises and assembles partitions of one TU in parallel (the nvcc versions that honour it:
+#: compile_flags.yaml `split_compile_min_cuda`). Each kernel's
 #: SASS is identical to the unsplit compile (tests/test_compile.py, real nvcc), so, like -j, it is a scheduling
 #: knob: it stays out of cache keys and provenance. Measured on mamba's selective_scan_bwd_fp32_real.cu,
 #: sm_90: 0.66 GB peak unsplit, 0.90 GB with 8 partitions, hence the factor that sizes -j.
-SPLIT_COMPILE_MIN_CUDA = Version("11.3")
 SPLIT_COMPILE_MEMORY_FACTOR = 1.4
 CACHE_FORMAT = 1
 # Headers only: a TU's own text is hashed separately (none of the packages #includes a .cu/.cpp file).
@@ -231,18 +232,22 @@ def default_jobs(nvcc_threads: int, cores: int | None = None, memory: int | None
 
 
 def default_split_compile(cuda_version: str, cores: int | None = None) -> int:
-    """Threads for nvcc -split-compile: every usable core (1 = off, and off before CUDA 11.3).
+    """Threads for nvcc -split-compile: every usable core (1 = off, and off for an nvcc older than
+    compile_flags.yaml's `split_compile_min_cuda`, which does not honour it).
 
     A job count alone leaves cores idle once fewer TUs than cores remain, which on a 16-core host is most of a
     Mamba build: its wall time is the slowest TU. With every nvcc allowed all cores, the tail TUs spread over
     the cores the finished ones freed; while many TUs run, the kernel's scheduler shares the cores among them.
     """
+    return max(1, cores or _usable_cores()) if honours_split_compile(cuda_version) else 1
+
+
+def honours_split_compile(cuda_version: str) -> bool:
+    """Whether this nvcc splits (compile_flags.yaml `split_compile_min_cuda`); an older one only warns per TU."""
     try:
-        if Version(cuda_version) < SPLIT_COMPILE_MIN_CUDA:
-            return 1
+        return Version(cuda_version) >= Version(load_common_flags().split_compile_min_cuda)
     except InvalidVersion:
-        return 1
-    return max(1, cores or _usable_cores())
+        return False
 
 
 # ----------------------------------------------------------------------------------------------- plan
@@ -602,6 +607,8 @@ def compile_modules(
         split_compile = default_split_compile(toolchain.cuda_version)
     elif split_compile < 1:
         raise UserError(f"split_compile must be at least 1 (1 turns nvcc -split-compile off), not {split_compile}")
+    elif not honours_split_compile(toolchain.cuda_version):
+        split_compile = 1  # an explicit --split-compile applies to the cells whose nvcc honours it
     ctx = BuildContext(
         tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root,
         nvcc_identity=tool_identity((str(toolchain.nvcc), "--version")),

@@ -358,6 +358,8 @@ class CommonFlags(_Frozen):
 
     base: FlagSet
     rules: tuple[Rule, ...] = ()
+    split_compile_min_cuda: str = Field(
+        description="oldest nvcc that honours -split-compile; older ones pass it to llc, which rejects it (off there)")
 
 
 # ---------------------------------------------------------------------------------------------- loading

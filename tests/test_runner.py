@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hostsim import path_without
 
 from buildtool.build.cell import CellResult
 from buildtool.build.runner import RunReport, exit_code, summary_json, summary_table
@@ -22,13 +23,21 @@ BUILDTOOL = [sys.executable, "-m", "buildtool"]
 
 
 def _has_cuda_124() -> bool:
+    """An installed CUDA 12.4 (the debian/conda providers, which would fetch one, are kept out by NO_APT_PATH)."""
     from buildtool.toolchain import resolve
 
     try:
-        resolve("12.4", "linux-x86_64", "auto")
+        resolve("12.4", "linux-x86_64", "system")
     except UserError:
         return False
     return True
+
+
+@pytest.fixture
+def no_apt_env(tmp_path: Path) -> dict[str, str]:
+    """This host without apt-get/dpkg-deb: the debian provider is unavailable, so CUDA 12.4 is missing."""
+    return {**os.environ, "BUILDTOOL_ROOT": str(REPO),
+            "PATH": path_without(("apt-get", "dpkg-deb", "micromamba", "mamba", "conda"), tmp_path / "no-apt-bin")}
 
 
 def _result(cid: str, status: str) -> CellResult:
@@ -67,8 +76,8 @@ def test_select_cells_by_id_and_unknown_id() -> None:
 
 
 @pytest.mark.skipif(_has_cuda_124(), reason="this machine has a CUDA 12.4 toolkit")
-def test_missing_toolkit_fails_fast_with_providers_tried(tmp_path: Path) -> None:
-    env = {**os.environ, "BUILDTOOL_ROOT": str(REPO)}
+def test_missing_toolkit_fails_fast_with_providers_tried(tmp_path: Path, no_apt_env: dict[str, str]) -> None:
+    env = {**no_apt_env, "BUILDTOOL_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([*BUILDTOOL, "build", "--profile", "cu124", "--dist", str(tmp_path / "dist"), "--json"],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 1, proc.stderr
@@ -80,8 +89,9 @@ def test_missing_toolkit_fails_fast_with_providers_tried(tmp_path: Path) -> None
     assert windows and all(c["status"] == "skipped" for c in windows)
     message = linux[0]["message"]
     assert "no CUDA 12.4 toolkit" in message
-    for provider in ("system", "pypi", "conda"):
+    for provider in ("system", "pypi", "debian", "conda"):
         assert f"- {provider}:" in message
+    assert "- debian: apt-get and dpkg-deb not on PATH" in message
     assert "hint:" in message
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
     human = subprocess.run([*BUILDTOOL, "build", "--profile", "cu124", "--dist", str(tmp_path / "dist")],
@@ -142,12 +152,13 @@ def test_unexpected_error_fails_only_that_cell_fixture(tmp_path: Path, monkeypat
 @pytest.mark.skipif(_has_cuda_124(), reason="this machine has a CUDA 12.4 toolkit")
 @pytest.mark.skipif(shutil.which("nox") is None and not (Path(sys.executable).parent / "nox").exists(),
                     reason="nox not installed")
-def test_nox_build_cu124_fails_with_the_toolchain_message() -> None:
-    """The real `nox -s build-cu124` (venv, install, build) on a machine without CUDA 12.4."""
+def test_nox_build_cu124_fails_with_the_toolchain_message(no_apt_env: dict[str, str]) -> None:
+    """The real `nox -s build-cu124` (venv, install, build) on a machine without CUDA 12.4 and without apt (on a
+    Debian/Ubuntu host with apt the debian provider supplies 12.4: docs/toolchain.md)."""
     nox = shutil.which("nox") or str(Path(sys.executable).parent / "nox")
     proc = subprocess.run([nox, "-s", "build-cu124", "-f", str(REPO / "noxfile.py"), "--", "--dist",
                            str(REPO / "build" / "test-dist-cu124")], capture_output=True, text=True, timeout=600,
-                          check=False, cwd=REPO)
+                          check=False, cwd=REPO, env=no_apt_env)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "no CUDA 12.4 toolkit" in text and "- conda:" in text and "hint:" in text

@@ -9,12 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hostsim import path_without
 
 from buildtool.cli import main
 from buildtool.errors import UserError
 from buildtool.toolchain import (
     ToolchainNotFound,
     conda,
+    debian,
     default_cache_dir,
     gcc,
     host_platform,
@@ -237,20 +239,194 @@ def test_system_requires_the_cells_minor(tmp_path: Path) -> None:
 
 
 def test_not_found_12_4_lists_every_provider(tmp_path: Path) -> None:
-    env = {"PATH": PLAIN_PATH}
+    """A host without CUDA 12.4 and without apt-get: every provider says why, nothing is downloaded."""
+    env = {"PATH": path_without(("apt-get", "dpkg-deb", "micromamba", "mamba", "conda"), tmp_path / "bin")}
+    cache = tmp_path / "cache"
     with pytest.raises(ToolchainNotFound) as exc:
-        resolve("12.4", "linux-x86_64" if HERE.startswith("linux") else HERE, cache_dir=tmp_path, env=env)
+        resolve("12.4", "linux-x86_64" if HERE.startswith("linux") else HERE, cache_dir=cache, env=env)
     err = exc.value
     assert isinstance(err, UserError)
-    assert [(a.provider, a.ok) for a in err.attempts] == [("system", False), ("pypi", False), ("conda", False)]
+    assert [(a.provider, a.ok) for a in err.attempts] == [
+        ("system", False), ("pypi", False), ("debian", False), ("conda", False)]
     text = str(err)
     assert "no CUDA 12.4 toolkit" in text
     assert "- system:" in text and "- pypi: PyPI has no full nvcc for CUDA 12.x" in text and "ptxas" in text
     assert "- conda: no micromamba, mamba or conda on PATH" in text
-    assert "cuda-toolkit-12-4" in text  # the system install command
+    assert "https://developer.nvidia.com/cuda-toolkit-archive" in text  # the system route, on any distribution
+    assert "cuda-toolkit-12-4" not in text  # a package of NVIDIA's repositories only, not of the host's
     assert "conda install -c nvidia/label/cuda-12.4.1 cuda-nvcc cuda-cccl" in text
     assert "pip install" not in text  # no PyPI route for 12.x
-    assert not any(tmp_path.iterdir())  # nothing downloaded or created
+    if debian.is_debian_like(debian.read_os_release(), load_facts().debian):
+        assert "- debian: apt-get and dpkg-deb not on PATH" in text
+        assert "debian: pass --toolchain debian, which downloads Debian trixie's nvidia-cuda-toolkit 12.4.131" in text
+    assert not cache.exists() or not any(cache.iterdir())  # nothing downloaded or created
+
+
+# --- debian provider: pure parts --------------------------------------------------------------------
+
+DEBIAN_12 = debian.parse_os_release('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_CODENAME=bookworm\n')
+UBUNTU_24 = debian.parse_os_release("ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\nPRETTY_NAME='Ubuntu 24.04.1 LTS'\n")
+FEDORA_41 = debian.parse_os_release('ID=fedora\nPRETTY_NAME="Fedora Linux 41 (Workstation Edition)"\n# comment\n')
+
+
+def test_os_release_parsing_and_debian_hosts() -> None:
+    facts = load_facts().debian
+    assert DEBIAN_12["VERSION_CODENAME"] == "bookworm" and UBUNTU_24["PRETTY_NAME"] == "Ubuntu 24.04.1 LTS"
+    assert debian.is_debian_like(DEBIAN_12, facts) and debian.is_debian_like(UBUNTU_24, facts)
+    assert not debian.is_debian_like(FEDORA_41, facts) and not debian.is_debian_like({}, facts)
+
+
+@pytest.mark.parametrize(
+    ("cuda", "platform", "host", "fragment"),
+    [
+        ("12.4", "linux-x86_64", FEDORA_41, "this host is Fedora Linux 41 (Workstation Edition), not Debian or Ubuntu"),
+        ("13.0", "linux-x86_64", DEBIAN_12, "Debian's archive has no CUDA 13.0 (nvidia-cuda-toolkit is CUDA 12.4.131 (trixie), 11.8.89 (bookworm))"),
+        ("11.8", "linux-aarch64", UBUNTU_24, "bookworm's nvidia-cuda-toolkit 11.8.89 has no aarch64 build (amd64)"),
+        ("12.4", "windows-x86_64", DEBIAN_12, "Linux hosts only"),
+    ],
+)
+def test_debian_unavailable_reasons(cuda: str, platform: str, host: dict[str, str], fragment: str) -> None:
+    reason = debian.unsupported_reason(cuda, platform, host, {"PATH": PLAIN_PATH}, load_facts().debian)
+    assert reason is not None and fragment in reason
+
+
+def test_debian_needs_apt_and_the_keyring(tmp_path: Path) -> None:
+    facts = load_facts().debian
+    reason = debian.unsupported_reason("12.4", "linux-x86_64", UBUNTU_24, {"PATH": str(tmp_path)}, facts)
+    assert reason == "apt-get and dpkg-deb not on PATH"
+    if shutil.which("apt-get", path=PLAIN_PATH) and shutil.which("dpkg-deb", path=PLAIN_PATH):
+        no_key = facts.model_copy(update={"keyring": str(tmp_path / "none.gpg")})
+        reason = debian.unsupported_reason("12.4", "linux-x86_64", UBUNTU_24, {"PATH": PLAIN_PATH}, no_key)
+        assert reason is not None and "no Debian archive keyring" in reason and "debian-archive-keyring" in reason
+
+
+def test_debian_private_apt_configuration(tmp_path: Path) -> None:
+    """Every apt directory, the sources and the dpkg status live under the provider's root; nothing of /etc/apt
+    or /var/lib is named."""
+    facts = load_facts().debian
+    release = facts.releases["12.4"]
+    root = tmp_path / "apt"
+    debian.prepare_apt_root(root, release, "amd64", facts)
+    assert (root / "sources.list").read_text() == (
+        "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian "
+        "trixie main non-free\n")
+    assert (root / "status").read_text() == ""
+    opts = debian.apt_options(root, "amd64")
+    values = dict(o.split("=", 1) for o in opts[1::2])
+    for key in ("Dir::Etc::SourceList", "Dir::Etc::SourceParts", "Dir::State::Lists", "Dir::State::status", "Dir::Cache"):
+        assert Path(values[key]).is_relative_to(root), key
+    assert values["APT::Architecture"] == "amd64" and values["Debug::NoLocking"] == "1"
+    assert "/etc/apt" not in " ".join(opts) and "/var/lib" not in " ".join(opts)
+
+
+def test_debian_hints_name_routes_of_the_host_distribution() -> None:
+    from buildtool.toolchain import how_to_get
+
+    facts = load_facts()
+    on_debian = how_to_get("12.4", "linux-x86_64", facts, DEBIAN_12)
+    assert "debian: pass --toolchain debian, which downloads Debian trixie's nvidia-cuda-toolkit 12.4.131" in on_debian
+    assert "sudo apt install nvidia-cuda-toolkit" not in on_debian  # bookworm's is 11.8, not 12.4
+    bookworm_118 = how_to_get("11.8", "linux-x86_64", facts, DEBIAN_12)
+    assert "`sudo apt install nvidia-cuda-toolkit` (Debian bookworm, non-free enabled) installs CUDA 11.8.89" in bookworm_118
+    assert "sudo apt install nvidia-cuda-toolkit" not in how_to_get("11.8", "linux-x86_64", facts, UBUNTU_24)
+    on_fedora = how_to_get("12.4", "linux-x86_64", facts, FEDORA_41)
+    assert "debian:" not in on_fedora and "apt" not in on_fedora
+    assert "debian:" not in how_to_get("13.0", "linux-x86_64", facts, DEBIAN_12)  # Debian ships no 13.0
+    for text in (on_debian, bookworm_118, on_fedora):
+        assert "cuda-toolkit-1" not in text
+
+
+def _fake_unpacked(root: Path, triplet: str) -> None:
+    """The paths Debian's packages unpack to (contents are placeholders; the layout is what is tested)."""
+    for rel in ("usr/bin/ptxas", "usr/bin/fatbinary", "usr/bin/nvlink", "usr/bin/cudafe++", "usr/bin/nvcc",
+                "usr/lib/nvidia-cuda-toolkit/bin/nvcc", "usr/lib/nvidia-cuda-toolkit/bin/cicc",
+                "usr/lib/nvidia-cuda-toolkit/bin/crt/link.stub", "usr/lib/nvidia-cuda-toolkit/libdevice/libdevice.10.bc",
+                "usr/include/cuda_runtime.h", "usr/include/cub/cub.cuh", f"usr/lib/{triplet}/libcudart.so.12",
+                f"usr/lib/{triplet}/libcublas_static.a", f"usr/lib/{triplet}/libcudadevrt.a"):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rel)
+    (root / "usr/lib/nvidia-cuda-toolkit/bin/nvcc.profile").symlink_to("/etc/nvcc.profile")
+
+
+def test_debian_assemble_layout(tmp_path: Path) -> None:
+    facts = load_facts().debian
+    unpacked, home = tmp_path / "root", tmp_path / "cuda"
+    _fake_unpacked(unpacked, "x86_64-linux-gnu")
+    assert debian.prune(unpacked, facts.prune, "x86_64-linux-gnu") == len("usr/lib/x86_64-linux-gnu/libcublas_static.a")
+    assert (unpacked / "usr/lib/x86_64-linux-gnu/libcudadevrt.a").is_file()  # needed by -rdc builds: kept
+    debian.assemble(unpacked, home, facts, "x86_64-linux-gnu", "x86_64")
+    nvcc = home / "bin" / "nvcc"
+    assert nvcc.is_file() and not nvcc.is_symlink()  # the real driver, not the /usr/bin wrapper
+    assert nvcc.read_text() == "usr/lib/nvidia-cuda-toolkit/bin/nvcc"
+    assert (home / "bin" / "ptxas").resolve() == (unpacked / "usr/bin/ptxas").resolve()
+    assert os.readlink(home / "bin" / "ptxas") == "../../root/usr/bin/ptxas"  # relative: the cache dir can move
+    profile = (home / "bin" / "nvcc.profile").read_text()
+    assert not (home / "bin" / "nvcc.profile").is_symlink() and "/etc" not in profile and "/usr/lib" not in profile
+    assert "NVVMIR_LIBRARY_DIR = $(TOP)/nvvm/libdevice" in profile
+    assert (home / "nvvm" / "libdevice" / "libdevice.10.bc").is_file() and (home / "nvvm" / "bin" / "cicc").is_file()
+    assert (home / "include" / "cuda_runtime.h").is_file() and (home / "include" / "cub" / "cub.cuh").is_file()
+    assert (home / "lib64" / "libcudart.so.12").is_file()
+    assert (home / "targets" / "x86_64-linux" / "include" / "cuda_runtime.h").is_file()
+    assert system.is_toolkit_root(home, "linux-x86_64")
+
+
+def test_debian_assemble_reports_a_missing_piece(tmp_path: Path) -> None:
+    from buildtool.errors import BuildError
+
+    unpacked = tmp_path / "root"
+    _fake_unpacked(unpacked, "x86_64-linux-gnu")
+    shutil.rmtree(unpacked / "usr/lib/nvidia-cuda-toolkit/libdevice")
+    with pytest.raises(BuildError, match=r"no usr/lib/nvidia-cuda-toolkit/libdevice \(needed for nvvm/libdevice\)"):
+        debian.assemble(unpacked, tmp_path / "cuda", load_facts().debian, "x86_64-linux-gnu", "x86_64")
+
+
+ON_DEBIAN = HERE.startswith("linux") and debian.is_debian_like(debian.read_os_release(), load_facts().debian) and all(
+    shutil.which(t) for t in ("apt-get", "apt-cache", "dpkg-deb"))
+# The full toolkit is 1 GB to download and about 4 min on the 2-core machine: out of the default suite (CI has 90
+# minutes for everything), in `nox -s build-cu124` and here on request.
+WANT_DEBIAN_TOOLKIT = os.environ.get("BUILDTOOL_TEST_DEBIAN_TOOLKIT") == "1"
+
+
+@pytest.mark.network
+@pytest.mark.skipif(not ON_DEBIAN, reason="the debian provider runs on Debian/Ubuntu hosts with apt")
+def test_debian_private_apt_sees_the_data_packages(tmp_path: Path) -> None:
+    """The real archive through the private configuration (lists only, about 10 MB): every package the data names
+    exists for this machine, at the CUDA version the data says."""
+    facts = load_facts().debian
+    machine = HERE.split("-", 1)[1]
+    arch = facts.dpkg_arch[machine]
+    for cuda, release in facts.releases.items():
+        if arch not in release.architectures:
+            continue
+        root = tmp_path / release.suite
+        debian.prepare_apt_root(root, release, arch, facts)
+        debian.update(root, arch, dict(os.environ))
+        versions = debian.candidate_versions(root, release, arch, dict(os.environ))
+        assert set(versions) == set(release.packages), cuda
+        assert versions["nvidia-cuda-toolkit"].startswith(release.version + "~"), versions["nvidia-cuda-toolkit"]
+
+
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.skipif(not ON_DEBIAN, reason="the debian provider runs on Debian/Ubuntu hosts with apt")
+@pytest.mark.skipif(not WANT_DEBIAN_TOOLKIT, reason="1 GB download, ~4 min: set BUILDTOOL_TEST_DEBIAN_TOOLKIT=1")
+def test_debian_provider_real_compiles(tmp_path: Path) -> None:
+    """Debian trixie's nvidia-cuda-toolkit 12.4 downloaded (1 GB), unpacked and assembled in the user cache (paid
+    once: about 4 min on the 2-core machine), then a kernel with cub compiled by it for sm_90."""
+    cache = default_cache_dir()
+    tc = resolve("12.4", HERE, "debian", cache_dir=cache)
+    assert tc.provider == "debian" and tc.cuda_version == "12.4.131"
+    assert tc.cuda_home.is_relative_to(cache / "toolchains")
+    detail = tc.attempts[0].detail
+    assert "assembled Debian trixie nvidia-cuda-toolkit 12.4.131" in detail or "cached" in detail
+    assert "cached" in resolve("12.4", HERE, "debian", cache_dir=cache).attempts[0].detail
+    src = tmp_path / "k.cu"
+    src.write_text(KERNEL)
+    proc = subprocess.run([str(tc.nvcc), "-c", str(src), "-o", str(tmp_path / "k.o"), "-arch=sm_90"],
+                          env=tc.apply(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "k.o").stat().st_size > 0
 
 
 def test_conda_not_present(tmp_path: Path) -> None:
@@ -296,7 +472,7 @@ def test_pypi_provider_real_compiles(tmp_path: Path) -> None:
 
 
 def test_cli_not_found_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PATH", PLAIN_PATH)
+    monkeypatch.setenv("PATH", path_without(("apt-get", "dpkg-deb", "micromamba", "mamba", "conda"), tmp_path / "bin"))
     monkeypatch.setenv("BUILDTOOL_CACHE_DIR", str(tmp_path))
     assert main(["toolchain", "--cuda", "12.4"]) == 2
     err = capsys.readouterr().err

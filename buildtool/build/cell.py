@@ -70,7 +70,7 @@ class _Frozen(BaseModel):
 
 
 class BuildOptions(_Frozen):
-    toolchain: Literal["auto", "system", "pypi", "conda"] = "auto"
+    toolchain: Literal["auto", "system", "pypi", "debian", "conda"] = "auto"
     use_current_env: bool = False
     build_python: Path | None = None  # build against this interpreter's torch (an existing env)
     index_url: str | None = None

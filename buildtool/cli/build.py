@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", help="build the cells of this profile (default: default_profile of matrix.yaml)")
     p.add_argument("--filter", action="append", default=[], metavar="AXIS=V[,V]",
                    help="keep cells whose AXIS (platform, python, cuda, torch, package, tags) is one of the values")
-    p.add_argument("--toolchain", choices=("auto", "system", "pypi", "conda"), default="auto",
+    p.add_argument("--toolchain", choices=("auto", "system", "pypi", "debian", "conda"), default="auto",
                    help="where nvcc comes from (auto: system, then pypi, then conda)")
     p.add_argument("--use-current-env", action="store_true",
                    help="build against this interpreter's torch (offline) instead of an isolated build env")

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda", required=True, help="the cell's CUDA version, e.g. 13.0")
     p.add_argument("--platform", default=None, help="the cell's platform (default: this machine's)")
     p.add_argument("--provider", "--toolchain", dest="provider", default="auto",
-                   choices=("auto", "system", "pypi", "conda"), help="where the toolkit comes from (default: auto)")
+                   choices=("auto", "system", "pypi", "debian", "conda"), help="where the toolkit comes from (default: auto)")
     p.add_argument("--cache-dir", type=Path, default=None, help="toolkit cache (default: $BUILDTOOL_CACHE_DIR or ~/.cache/buildtool)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

@@ -7,9 +7,12 @@
 `resolve(cuda, platform, provider="auto", *, cache_dir=None, env=None)`:
 - `cuda`: the cell's CUDA "X.Y" (an "X.Y.Z" is accepted; major.minor is what must match).
 - `platform`: the cell's platform (compat.yaml names); it must be the machine's own platform.
-- `provider`: "system" | "pypi" | "conda", or "auto" = try them in that order and take the first that works.
+- `provider`: "system" | "pypi" | "debian" | "conda", or "auto" = try them in that order and take the first that
+  works.
   system: $CUDA_HOME/$CUDA_PATH, nvcc on PATH, /usr/local/cuda-X.Y (exact major.minor, see system.py);
   pypi: `cuda-toolkit[nvcc,cccl]==X.Y.*` into a cached CUDA_HOME (CUDA 13.x only, see pypi.py);
+  debian: Debian's nvidia-cuda-toolkit (12.4 from trixie, 11.8 from bookworm) unpacked without root into a cached
+  CUDA_HOME, on Debian/Ubuntu hosts (see debian.py);
   conda: cuda-nvcc + cuda-cccl from `nvidia/label/cuda-X.Y.Z` via micromamba/mamba/conda (see conda.py).
 - `cache_dir`: where provisioned toolkits live (default: `default_cache_dir()`, $BUILDTOOL_CACHE_DIR).
 - `env`: the environment to search and to extend (default os.environ); never modified.
@@ -29,7 +32,7 @@ from pathlib import Path
 
 from buildtool.errors import BuildError, UserError, allowed_list
 from buildtool.spec.compat import load_compat
-from buildtool.toolchain import conda, gcc, msvc, pypi, system
+from buildtool.toolchain import conda, debian, gcc, msvc, pypi, system
 from buildtool.toolchain.models import (
     PROVIDERS,
     HostCompiler,
@@ -98,6 +101,14 @@ def _try_provider(
             return pypi.provision(cuda, platform, cache_dir, facts, env=env, host_cxx=host_cxx)
         except (BuildError, OSError, ValueError) as exc:
             return None, "", str(exc)
+    if name == "debian":
+        reason = debian.unsupported_reason(cuda, platform, debian.read_os_release(), env, facts.debian)
+        if reason:
+            return None, "", reason
+        try:
+            return debian.provision(cuda, platform, cache_dir, facts, env=env, host_cxx=host_cxx)
+        except (BuildError, OSError, ValueError) as exc:
+            return None, "", str(exc)
     tool = conda.find_tool(env, facts)
     if tool is None:
         return None, "", f"no {', '.join(facts.conda.tools[:-1])} or {facts.conda.tools[-1]} on PATH"
@@ -107,12 +118,18 @@ def _try_provider(
         return None, "", str(exc)
 
 
-def how_to_get(cuda: str, platform: str, facts: ProviderFacts) -> str:
-    """Every way to get a toolkit for ``cuda`` on ``platform``, one per provider that can supply it."""
+def how_to_get(cuda: str, platform: str, facts: ProviderFacts, os_release: Mapping[str, str] | None = None) -> str:
+    """Every way to get a toolkit for ``cuda`` on ``platform``, one per provider that can supply it on this host's
+    distribution (``os_release``: /etc/os-release, read when None)."""
     major, minor = split_cuda(cuda)
+    release = debian.read_os_release() if os_release is None else os_release
     ways = [f"system: {system.install_hint(cuda, platform, facts)}"]
+    if os_of(platform) == "linux" and (apt := debian.system_package_hint(cuda, release, facts.debian)):
+        ways.append(f"system: {apt}")
     if pypi.unsupported_reason(cuda, facts) is None:
         ways.append("pypi: " + " ".join(facts.pypi.install_hint.format(major=major, minor=minor).split()))
+    if os_of(platform) == "linux" and (route := debian.install_hint(cuda, release, facts.debian)):
+        ways.append(f"debian: {route}")
     ways.append("conda: " + " ".join(conda.install_hint(cuda, facts).split()))
     return "\n    - ".join(ways)
 

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict
 from buildtool.errors import UserError
 from buildtool.spec import yamlsrc
 
-ProviderName = Literal["system", "pypi", "conda"]
-ProviderChoice = Literal["auto", "system", "pypi", "conda"]
-PROVIDERS: tuple[ProviderName, ...] = ("system", "pypi", "conda")
+ProviderName = Literal["system", "pypi", "debian", "conda"]
+ProviderChoice = Literal["auto", "system", "pypi", "debian", "conda"]
+#: the order `auto` tries them in
+PROVIDERS: tuple[ProviderName, ...] = ("system", "pypi", "debian", "conda")
 
 
 class _Frozen(BaseModel):
@@ -128,6 +129,40 @@ class CondaFacts(_Frozen):
         return self.channel.format(full=self.full_version(cuda))
 
 
+class DebianRelease(_Frozen):
+    """One Debian release's CUDA: where it is and which packages make a toolkit of it."""
+
+    suite: str
+    version: str  # the nvcc version it ships, "12.4.131"
+    components: tuple[str, ...]
+    architectures: tuple[str, ...]
+    packages: tuple[str, ...]
+
+
+class DebianLayout(_Frozen):
+    """How the unpacked packages become a CUDA_HOME (paths relative to the unpacked root; {triplet})."""
+
+    tools_dir: str
+    skip_tools: tuple[str, ...]
+    nvcc: str
+    links: dict[str, str]
+    nvcc_profile: str
+
+
+class DebianFacts(_Frozen):
+    hosts: tuple[str, ...]
+    archive: str
+    keyring: str
+    keyring_fix: str
+    dpkg_arch: dict[str, str]
+    triplet: dict[str, str]
+    releases: dict[str, DebianRelease]
+    prune: tuple[str, ...]
+    layout: DebianLayout
+    install_hint: str
+    system_hint: str
+
+
 class MsvcFacts(_Frozen):
     vswhere: str
     vswhere_args: tuple[str, ...]
@@ -149,6 +184,7 @@ class BuildEnvFacts(_Frozen):
 class ProviderFacts(_Frozen):
     system: SystemFacts
     pypi: PypiFacts
+    debian: DebianFacts
     conda: CondaFacts
     host_compiler: HostCompilerFacts
     build_env: BuildEnvFacts

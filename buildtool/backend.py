@@ -1,14 +1,28 @@
 """PEP 517 backend for prepared source trees (`buildtool prepare` writes build-backend = "buildtool.backend").
 
-    pip wheel --no-build-isolation PREPARED_TREE     # builds against this interpreter's torch
+Self-contained: everything comes from the tree itself, its pyproject.toml `[tool.buildtool]` table
+(buildtool.source.tree_config), the recipe and kernel specs prepare copied into `.buildtool/` and its provenance.json;
+no checkout of this project has to be around it. Frontends::
+
+    PIP_FIND_LINKS=TREE/.buildtool/wheels python -m build --wheel TREE    # isolated: torch + ninja installed
+    PIP_FIND_LINKS=... pip wheel TREE                                     # isolated too
+    UV_FIND_LINKS=... uv build --wheel TREE
+    pip wheel --no-build-isolation TREE                                   # this env's torch
+    cibuildwheel TREE                                                     # CIBW_BEFORE_BUILD installs torch
+
+The builder itself (`mamba-wheel-builder==<version>`, build-system.requires) is not on PyPI: the caller
+points the frontend at a wheel of it (prepare --builder-wheel copies one into `.buildtool/wheels/`).
+`get_requires_for_build_wheel` adds the tree's torch (`[tool.buildtool] torch`, or `-C torch=X.Y.Z`) and
+ninja, so an isolated env gets exactly the torch the wheel is labelled for.
 
 The wheel is built for the running interpreter: its Python, its torch (version, CUDA, C++11 ABI) and this
 machine's platform make the cell; the archs come from config settings (`-C archs=9.0;8.0`), else
-$TORCH_CUDA_ARCH_LIST, else the matrix's arch policy for that CUDA. The build itself is
-buildtool.build.cell.build_tree, the same code `buildtool build` runs. Build isolation makes no sense here
-(an isolated env would not have the torch the wheel must match), so no build requirements are declared.
+$TORCH_CUDA_ARCH_LIST, else the tree's arch policy for that CUDA. The build itself is
+buildtool.build.cell.build_tree, the same code `buildtool build` runs, minus the repair: a PEP 517 backend writes
+the plain `linux_x86_64` / `win_amd64` wheel and `buildtool repair` (cibuildwheel's repair step) tags it.
 
-Config settings: archs, toolchain (auto|system|pypi|conda), jobs.
+Config settings: archs, torch, toolchain (auto|system|pypi|conda), jobs. Environment: TORCH_CUDA_ARCH_LIST,
+BUILDTOOL_CACHE_DIR (objects and toolchains), BUILDTOOL_LOG_DIR (the log; default TREE/build/buildtool/).
 """
 
 from __future__ import annotations
@@ -26,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from buildtool.errors import UserError
+from buildtool.source.tree_config import TreeConfig, read_tree_config
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
-from buildtool.spec.recipe import Recipe, load_recipe, load_recipes
+from buildtool.spec.recipe import Recipe, load_recipe
 from buildtool.wheel.write import source_date_epoch
 
 __all__ = [
@@ -42,11 +57,12 @@ __all__ = [
 ConfigSettings = Mapping[str, Any] | None
 TREE_PROVENANCE = "provenance.json"
 WORK_DIR = Path("build") / "buildtool"
+_ARCH_RE = re.compile(r"^\d+\.\d+a?$")
 
 
 def get_requires_for_build_wheel(config_settings: ConfigSettings = None) -> list[str]:
-    # torch must be the one already installed (that is what the wheel is built against): nothing to add.
-    return []
+    """The tree's torch (so an isolated env builds against the torch the wheel is labelled for) and ninja."""
+    return read_tree_config(Path.cwd()).build_requires(_setting(config_settings, "torch"))
 
 
 def get_requires_for_build_sdist(config_settings: ConfigSettings = None) -> list[str]:
@@ -71,27 +87,13 @@ def _tree_provenance(root: Path) -> dict[str, Any]:
     return data
 
 
-def _field(prov: Mapping[str, Any], *names: str) -> str:
-    for name in names:
-        value: Any = prov
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if value:
-            return str(value)
-    raise UserError(f"{TREE_PROVENANCE} has none of {', '.join(names)}")
-
-
-def _recipe(root: Path, package: str) -> Recipe:
-    """The recipe copied into the tree by prepare, else the project's (a checkout next to buildtool)."""
-    for candidate in (root / ".buildtool" / "recipe.yaml", root / ".buildtool" / f"{package}.yaml"):
-        if candidate.is_file():
-            return load_recipe_file(candidate)
-    from buildtool.spec.project import find_project
-
-    recipes = load_recipes(find_project().recipes_dir)
-    if package not in recipes:
-        raise UserError(f"no recipe for {package} in the prepared tree or the project")
-    return recipes[package]
+def _recipe(root: Path, config: TreeConfig) -> Recipe:
+    """The recipe copied into the tree by prepare (the path [tool.buildtool] recipe names)."""
+    path = root / config.recipe
+    if not path.is_file():
+        raise UserError(f"{path} is missing: [tool.buildtool] recipe names a file the tree does not have",
+                        hint="prepare the tree again with `buildtool prepare`")
+    return load_recipe_file(path)
 
 
 def load_recipe_file(path: Path) -> Recipe:
@@ -104,29 +106,38 @@ def load_recipe_file(path: Path) -> Recipe:
     return recipe
 
 
-def _archs(cuda: str, config_settings: ConfigSettings) -> tuple[tuple[str, ...], bool]:
-    """(archs, ptx) from -C archs=..., $TORCH_CUDA_ARCH_LIST, or the matrix's arch policy for ``cuda``."""
-    text = _setting(config_settings, "archs") or os.environ.get("TORCH_CUDA_ARCH_LIST")
-    if text:
-        items = [a.strip() for a in re.split(r"[;, ]+", text) if a.strip()]
-        ptx = any(a.upper().endswith("+PTX") for a in items)
-        archs = tuple(a.split("+")[0] for a in items)
-        for a in archs:
-            if not re.match(r"^\d+\.\d+a?$", a):
-                raise UserError(f'arch "{a}" must look like 8.0, 9.0 or 9.0a (from archs / TORCH_CUDA_ARCH_LIST)')
-        return archs, ptx
-    from buildtool.spec.matrix import load_matrix
-    from buildtool.spec.project import find_project
+def parse_arch_list(text: str, where: str) -> tuple[tuple[str, ...], bool]:
+    """'8.0;9.0+PTX' -> (("8.0", "9.0"), True)."""
+    items = [a.strip() for a in re.split(r"[;, ]+", text) if a.strip()]
+    ptx = any(a.upper().endswith("+PTX") for a in items)
+    archs = tuple(a.split("+")[0] for a in items)
+    for a in archs:
+        if not _ARCH_RE.match(a):
+            raise UserError(f'arch "{a}" must look like 8.0, 9.0 or 9.0a (from {where})')
+    return archs, ptx
 
-    policy = load_matrix(find_project().root).spec.arch_policy.get(cuda)
+
+def _archs(cuda: str, config_settings: ConfigSettings,
+           arch_policy: Mapping[str, str] | None = None) -> tuple[tuple[str, ...], bool]:
+    """(archs, ptx) from -C archs=..., $TORCH_CUDA_ARCH_LIST, or the tree's arch policy for ``cuda``."""
+    setting = _setting(config_settings, "archs")
+    if setting:
+        return parse_arch_list(setting, "archs")
+    env = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if env:
+        return parse_arch_list(env, "TORCH_CUDA_ARCH_LIST")
+    policy = (arch_policy or {}).get(cuda)
     if policy is None:
-        raise UserError(f"no archs given and no arch_policy for CUDA {cuda}",
+        known = ", ".join(arch_policy or {}) or "none"
+        raise UserError(f"no archs given and the tree's [tool.buildtool.arch-policy] has no entry for CUDA {cuda} "
+                        f"(it has: {known})",
                         hint="pass -C archs=9.0 (pip: --config-settings archs=9.0) or set TORCH_CUDA_ARCH_LIST")
-    return tuple(policy.archs), policy.ptx
+    return parse_arch_list(policy, f"[tool.buildtool.arch-policy] {cuda}")
 
 
-def cell_for_current_env(package: str, version: str, env: Any, config_settings: ConfigSettings = None, *,
-                         abi: str = "full", torch_floor: str | None = None) -> Cell:
+def cell_for_current_env(package: str, version: str, env: Any, config_settings: ConfigSettings = None,
+                         arch_policy: Mapping[str, str] | None = None, *, abi: str = "full",
+                         torch_floor: str | None = None) -> Cell:
     """The cell this interpreter + torch + machine make, for ``package==version`` on the ``abi`` track (a
     tree prepared for the stable track builds a stable-ABI wheel: ``torch_floor`` from its provenance)."""
     from buildtool.build.cell import host_platform
@@ -134,6 +145,10 @@ def cell_for_current_env(package: str, version: str, env: Any, config_settings: 
     platform = host_platform()
     if platform is None:
         raise UserError("this machine is not a platform the builder knows (linux-x86_64, linux-aarch64, windows-x86_64)")
+    if not env.torch_version:
+        raise UserError(f"no torch in the build environment {env.python}",
+                        hint="prepare the tree with --torch (an isolated build then installs it), pass "
+                             "-C torch=X.Y.Z, or build with --no-isolation in an env that has torch")
     if not env.torch_cuda:
         raise UserError(f"torch {env.torch_version} in {env.python} is a CPU build: CUDA kernels need a CUDA torch")
     torch_public = env.torch_version.split("+", 1)[0]
@@ -141,7 +156,7 @@ def cell_for_current_env(package: str, version: str, env: Any, config_settings: 
     info = compat.torch_info(torch_public)
     if info is None:
         raise UserError(f"torch {torch_public} is not in the compatibility table")
-    archs, ptx = _archs(env.torch_cuda, config_settings)
+    archs, ptx = _archs(env.torch_cuda, config_settings, arch_policy)
     triton = compat.triton_requirement(torch_public, platform)
     stable = abi == "stable"
     if stable and not torch_floor:
@@ -156,6 +171,21 @@ def cell_for_current_env(package: str, version: str, env: Any, config_settings: 
     )
 
 
+def _check_env_against_tree(config: TreeConfig, cell: Cell, torch_setting: str | None) -> None:
+    """The tree's platform (its patches) and pins must be what this build env is."""
+    if cell.platform != config.platform:
+        raise UserError(f"this tree was prepared for {config.platform} (its patches were chosen for it); this "
+                        f"machine is {cell.platform}", hint=f"prepare it again with --platform {cell.platform}")
+    pinned = torch_setting or config.torch
+    if pinned and cell.torch != pinned.split("+", 1)[0]:
+        raise UserError(f"the build env has torch {cell.torch}, the tree pins torch {pinned}",
+                        hint="build isolated (the frontend installs the pinned torch) or install that torch")
+    if config.cuda and cell.cuda != config.cuda:
+        raise UserError(f"the build env's torch is built for CUDA {cell.cuda}, the tree pins CUDA {config.cuda}",
+                        hint=f"install torch from the CUDA {config.cuda} index (PIP_EXTRA_INDEX_URL / "
+                             "PIP_INDEX_URL for the isolated env)")
+
+
 def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
                 metadata_directory: str | None = None) -> str:
     from buildtool.build import buildenv
@@ -164,21 +194,23 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
     from buildtool.toolchain import resolve
 
     root = Path.cwd()
+    config = read_tree_config(root)
     prov = _tree_provenance(root)
-    package = _field(prov, "package", "recipe.name", "name")
-    version = _field(prov, "version", "recipe.version")
-    recipe = _recipe(root, package)
+    recipe = _recipe(root, config)
     env = buildenv.current_env()
-    cell = cell_for_current_env(package, version, env, config_settings, abi=str(prov.get("abi") or "full"),
-                                torch_floor=prov.get("torch_floor"))
+    cell = cell_for_current_env(config.package, config.version, env, config_settings, config.arch_policy,
+                                abi=config.abi, torch_floor=prov.get("torch_floor"))
+    _check_env_against_tree(config, cell, _setting(config_settings, "torch"))
     work = root / WORK_DIR
-    log = CellLog(work / "build.log")
+    # $BUILDTOOL_LOG_DIR: where CI keeps logs (cibuildwheel builds a copy of the tree inside its container)
+    log_dir = os.environ.get("BUILDTOOL_LOG_DIR")
+    log = CellLog(Path(log_dir) / f"{cell.id}.log" if log_dir else work / "build.log")
     sys.stderr.write(f"buildtool: building {cell.id} (archs {cell.arch_list}); log {log.path}\n")
     toolchain = resolve(cell.cuda, cell.platform, _setting(config_settings, "toolchain") or "auto")  # type: ignore[arg-type]
     jobs = _setting(config_settings, "jobs")
     built = build_tree(tree=root, tree_provenance=prov, recipe=recipe, cell=cell, toolchain=toolchain, env=env,
                        objects=work / "obj", staging=work / "wheel", log=log,
-                       settings=CompileSettings(jobs=(int(jobs) or None) if jobs else None))
+                       settings=CompileSettings(jobs=(int(jobs) or None) if jobs else None), repair=False)
     for note in built.notes:
         sys.stderr.write(f"buildtool: {note}\n")
     out = Path(wheel_directory)
@@ -194,10 +226,9 @@ _SDIST_SKIP = {"build", "dist", "__pycache__", ".git"}
 def build_sdist(sdist_directory: str, config_settings: ConfigSettings = None) -> str:
     """A reproducible .tar.gz of the prepared tree (sorted, fixed mtimes and owners) plus PKG-INFO."""
     root = Path.cwd()
-    prov = _tree_provenance(root)
-    package = _field(prov, "package", "recipe.name", "name")
-    version = _field(prov, "version", "recipe.version")
-    recipe = _recipe(root, package)
+    config = read_tree_config(root)
+    version = config.version
+    recipe = _recipe(root, config)
     base = f"{re.sub(r'[-_.]+', '_', recipe.dist).lower()}-{version}"
     epoch = source_date_epoch()
     pkg_info = (f"Metadata-Version: 2.1\nName: {recipe.dist}\nVersion: {version}\nSummary: {recipe.summary}\n"

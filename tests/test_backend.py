@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.parser
 import os
+import shutil
 import subprocess
 import tarfile
 import zipfile
@@ -41,12 +42,42 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepared.root
 
 
-def test_no_build_requirements() -> None:
-    assert backend.get_requires_for_build_wheel() == []
+def test_build_requirements_come_from_the_tree(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree)
+    assert backend.get_requires_for_build_wheel() == ["ninja"]  # prepared without --torch: no pin
+    assert backend.get_requires_for_build_wheel({"torch": "2.13.0"}) == ["torch==2.13.0", "ninja"]
     assert backend.get_requires_for_build_sdist() == []
+    pinned = tmp_path / "pinned"
+    shutil.copytree(tree, pinned)
+    text = (pinned / "pyproject.toml").read_text(encoding="utf-8")
+    (pinned / "pyproject.toml").write_text(text.replace('builder = "', 'torch = "2.14.1"\nbuilder = "'),
+                                           encoding="utf-8")
+    monkeypatch.chdir(pinned)
+    assert backend.get_requires_for_build_wheel() == ["torch==2.14.1", "ninja"]
 
 
-def test_cell_from_running_torch(torch_env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tree_config_errors_name_the_file_and_field(tree: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tree, broken)
+    path = broken / "pyproject.toml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("kernels = [", "kernelz = ["), encoding="utf-8")
+    monkeypatch.chdir(broken)
+    with pytest.raises(UserError, match=r"pyproject.toml \[tool.buildtool\]: kernels: Field required.*kernelz"):
+        backend.get_requires_for_build_wheel()
+    path.write_text(text.split("[tool.buildtool]")[0], encoding="utf-8")
+    with pytest.raises(UserError, match=r"has no \[tool.buildtool\] table"):
+        backend.get_requires_for_build_wheel()
+    path.write_text("[tool.buildtool\n", encoding="utf-8")
+    with pytest.raises(UserError, match="not valid TOML"):
+        backend.get_requires_for_build_wheel()
+
+
+def test_cell_from_running_torch(torch_env, tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildtool.source.tree_config import read_tree_config
+
+    policy_table = read_tree_config(tree).arch_policy
     monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
     cell = backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env, {"archs": "8.0;9.0+PTX"})
     assert cell.id == "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0"
@@ -55,8 +86,10 @@ def test_cell_from_running_torch(torch_env, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
     assert backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env).archs == ("9.0",)
     monkeypatch.delenv("TORCH_CUDA_ARCH_LIST")
-    policy = backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env)  # the matrix's arch policy
+    policy = backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env, None, policy_table)  # the tree's
     assert "9.0" in policy.archs and "7.0" not in policy.archs  # CUDA 13 has no sm_70
+    with pytest.raises(UserError, match=r"arch-policy\] has no entry for CUDA 13.0"):
+        backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env, None, {})
     with pytest.raises(UserError, match="must look like"):
         backend.cell_for_current_env("causal-conv1d", "1.7.0", torch_env, {"archs": "sm_90"})
 

@@ -55,7 +55,13 @@ def _check_tree(tree: Path, project: Project, package: str, version: str, platfo
     for p in prov["patches"]:
         assert p["sha256"] == hashlib.sha256((project.patches_dir / p["name"]).read_bytes()).hexdigest()
     pyproject = tomllib.loads((tree / "pyproject.toml").read_text())
-    assert pyproject["build-system"] == {"requires": ["mamba-wheel-builder"], "build-backend": "buildtool.backend"}
+    from buildtool import __version__
+
+    assert pyproject["build-system"] == {"requires": [f"mamba-wheel-builder=={__version__}"],
+                                         "build-backend": "buildtool.backend"}
+    table = pyproject["tool"]["buildtool"]
+    assert table["kernels"] == list(rv.kernels) and table["recipe"] == ".buildtool/recipe.yaml"
+    assert (tree / table["recipe"]).is_file() and "13.0" in table["arch-policy"]
     assert pyproject["tool"]["buildtool"]["package"] == package
     assert pyproject["tool"]["buildtool"]["platform"] == platform
     assert pyproject["project"]["name"] == load_recipes(project.recipes_dir)[package].dist

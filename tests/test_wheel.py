@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from buildtool.errors import BuildError
 from buildtool.spec.matrix import load_matrix
 from buildtool.spec.recipe import load_recipes
 from buildtool.wheel.repair import (
@@ -33,6 +34,7 @@ from buildtool.wheel.write import (
     metadata_text,
     read_provenance,
     rewrite_wheel,
+    source_date_epoch,
     wheel_name_for,
     write_wheel,
 )
@@ -256,3 +258,79 @@ def test_wheel_carrying_a_torch_library_is_refused(repo_root: Path, tmp_path: Pa
     raw = write_wheel(WheelContents(name=contents.name, files=files, metadata=contents.metadata), tmp_path / "raw")
     with pytest.raises(BuildError, match=r"libc10\.so"):
         repair_wheel(raw, tmp_path / "out", platform="linux-x86_64", cuda="13.0")
+
+
+# ---------------------------------------------------------------- buildtool repair (cibuildwheel's repair step)
+def test_manylinux_ceilings_come_from_auditwheels_own_policy_data() -> None:
+    from buildtool.wheel.repair import ceilings_from_policy_data, linux_ceilings
+
+    rows = [{"name": "linux", "symbol_versions": {}},
+            {"name": "manylinux_2_28", "symbol_versions": {"x86_64": {
+                "GLIBC": ["2.2.5", "2.17", "2.28"], "GLIBCXX": ["3.4.9", "3.4.24"], "CXXABI": ["1.3.11", "TM_1"]}}}]
+    assert ceilings_from_policy_data(rows, "manylinux_2_28", "x86_64") == {
+        "GLIBC": "2.28", "GLIBCXX": "3.4.24", "CXXABI": "1.3.11"}  # numeric max, not string max; TM_1 skipped
+    with pytest.raises(BuildError, match="no manylinux_2_28 for ppc64le"):
+        ceilings_from_policy_data(rows, "manylinux_2_28", "ppc64le")
+    pytest.importorskip("auditwheel")
+    ceilings, source = linux_ceilings("x86_64")
+    assert source == "auditwheel's manylinux-policy.json" and ceilings["GLIBC"] == "2.28"
+
+
+def test_repair_cli_windows_mock_delvewheel_excludes_torch_dlls(repo_root: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows mock: delvewheel cannot run here, so a stand-in on PATH records its arguments and copies the
+    wheel; the command line and the result handling are buildtool's real ones."""
+    import dataclasses
+    import json
+    import sys
+
+    from buildtool.cli import main
+
+    _, contents = _contents(repo_root, tmp_path)
+    files = {k: v for k, v in contents.files.items() if not k.endswith(".so")}
+    files["causal_conv1d_cuda.cp311-win_amd64.pyd"] = b"MZ fake"
+    name = dataclasses.replace(contents.name, platform_tag="win_amd64")
+    raw = write_wheel(WheelContents(name=name, files=files, metadata=contents.metadata,
+                                    provenance=contents.provenance), tmp_path / "raw", epoch=0)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "delvewheel-args.json"
+    fake = bin_dir / "delvewheel"
+    fake.write_text(f"#!{sys.executable}\nimport json, shutil, sys\n"
+                    f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n"
+                    "out = sys.argv[sys.argv.index('-w') + 1]\nshutil.copy(sys.argv[-1], out)\n", encoding="utf-8")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert main(["repair", str(raw), "-w", str(tmp_path / "out")]) == 0
+    args = json.loads(record.read_text(encoding="utf-8"))
+    excluded = args[args.index("--exclude") + 1].split(";")
+    assert {"c10.dll", "torch_cpu.dll", "torch_python.dll", "cudart64_13.dll"} <= set(excluded)  # +cu130 label
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [raw.name]
+
+
+@needs_gcc_and_torch
+def test_repair_cli_gives_the_bytes_the_build_repair_gives(repo_root: Path, tmp_path: Path) -> None:
+    from buildtool.cli import main
+    from buildtool.wheel.repair import _which
+
+    if _which("patchelf") is None:
+        pytest.skip("patchelf not installed")
+    so = _compile_so(tmp_path, "ext", "int f(void){return 1;}\n", ["c10", "torch_cpu"])
+    raw = _so_wheel(repo_root, tmp_path, so)
+    assert main(["repair", str(raw), "-w", str(tmp_path / "cli")]) == 0
+    (repaired,) = (tmp_path / "cli").iterdir()
+    built = repair_wheel(raw, tmp_path / "build", platform="linux-x86_64", cuda="13.0", epoch=source_date_epoch())
+    assert repaired.name == built.wheel.name and repaired.name.endswith("manylinux_2_28_x86_64.whl")
+    assert repaired.read_bytes() == built.wheel.read_bytes()
+
+
+def test_repair_cli_refuses_what_it_cannot_repair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from buildtool.cli import main
+
+    assert main(["repair", str(tmp_path / "missing.whl"), "-w", str(tmp_path)]) != 0
+    assert "missing.whl: no such wheel" in capsys.readouterr().err
+    mac = tmp_path / "tiny-0.1+cu130torch2.14cxx11abiTRUE-cp311-cp311-macosx_11_0_arm64.whl"
+    mac.write_bytes(b"")
+    assert main(["repair", str(mac), "-w", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "platform tag macosx_11_0_arm64 is not one the builder repairs" in err and "win_amd64" in err

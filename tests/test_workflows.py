@@ -1,6 +1,7 @@
 """The GitHub Actions workflows (.github/workflows): linted by actionlint, every `buildtool`/`nox` command they
-run exists in the CLI and parses with its arguments, and the matrix they generate is exactly
-`buildtool matrix --format github` for every profile of matrix.yaml."""
+run (including cibuildwheel's repair and test commands) exists in the CLI and parses with its arguments, and
+the build jobs they generate are exactly `buildtool matrix --format cibuildwheel` for every profile of
+matrix.yaml (tests/test_compile_groups.py runs each job's configuration through the real cibuildwheel)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from buildtool.build.groups import cibuildwheel_matrix
 from buildtool.cli import build_parser
 from buildtool.spec import yamlsrc
 from buildtool.spec.matrix import github_matrix, load_matrix
@@ -120,13 +122,26 @@ def test_every_job_runs_buildtool_or_nox() -> None:
     tools = {cmd[0] for _, cmd in commands}
     assert tools == {"buildtool", "nox"}
     subcommands = {cmd[1] for _, cmd in commands if cmd[0] == "buildtool"}
-    assert {"matrix", "build", "index"} <= subcommands, subcommands
+    assert {"matrix", "prepare", "plan", "index"} <= subcommands, subcommands
     sessions = {cmd[cmd.index("-s") + 1] for _, cmd in commands if cmd[0] == "nox"}
     assert {"tests", "lint", "verify"} <= sessions, sessions
 
 
+def _cibuildwheel_commands() -> list[tuple[str, list[str]]]:
+    """`buildtool ...` commands cibuildwheel runs (CIBW_*_COMMAND), its {placeholders} filled in."""
+    found = []
+    for wf_name, wf in _workflows().items():
+        for job_name, job in wf["jobs"].items():
+            for step in job.get("steps", []):
+                for key, value in (step.get("env") or {}).items():
+                    if key.startswith("CIBW_") and key.endswith("_COMMAND"):
+                        text = re.sub(r"\{(\w+)\}", "X", str(value))
+                        found += [(f"{wf_name}:{job_name}:{key}", cmd) for cmd in _commands(text)]
+    return found
+
+
 def _buildtool_commands() -> list[tuple[str, list[str]]]:
-    return [(where, cmd) for where, cmd in _all_commands() if cmd[0] == "buildtool"]
+    return [(where, cmd) for where, cmd in _all_commands() + _cibuildwheel_commands() if cmd[0] == "buildtool"]
 
 
 def _nox_commands() -> list[tuple[str, list[str]]]:
@@ -195,7 +210,7 @@ def _plan_step(workflow: str) -> dict[str, Any]:
 def _run_plan(workflow: str, profile: str, tmp_path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Run the workflow's plan step as GitHub would: $PROFILE set, outputs appended to $GITHUB_OUTPUT."""
     script = str(_plan_step(workflow)["run"]).strip()
-    assert script.startswith("buildtool matrix --format github"), script
+    assert script.startswith(("buildtool matrix --format github", "buildtool matrix --format cibuildwheel")), script
     output = tmp_path / "github_output"
     output.write_text("", encoding="utf-8")
     argv = shlex.split(script.replace("$PROFILE", profile).replace("$GITHUB_OUTPUT", str(output)))
@@ -219,9 +234,14 @@ def test_dispatch_profiles_are_the_matrix_profiles() -> None:
 def test_wheels_plan_matrix_is_buildtool_matrix(profile: str, tmp_path: Path) -> None:
     printed, outputs = _run_plan("wheels.yml", profile, tmp_path)
     matrix = load_matrix(REPO)
-    expected = github_matrix(matrix.select(matrix.expand(), profile), runners=matrix.spec.runners)
+    cells = matrix.select(matrix.expand(), profile)
+    expected = cibuildwheel_matrix(cells, runners=matrix.spec.runners)
     assert printed == expected
-    assert expected == json.loads((GOLDEN / f"github-{profile}.json").read_text(encoding="utf-8")), (
+    # the plan's jobs hold exactly the profile's cells
+    assert sorted(cid for m in expected["matrices"] for row in m["include"] for cid in row["cells"].split()) == \
+        sorted(c.id for c in cells)
+    per_cell = github_matrix(cells, runners=matrix.spec.runners)
+    assert per_cell == json.loads((GOLDEN / f"github-{profile}.json").read_text(encoding="utf-8")), (
         "matrix.yaml (or compat/recipes) changed the cells: regenerate the golden files with "
         "UPDATE_GOLDEN=1 pytest tests/test_matrix.py and review the diff"
     )
@@ -258,7 +278,7 @@ def _matrix_keys(text: str) -> set[str]:
 
 def test_jobs_use_only_keys_the_matrix_has() -> None:
     matrix = load_matrix(REPO)
-    data = github_matrix(list(matrix.expand().cells), runners=matrix.spec.runners)
+    data = cibuildwheel_matrix(list(matrix.expand().cells), runners=matrix.spec.runners)
     build_keys = set.intersection(*(set(row) for m in data["matrices"] for row in m["include"]))
     used = _matrix_keys((WORKFLOWS / "_build.yml").read_text(encoding="utf-8"))
     assert used <= build_keys, f"_build.yml uses matrix keys the plan does not produce: {used - build_keys}"
@@ -267,16 +287,26 @@ def test_jobs_use_only_keys_the_matrix_has() -> None:
     assert used <= verify_keys, f"verify.yml uses matrix keys the plan does not produce: {used - verify_keys}"
 
 
-def test_build_job_resumes_and_keeps_artifacts() -> None:
+def test_build_job_runs_cibuildwheel_on_a_prepared_tree() -> None:
     job = _workflows()["_build.yml"]["jobs"]["build"]
     steps = {s.get("id") or s.get("name"): s for s in job["steps"]}
     build = steps["build"]
-    assert "--resume" in build["run"] and "--toolchain auto" in build["run"]
+    assert str(build["uses"]).startswith("pypa/cibuildwheel@v4.")
     assert int(build["timeout-minutes"]) < int(job["timeout-minutes"]), "the step times out before the job"
+    env = build["env"]
+    assert env["CIBW_BUILD"] == "${{ matrix.cibw-build }}"
+    assert env["CIBW_BEFORE_BUILD"] == "${{ matrix.cibw-before-build }}"
+    assert env["CIBW_REPAIR_WHEEL_COMMAND"] == "buildtool repair {wheel} -w {dest_dir}"
+    assert env["CIBW_TEST_COMMAND"].startswith("buildtool verify --static-only")
+    assert "--no-isolation" in env["CIBW_BUILD_FRONTEND"]
+    # one object cache for the job's Pythons, inside cibuildwheel's container and on Windows
+    assert "BUILDTOOL_CACHE_DIR=/host${{ github.workspace }}/.cache/buildtool" in env["CIBW_ENVIRONMENT_LINUX"]
+    assert "BUILDTOOL_CACHE_DIR=" in env["CIBW_ENVIRONMENT_WINDOWS"]
+    prepare = next(s for s in job["steps"] if "buildtool prepare" in str(s.get("run", "")))
+    assert "--builder-wheel" in prepare["run"] and "--out tree" in prepare["run"]
     uses = [s.get("uses", "") for s in job["steps"]]
     assert any(u.startswith("actions/cache/save@") for u in uses)
     assert any(u.startswith("actions/upload-artifact@") for u in uses)
-    assert job["container"] == "${{ matrix.container }}"
 
 
 # ---------------------------------------------------------------- .ci/run

@@ -239,7 +239,7 @@ def _resume_view(key: str, value: Any) -> Any:
 # ---------------------------------------------------------------- shared core
 class BuiltWheel(_Frozen):
     wheel: Path
-    repair: RepairResult
+    repair: RepairResult | None  # None: left as built (the PEP 517 backend; `buildtool repair` follows)
     provenance: dict[str, Any]
     compile_seconds: dict[str, float] = {}
     notes: tuple[str, ...] = ()
@@ -262,8 +262,9 @@ def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain
 def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe, cell: Cell,
                toolchain: Toolchain, env: BuildEnv, objects: Path, staging: Path, log: CellLog,
                settings: CompileSettings = CompileSettings(),
-               timings: dict[str, float] | None = None) -> BuiltWheel:
-    """Compile the cell's kernels in a prepared tree and assemble + repair the wheel into ``staging``."""
+               timings: dict[str, float] | None = None, repair: bool = True) -> BuiltWheel:
+    """Compile the cell's kernels in a prepared tree and assemble (and, with ``repair``, repair) the wheel
+    into ``staging``."""
     from buildtool.compile import modules as compile_stage
     from buildtool.spec import kernelspec
 
@@ -294,6 +295,8 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
     with _step("wheel", timings, log):
         raw = write_wheel(WheelContents(name=name, files=files, metadata=metadata_text(recipe, version, cell, name.full_version),
                                         provenance=provenance), raw_dir, epoch=epoch)
+    if not repair:
+        return BuiltWheel(wheel=raw, repair=None, provenance=provenance, compile_seconds=_unit_seconds(result))
     final_dir = staging / "final"
     shutil.rmtree(final_dir, ignore_errors=True)
     with _step("repair", timings, log):

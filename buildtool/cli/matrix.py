@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from buildtool.build.groups import cibuildwheel_matrix
 from buildtool.console import out, print_json
 from buildtool.errors import UserError
 from buildtool.spec.matrix import GITHUB_CHUNK, github_matrix, load_matrix
@@ -21,17 +22,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", help="select the cells of a named profile")
     p.add_argument("--filter", action="append", default=[], metavar="AXIS=V[,V]",
                    help="keep cells whose AXIS (platform, python, cuda, torch, package, tags, abi) is one of the values")
-    p.add_argument("--format", choices=("table", "json", "github", "ids"), default="table")
+    p.add_argument("--format", choices=("table", "json", "github", "cibuildwheel", "ids"), default="table",
+                   help="github: one job per cell; cibuildwheel: one job per compile group (platform, CUDA, torch, "
+                        "package version; stable ABI: platform, CUDA major, package version), its Pythons built "
+                        "by cibuildwheel inside it")
     p.add_argument("--explain", metavar="CELL_ID", help="say why a cell is built or excluded")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles")
     p.add_argument("--summary", action="store_true",
                    help="cells and compile groups without and with the stable-ABI track, and what a new torch adds")
     p.add_argument("--new-torch", metavar="MINOR", help="with --summary: the torch minor to add (default: the next one)")
     p.add_argument("--github-output", type=Path, metavar="FILE",
-                   help="with --format github: also append count=, chunks=, matrix-N= and verify= lines to FILE "
+                   help="with --format github/cibuildwheel: also append count=, chunks=, matrix-N= and verify= lines to FILE "
                         "(GitHub Actions passes $GITHUB_OUTPUT); works on any file locally")
     p.add_argument("--max-chunks", type=int, metavar="N",
-                   help="with --format github: fail unless the cells fit in N chunks of 256 (the fan-out jobs a "
+                   help="with --format github/cibuildwheel: fail unless the jobs fit in N chunks of 256 (the fan-out jobs a "
                         "workflow has)")
     p.set_defaults(func=run)
 
@@ -64,8 +68,8 @@ def _print_summary(matrix: Any, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.github_output or args.max_chunks is not None) and args.format != "github":
-        raise UserError("--github-output and --max-chunks need --format github")
+    if (args.github_output or args.max_chunks is not None) and args.format not in ("github", "cibuildwheel"):
+        raise UserError("--github-output and --max-chunks need --format github or --format cibuildwheel")
     project = find_project()
     matrix = load_matrix(project.root, args.file)
     expansion = matrix.expand()
@@ -93,11 +97,12 @@ def run(args: argparse.Namespace) -> int:
     cells = matrix.select(expansion, args.profile, args.filter)
     if args.format == "json":
         print_json([c.summary() for c in cells])
-    elif args.format == "github":
-        data = github_matrix(cells, runners=matrix.spec.runners)
+    elif args.format in ("github", "cibuildwheel"):
+        make = cibuildwheel_matrix if args.format == "cibuildwheel" else github_matrix
+        data = make(cells, runners=matrix.spec.runners)
         if args.max_chunks is not None and data["chunks"] > args.max_chunks:
             raise UserError(
-                f"{data['count']} cells need {data['chunks']} chunks of {GITHUB_CHUNK}, but --max-chunks is "
+                f"{data['count']} {'compile groups' if args.format == 'cibuildwheel' else 'cells'} need {data['chunks']} chunks of {GITHUB_CHUNK}, but --max-chunks is "
                 f"{args.max_chunks}",
                 hint="add fan-out jobs to .github/workflows/wheels.yml or build a smaller profile",
             )

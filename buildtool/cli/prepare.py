@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: $BUILDTOOL_SOURCE_MIRROR)")
     p.add_argument("--cache-dir", type=Path, help="source cache (default: $BUILDTOOL_CACHE_DIR/sources or "
                                                   "$XDG_CACHE_HOME/buildtool/sources)")
+    p.add_argument("--torch", metavar="VERSION",
+                   help="the torch an isolated build installs (get_requires_for_build_wheel), e.g. 2.14.1")
+    p.add_argument("--cuda", metavar="X.Y", help="the CUDA that torch must be built for; the build refuses others")
+    p.add_argument("--builder-wheel", type=Path, metavar="WHEEL",
+                   help="copy this builder wheel into the tree's .buildtool/wheels/ (the backend is not on PyPI: "
+                        "frontends find it with PIP_FIND_LINKS / UV_FIND_LINKS pointing there)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--abi", choices=("full", "stable"), default="full",
                    help="ABI track: stable applies the stable-ABI patches and kernel specs (recipe stable_abi)")
@@ -31,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     package, version = parse_package_spec(args.package)
     tree = prepare(find_project(), package, version, args.platform, args.out, mirror=args.source_mirror, abi=args.abi,
-                   cache_dir=args.cache_dir, force=args.force)
+                   cache_dir=args.cache_dir, force=args.force, torch=args.torch, cuda=args.cuda,
+                   builder_wheel=args.builder_wheel)
     prov = tree.provenance
     if args.json:
         print_json({"root": str(tree.root), "origin": tree.origin, **prov.model_dump(mode="json")})

@@ -37,7 +37,9 @@ __all__ = [
     "RepairResult",
     "auditwheel_command",
     "bundled_forbidden",
+    "ceilings_from_policy_data",
     "delvewheel_command",
+    "linux_ceilings",
     "load_policy",
     "max_versions",
     "read_elf",
@@ -107,6 +109,41 @@ def max_versions(infos: Sequence[ElfInfo]) -> dict[str, str]:
                 if family not in best or v > best[family]:
                     best[family] = v
     return {k: str(v) for k, v in sorted(best.items())}
+
+
+def ceilings_from_policy_data(policies: Sequence[Mapping[str, object]], name: str, machine: str) -> dict[str, str]:
+    """The highest symbol version per family that policy ``name`` allows on ``machine``, from auditwheel's
+    manylinux-policy.json rows ({"name": ..., "symbol_versions": {machine: {family: [versions]}}}). Pure."""
+    for row in policies:
+        if row.get("name") != name:
+            continue
+        per_machine = row.get("symbol_versions")
+        families = per_machine.get(machine) if isinstance(per_machine, Mapping) else None
+        if not isinstance(families, Mapping):
+            break
+        out: dict[str, str] = {}
+        for family in ("GLIBC", "GLIBCXX", "CXXABI"):
+            numeric = [Version(v) for v in families.get(family, ()) if v[:1].isdigit()]
+            if numeric:
+                out[family] = str(max(numeric))
+        return out
+    raise BuildError(f"auditwheel's policy data has no {name} for {machine}")
+
+
+@cache
+def linux_ceilings(machine: str, policy_name: str | None = None) -> tuple[dict[str, str], str]:
+    """(ceilings, source): from the installed auditwheel's own manylinux data when auditwheel is importable
+    (the tool that will judge the wheel), else repair.yaml's copy."""
+    policy = load_policy()
+    name = policy_name or policy.linux.policy
+    try:
+        import importlib.resources
+        import json
+
+        text = (importlib.resources.files("auditwheel.policy") / "manylinux-policy.json").read_text(encoding="utf-8")
+    except (ImportError, FileNotFoundError, ModuleNotFoundError):
+        return dict(policy.linux.max_versions), "buildtool/data/repair.yaml"
+    return ceilings_from_policy_data(json.loads(text), name, machine), "auditwheel's manylinux-policy.json"
 
 
 def _too_new(found: Mapping[str, str], ceilings: Mapping[str, str]) -> list[str]:
@@ -187,6 +224,7 @@ def repair_wheel(wheel: Path, out_dir: Path, *, platform: str, cuda: str, log: P
     """Repair ``wheel`` (tagged with the platform's plain tag) into ``out_dir``; never bundles torch/CUDA."""
     policy = policy or load_policy()
     info = load_compat().platforms[platform]
+    ceilings, _ = linux_ceilings(info.machine) if info.os == "linux" else ({}, "")
     out_dir.mkdir(parents=True, exist_ok=True)
     patterns = policy.windows_exclusions(cuda) if info.os == "windows" else list(policy.linux.exclude)
     bad = bundled_forbidden(wheel, patterns)
@@ -198,13 +236,13 @@ def repair_wheel(wheel: Path, out_dir: Path, *, platform: str, cuda: str, log: P
         libs = _libraries(wheel, Path(tmp))
         found = max_versions([read_elf(p) for p in libs])
     notes: list[str] = []
-    too_new = _too_new(found, policy.linux.max_versions)
+    too_new = _too_new(found, ceilings)
     if not libs:
         notes.append("no shared libraries in the wheel: nothing to repair")
     if too_new or not libs:
         if too_new:
             notes.append(f"kept {info.wheel_tag}: needs {', '.join(too_new)} (manylinux_2_28 allows at most "
-                         + ", ".join(f"{k}_{v}" for k, v in policy.linux.max_versions.items())
+                         + ", ".join(f"{k}_{v}" for k, v in ceilings.items())
                          + "); build on an older distribution (e.g. manylinux_2_28 image) for a manylinux tag")
         final = rewrite_wheel(wheel, out_dir, epoch=epoch)
         return RepairResult(wheel=final, platform_tag=info.wheel_tag, repaired=False, tool=None,

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from buildtool.console import out, print_json
-from buildtool.user.commands import channel_commands
+from buildtool.publish.commands import channel_commands
 from buildtool.user.envinfo import Environment, HostInfo, probe_host, probe_python
 from buildtool.user.resolve import Target, channel_url, load_manifest, resolve
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from buildtool import __version__
 from buildtool.binary.elf import read_elf_bytes
 from buildtool.errors import UserError
+from buildtool.publish.commands import PYPI
 from buildtool.wheel import tags as wheeltags
 from buildtool.wheel.archive import check_wheel_archive
 from buildtool.wheel.name import LocalLabel, cuda_from_tag
@@ -116,6 +117,7 @@ class Manifest(BaseModel):
     index_url: str
     wheels: tuple[WheelRecord, ...]
     channels: tuple[Channel, ...] = ()
+    pypi_url: str = PYPI              # where the page's commands take everything but the kernels from
 
     def channel(self, channel_id: str | None) -> Channel | None:
         return next((c for c in self.channels if c.id == channel_id), None)

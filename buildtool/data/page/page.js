@@ -16,7 +16,7 @@
     return /^[a-z]+:/.test(c.url) ? c.url : new URL(c.url, siteBase).href;
   };
   const TORCH_OF_THIS_PYTHON = "$(python -c 'import torch; print(torch.__version__)')";
-  const PYPI = "https://pypi.org/simple";
+  const PYPI = manifest.pypi_url;
   const pyOf = (tag) => (tag.startsWith("cp") ? tag[2] + "." + tag.slice(3) : tag);
   const cmpVer = (a, b) => {
     const pa = String(a).split(/[.+]/).map((x) => parseInt(x, 10) || 0), pb = String(b).split(/[.+]/).map((x) => parseInt(x, 10) || 0);

@@ -233,6 +233,20 @@ def test_driver_too_old_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
     assert status == Status.fail and "insufficient" in ev
 
 
+def test_driver_below_a_wheels_floor_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    # a cu12.8 torch runs on a 12.2 driver (minor-version compatibility), but a wheel with size-compressed
+    # fatbins records 12.4 as its floor
+    wheels = {"causal-conv1d": _dist("1.7.0", {"min_driver_cuda": "12.4"}), "mamba-ssm": _dist("2.3.2", {"min_driver_cuda": "12.0"})}
+    ctx = ctx_of(base_python, tmp_path, host=HostInfo(driver_version="535.1", driver_cuda="12.2"), dists=wheels)
+    status, ev = one(ctx, "driver-wheels")
+    assert status == Status.fail and "causal-conv1d needs CUDA >= 12.4" in ev and "mamba-ssm" not in ev
+    ctx = ctx_of(base_python, tmp_path, host=HostInfo(driver_version="550.54", driver_cuda="12.4"), dists=wheels)
+    assert one(ctx, "driver-wheels")[0] == Status.ok
+    ctx = ctx_of(base_python, tmp_path, host=HostInfo(driver_version="550.54", driver_cuda="12.4"),
+                 dists={"causal-conv1d": _dist("1.7.0", {"cell": {}})})
+    assert one(ctx, "driver-wheels")[0] == Status.skip
+
+
 def test_nvcc_major_mismatch_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
     ctx = ctx_of(base_python, tmp_path, host=HostInfo(nvcc_version="12.8", nvcc_path="/opt/cuda-12.8/bin/nvcc"))
     status, ev = one(ctx, "nvcc-vs-torch")

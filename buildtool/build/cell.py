@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from packaging.version import Version
 from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
@@ -176,7 +177,7 @@ def module_flags(resolved: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain: Toolchain, env: BuildEnv,
-                    modules: list[dict[str, Any]], tree_root: Path) -> dict[str, Any]:
+                    modules: list[dict[str, Any]], tree_root: Path, min_driver_cuda: str | None = None) -> dict[str, Any]:
     roots = {"{tree}": str(tree_root), "{cuda_home}": str(toolchain.cuda_home)}
     return _portable({
         "schema": PROVENANCE_SCHEMA,
@@ -190,6 +191,9 @@ def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain
         },
         "build_env": _env_summary(env),
         "archs": cell.arch_list,
+        # the oldest driver that loads the modules (index page, `doctor`): CUDA X.0 for a X.y toolkit, 12.4 for
+        # size-compressed fatbins (buildtool/data/compile_flags.yaml)
+        "min_driver_cuda": min_driver_cuda,
         "modules": modules,
         **({"stable_abi": stable_abi_provenance(cell, tree_provenance)} if cell.abi == "stable" else {}),
     }, roots)
@@ -278,8 +282,10 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
                                                split_compile=settings.split_compile)
     # Record what was compiled (the split depends on the job count), not every part a spec could generate.
     compiled = list(result.kernels) or resolve_kernels(tree, recipe, cell, toolchain)
+    drivers = [Version(k.min_driver_cuda) for k in compiled if getattr(k, "min_driver_cuda", "")]
     provenance = make_provenance(cell=cell, tree_provenance=tree_provenance, toolchain=toolchain, env=env,
-                                 modules=module_flags(compiled), tree_root=tree)
+                                 modules=module_flags(compiled), tree_root=tree,
+                                 min_driver_cuda=str(max(drivers)) if drivers else None)
     log.line(f"compile: {len(result.modules)} module(s), {result.cache_hits} cached / {result.cache_misses} compiled "
              f"object(s), {result.jobs} job(s), -split-compile {result.split_compile}, {result.wall_seconds:.1f} s")
     files: dict[str, bytes | Path] = dict(collect_python_files(tree, version.python_packages))

@@ -66,6 +66,7 @@ class WheelRecord(BaseModel):
     archs: tuple[str, ...] = ()       # SASS archs ('8.0', '9.0'); empty = unknown
     ptx: str | None = None            # newest arch with PTX embedded, if any
     min_glibc: str | None = None
+    min_driver_cuda: str | None = None  # oldest NVIDIA driver (as the CUDA version it reports) that loads it
     requires_python: str | None = None
     requires_dist: tuple[str, ...] = ()
     sha256: str
@@ -215,6 +216,7 @@ def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
         dist=path.name.split("-", 1)[0], version=str(version), public_version=version.public,
         python_tag=one.interpreter, abi_tag=one.abi, platform_tag=platform_tag, platform=platform,
         torch=torch, cuda=cuda, cxx11_abi=cxx11_abi, archs=archs, ptx=ptx, min_glibc=min_glibc,
+        min_driver_cuda=(provenance or {}).get("min_driver_cuda"),
         requires_python=meta.get("Requires-Python"), requires_dist=tuple(meta.get_all("Requires-Dist") or ()),
         sha256=_sha256(path), size=path.stat().st_size, provenance=provenance,
     )

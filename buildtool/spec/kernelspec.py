@@ -153,6 +153,15 @@ class FlagSet(_Frozen):
 class Rule(FlagSet):
     when: When = When()
     why: str = Field("", description="one line: why the rule exists (error text, upstream issue)")
+    min_driver_cuda: str | None = Field(None, description="the code this rule builds needs a driver of this CUDA "
+                                        "version or newer at run time (e.g. fatbin -compress-mode=size: 12.4)")
+
+    @field_validator("min_driver_cuda")
+    @classmethod
+    def _driver_form(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^\d+\.\d+$", v):
+            raise ValueError(f'"{v}" must be a CUDA version like 12.4')
+        return v
 
 
 class Fanout(_Frozen):
@@ -466,6 +475,19 @@ class ResolvedKernel(_Frozen):
     nvcc_threads: int
     abi: AbiTrack = "full"
     libraries: tuple[str, ...] | None = None  # None: the compile stage's full-ABI default
+    min_driver_cuda: str = Field("", description="oldest driver (as the CUDA version it supports) the module loads on")
+
+
+def min_driver_cuda(cuda: str, sets: Sequence[FlagSet]) -> str:
+    """The oldest driver, as the CUDA version it reports, that loads code from this toolkit with these rules:
+    CUDA's minor-version compatibility lets a X.y build run on any X.0+ driver, unless a rule's code needs more
+    (fatbin -compress-mode=size needs 12.4)."""
+    floor = Version(f"{Version(cuda).major}.0")
+    for s in sets:
+        need = getattr(s, "min_driver_cuda", None)
+        if need and Version(need) > floor:
+            floor = Version(need)
+    return f"{floor.major}.{floor.minor}"
 
 
 def arch_flags(archs: Sequence[str], ptx: bool) -> tuple[str, ...]:
@@ -567,7 +589,8 @@ def resolve(spec: KernelSpec, facts: TargetFacts, common: CommonFlags | None = N
         ]
     link_flags = tuple(_fill(_collect(sets, "link_flags"), facts, spec.module))
     return ResolvedKernel(spec_name=spec.name, module=spec.module, package=spec.package, units=tuple(units),
-                          link_flags=link_flags, nvcc_threads=threads, abi=spec.abi, libraries=spec.libraries)
+                          link_flags=link_flags, nvcc_threads=threads, abi=spec.abi, libraries=spec.libraries,
+                          min_driver_cuda=min_driver_cuda(facts.cuda, sets))
 
 
 # ------------------------------------------------------------------------------------------- splitting

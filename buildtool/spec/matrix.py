@@ -14,7 +14,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from buildtool.errors import UserError, allowed_list, did_you_mean
-from buildtool.spec import yamlsrc
+from buildtool.spec import archcover, yamlsrc
 from buildtool.spec.abitrack import LIMITED_API_PYTHON, TRACKS, AbiTrack, cuda_major, limited_api_python_tag
 from buildtool.spec.compat import PLATFORMS, Compat, load_compat, torch_minor
 from buildtool.spec.recipe import Recipe
@@ -124,10 +124,26 @@ class Selector(_Frozen):
 
 
 class ArchPolicy(_Frozen):
+    """Per CUDA version: the GPUs (compute capabilities) its wheels must run on, and the code that covers
+    them: SASS ``archs`` (natively or by binary compatibility, buildtool/archcover.py) plus PTX of the newest."""
+
+    runs_on: tuple[str, ...] = Field((), description="compute capabilities every wheel must run on (checked)")
     archs: tuple[str, ...]
     ptx: bool = Field(False, description="also embed PTX for the newest arch (forward compatibility)")
 
-    _t = field_validator("archs", mode="before")(_as_tuple)
+    _t = field_validator("archs", "runs_on", mode="before")(_as_tuple)
+
+    @field_validator("runs_on")
+    @classmethod
+    def _gpu_form(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for g in v:
+            if not re.match(r"^\d+\.\d+$", g):
+                raise ValueError(f'GPU "{g}" must be a compute capability like 8.6 or 12.1')
+        return v
+
+    @property
+    def ptx_arch(self) -> str | None:
+        return max(self.archs, key=lambda a: Version(a.rstrip("af"))) if self.ptx and self.archs else None
 
     @field_validator("archs")
     @classmethod
@@ -391,6 +407,15 @@ class Matrix:
                         f"arch_policy.{cuda}.archs: CUDA {cuda} cannot compile sm_{arch.replace('.', '')} "
                         f"(supported: {info.min_arch} to {info.max_arch})",
                         location=self.doc.location(("arch_policy", cuda, "archs", k)),
+                    )
+            for k, gpu in enumerate(policy.runs_on):
+                if archcover.code_for(gpu, policy.archs, policy.ptx_arch) is None:
+                    raise UserError(
+                        f"arch_policy.{cuda}.runs_on: no code in archs {', '.join(policy.archs)}"
+                        f"{' +PTX' if policy.ptx else ''} runs on {gpu} ({archcover.gpu_names(gpu)}); SASS X.y runs "
+                        f"only on X.z with z >= y",
+                        location=self.doc.location(("arch_policy", cuda, "runs_on", k)),
+                        hint=f"the fewest SASS targets for runs_on are {', '.join(archcover.fewest_sass(policy.runs_on))}",
                     )
 
     def _known_values(self, axis: str) -> list[str]:
@@ -736,11 +761,32 @@ class Matrix:
                                 f"(built against torch {c.torch}, CUDA {c.cuda}, Python {c.python})")
             else:
                 lines.append("track: full ABI: " + self._full_track_reason(c.package, c.version, c.torch))
-            return True, lines
+            return True, [*lines, *self.gpu_code(c)]
         if cell_id in expansion.excluded:
             return False, list(expansion.excluded[cell_id])
         known = list(cells) + list(expansion.excluded)
         raise UserError(f'no cell "{cell_id}" in the matrix{did_you_mean(cell_id, known)}')
+
+    def gpu_code(self, cell: Cell) -> list[str]:
+        """Which code each GPU runs from the cell's wheel: the GPUs its CUDA version's policy must run on,
+        then the other known GPUs that toolkit can target."""
+        policy = self.spec.arch_policy.get(cell.cuda)
+        required = policy.runs_on if policy else ()
+        info = self.compat.cuda.get(cell.cuda)
+        # every GPU the toolkit's code can run on (newer than its max_arch too: compatible SASS, PTX)
+        known = [g for g in archcover.load_gpus().gpus if info is None or Version(g) >= Version(info.min_arch)]
+        ptx = max(cell.archs, key=lambda a: Version(a.rstrip("af"))) if cell.ptx and cell.archs else None
+        lines = [f"GPUs (arch_policy.{cell.cuda}.runs_on first):" if required else "GPUs:"]
+        if policy and (cell.archs, cell.ptx) != (policy.archs, policy.ptx):
+            lines[0] += " this cell sets its own archs, so runs_on is not guaranteed"
+        for gpu in [*required, *(g for g in known if g not in required)]:
+            code = archcover.code_for(gpu, cell.archs, ptx)
+            what = code.describe() if code else "no code: the wheel does not run on it"
+            extra = "" if gpu in required or not required else " (not in runs_on)"
+            lines.append(f"  {gpu:>5} {archcover.gpu_names(gpu)}: {what}{extra}")
+        if ptx:
+            lines.append(f"  newer GPUs: compute_{ptx.replace('.', '')}: PTX, JIT-compiled by the driver at first load")
+        return lines
 
 
 def _full_track_reason_text(track: AbiTrack, why: str, torch: str, floor: str | None) -> str:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.publish.index import Manifest, WheelRecord, load_manifest_text
+from buildtool.spec.archcover import code_for
 from buildtool.user.envinfo import Environment
 from buildtool.wheel import tags as wheeltags
 
@@ -86,17 +87,8 @@ class Resolution(BaseModel):
 
 # ---------------------------------------------------------------- rules
 def arch_covered(gpu: str, archs: Sequence[str], ptx: str | None) -> bool:
-    """A cubin runs on the same major with equal or higher minor; PTX JIT-compiles for any newer GPU.
-    Arch-specific targets (9.0a) run only on exactly that GPU."""
-    g = Version(gpu)
-    for a in archs:
-        specific = a.endswith("a") or a.endswith("f")
-        v = Version(a.rstrip("af"))
-        if specific and v == g:
-            return True
-        if not specific and v.major == g.major and v.minor <= g.minor:
-            return True
-    return ptx is not None and Version(ptx.rstrip("af")) <= g
+    """Whether a GPU runs any of the code (``buildtool.archcover`` owns the compatibility rules)."""
+    return code_for(gpu, archs, ptx) is not None
 
 
 def _python(w: WheelRecord, t: Target) -> str | None:

@@ -150,7 +150,8 @@
     const link = $("wheel-link");
     link.href = wheelUrl(w); link.textContent = w.filename;
     $("wheel-info").textContent = "(" + (w.size / 1e6).toFixed(1) + " MB, archs " + (w.archs.length ? w.archs.join(" ") : "unknown")
-      + (w.ptx ? " + PTX " + w.ptx : "") + (w.min_glibc ? ", glibc \u2265 " + w.min_glibc : "") + ", sha256 " + w.sha256.slice(0, 16) + "\u2026)";
+      + (w.ptx ? " + PTX " + w.ptx : "") + (w.min_glibc ? ", glibc \u2265 " + w.min_glibc : "")
+      + (w.min_driver_cuda ? ", NVIDIA driver for CUDA \u2265 " + w.min_driver_cuda : "") + ", sha256 " + w.sha256.slice(0, 16) + "\u2026)";
     status.textContent = "Found " + w.filename + (found.length > 1 ? " (newest of " + found.length + ")" : "");
     status.className = "status good";
   }
@@ -201,7 +202,8 @@
     for (const w of wheels) {
       const tr = document.createElement("tr");
       const cells = [w.package, w.version, OS_NAMES[w.platform] || w.platform, pyOf(w.python_tag), w.torch || "", w.cuda || "",
-        abiText(w.cxx11_abi), w.archs.join(" ") + (w.ptx ? " +PTX" : ""), (w.size / 1e6).toFixed(1) + " MB"];
+        abiText(w.cxx11_abi), w.archs.join(" ") + (w.ptx ? " +PTX" : ""),
+        w.min_driver_cuda ? "CUDA \u2265 " + w.min_driver_cuda : "", (w.size / 1e6).toFixed(1) + " MB"];
       for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); }
       const td = document.createElement("td"); td.className = "sha";
       const a = document.createElement("a"); a.href = wheelUrl(w); a.textContent = w.sha256.slice(0, 12);

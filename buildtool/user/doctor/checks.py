@@ -604,6 +604,30 @@ def driver_supports_torch(ctx: Context) -> Finding:
     return ok(f"driver {h.driver_version} (CUDA {drv}) >= torch CUDA {tc}")
 
 
+@check
+def driver_loads_kernel_wheels(ctx: Context) -> Finding:
+    """Each buildtool wheel records the oldest driver that loads its modules (provenance min_driver_cuda):
+    X.0 for a CUDA X.y build, 12.4 for size-compressed fatbins (buildtool/data/compile_flags.yaml)."""
+    h = ctx.env.host
+    if not h.driver_cuda:
+        return skip("no NVIDIA driver found (nvidia-smi)")
+    needs = {}
+    for name, d in ctx.kernel_dists().items():
+        floor = (d.provenance or {}).get("min_driver_cuda")
+        if floor:
+            needs[name] = str(floor)
+    if not needs:
+        return skip("no installed kernel wheel records its driver floor")
+    drv = Version(h.driver_cuda)
+    low = {n: f for n, f in needs.items() if drv < Version(f)}
+    if low:
+        return fail(f"driver {h.driver_version} supports CUDA {drv}; " + ", ".join(
+            f"{n} needs CUDA >= {f} (an older driver cannot load its device code)"
+            for n, f in sorted(low.items())))
+    return ok(f"driver {h.driver_version} (CUDA {drv}) loads " + ", ".join(
+        f"{n} (needs >= {f})" for n, f in sorted(needs.items())))
+
+
 # ---------------------------------------------------------------- Python and OS (F21-F23, F35, F37, F40-F42)
 @check
 def python_headers(ctx: Context) -> Finding:

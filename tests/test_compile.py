@@ -151,6 +151,12 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
         assert "not stripped" not in file_out.stdout
     log = result.log_path.read_text()
     assert "nvcc" in log and "-Xfatbin=-compress-all" in log and "-lineinfo" not in log
+    # CUDA 13: size-compressed fatbin (the reader above found the sm_90 entry and its uncompressed size)
+    assert "-Xfatbin=-compress-mode=size" in log
+    assert result.bound is not None and result.bound.cpu_seconds > 0 and result.bound.ratio
+    # every TU's seconds are remembered next to the object cache and order the next cold build
+    history = cs.read_unit_history(cache)
+    assert len(history) == 6 and all(v >= 0 for v in history.values())
 
     # The same sources from another place (as another Python version's prepared tree would be): every
     # object comes from the cache, only the link runs.
@@ -409,6 +415,40 @@ def test_nvcc_12_4_does_not_honour_split_compile(tmp_path: Path) -> None:
                           env=tc.apply(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and (tmp_path / "k.o").is_file()  # it compiles, unsplit, and says so
     assert "llc: Unknown command line argument '-split-compile=2'" in proc.stdout + proc.stderr
+
+
+def test_build_ninja_starts_the_costliest_units_first(tmp_path: Path) -> None:
+    ctx = _windows_context(tmp_path)
+    (ctx.tree / "csrc").mkdir(parents=True)
+    for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
+        shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
+    modules = cs.plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    units = [u for m in modules for u in m.units]
+    estimated = cs.unit_costs(ctx, units, {})
+    # never timed: estimated from size; every CUDA TU here costs more than the start-up alone, per target
+    assert all(estimated[u.label] > cs.UNIT_COST_BASE[u.unit.language] for u in units)
+    last = units[-1]
+    measured = cs.unit_costs(ctx, units, {cs.unit_history_key(last, 4): 999.0})
+    assert measured[last.label] == 999.0  # a measured time wins over the estimate (3 archs + PTX = 4 targets)
+    ninja = cs.write_build_ninja(ctx, modules, None, measured).read_text()
+    edges = [line for line in ninja.splitlines() if line.startswith("build ") and ": link " not in line]
+    expected = [u.object_path for u in cs.order_by_cost(units, measured)]
+    assert expected[0] == last.object_path and len(edges) == len(expected) == len(units)
+    for edge, obj in zip(edges, expected, strict=True):
+        assert edge.startswith(f"build {cs._ninja_path(obj)}: ")
+    costs = [measured[u.label] for u in cs.order_by_cost(units, measured)]
+    assert costs == sorted(costs, reverse=True)
+    assert ninja.index(" link ") > ninja.index(cs._ninja_path(expected[-1]))  # links after every compile edge
+    assert cs.estimate_unit_seconds("cuda", 70 * 1024, 1) == pytest.approx(38.0)
+
+
+def test_unit_history_survives_a_broken_file(tmp_path: Path) -> None:
+    (tmp_path / cs.UNIT_SECONDS_FILE).write_text("{not json")
+    assert cs.read_unit_history(tmp_path) == {}
+    cs.write_unit_history(tmp_path, {"spec|a.cu|1": 12.345})
+    cs.write_unit_history(tmp_path, {"spec|b.cu|1": 3.0})
+    assert cs.read_unit_history(tmp_path) == {"spec|a.cu|1": 12.35, "spec|b.cu|1": 3.0}
+    assert cs.read_unit_history(None) == {}
 
 
 def test_split_compile_leaves_cache_keys_alone_and_only_touches_nvcc_commands(tmp_path: Path) -> None:

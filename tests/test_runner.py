@@ -56,11 +56,25 @@ def test_summary_lists_every_cell() -> None:
     report = RunReport(results=(_result("cell-a", "built"), _result("cell-b", "failed")), interrupted=True,
                        not_run=("cell-c",))
     table = summary_table(report)
-    assert [c.header for c in table.columns] == ["cell", "result", "time", "wheel size", "log"]
+    assert [c.header for c in table.columns] == ["cell", "result", "time", "compile vs bound", "wheel size", "log"]
     assert table.row_count == 3
     data = summary_json(report)
     assert data["counts"] == {"built": 1, "resumed": 0, "skipped": 0, "failed": 1}
     assert data["not_run"] == ["cell-c"] and data["ok"] is False
+
+
+def test_summary_reports_the_compile_against_its_bound() -> None:
+    from buildtool.compile import CompileBound
+
+    bound = CompileBound(cores=2, wall_seconds=110.0, cpu_seconds=200.0).summary()
+    assert bound["bound_seconds"] == 100.0 and bound["ratio"] == 1.1
+    # a longest TU alone above CPU-s / cores is the bound instead
+    assert CompileBound(cores=16, wall_seconds=60.0, cpu_seconds=800.0, longest_tu_alone_seconds=55.0).ratio == 1.091
+    built = _result("cell-a", "built").model_copy(update={"compile_bound": bound})
+    report = RunReport(results=(built,))
+    table = summary_table(report)
+    assert "1.10x (110.0 / 100.0 s)" in list(table.columns[3].cells)
+    assert summary_json(report)["cells"][0]["compile_bound"]["ratio"] == 1.1
 
 
 def test_select_cells_by_id_and_unknown_id() -> None:

@@ -102,6 +102,7 @@ class CellResult(_Frozen):
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = {}
     slowest_tu: str | None = None
+    compile_bound: dict[str, Any] | None = None  # compile.CompileBound.summary(): wall vs max(TU, CPU/cores)
 
 
 def cell_paths(build_root: Path, cell: Cell) -> CellPaths:
@@ -247,6 +248,7 @@ class BuiltWheel(_Frozen):
     provenance: dict[str, Any]
     compile_seconds: dict[str, float] = {}
     notes: tuple[str, ...] = ()
+    compile_bound: dict[str, Any] | None = None
 
 
 def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain) -> list[Any]:
@@ -288,6 +290,12 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
                                  min_driver_cuda=str(max(drivers)) if drivers else None)
     log.line(f"compile: {len(result.modules)} module(s), {result.cache_hits} cached / {result.cache_misses} compiled "
              f"object(s), {result.jobs} job(s), -split-compile {result.split_compile}, {result.wall_seconds:.1f} s")
+    compile_bound = getattr(result, "bound", None)
+    bound = compile_bound.summary() if compile_bound is not None else None
+    if bound:
+        log.line(f"compile vs bound: {bound['wall_seconds']:.1f} s against max(longest TU alone, "
+                 f"{bound['cpu_seconds']:.0f} CPU-s / {bound['cores']} cores = {bound['bound_seconds']:.1f} s) "
+                 f"= {bound['ratio']:.2f}x")
     files: dict[str, bytes | Path] = dict(collect_python_files(tree, version.python_packages))
     for arcname, module_path in _compiled_paths(result):
         files[arcname] = module_path
@@ -310,7 +318,7 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
     for note in repaired.notes:
         log.line(f"repair: {note}")
     return BuiltWheel(wheel=repaired.wheel, repair=repaired, provenance=provenance,
-                      compile_seconds=_unit_seconds(result), notes=repaired.notes)
+                      compile_seconds=_unit_seconds(result), notes=repaired.notes, compile_bound=bound)
 
 
 def _compiled_paths(result: Any) -> list[tuple[str, Path]]:
@@ -410,10 +418,11 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
     start = time.monotonic()
 
     def result(status: Status, message: str = "", wheel: Path | None = None,
-               notes: Sequence[str] = (), slowest: str | None = None) -> CellResult:
+               notes: Sequence[str] = (), slowest: str | None = None,
+               bound: dict[str, Any] | None = None) -> CellResult:
         res = CellResult(cell_id=cell.id, status=status, seconds=round(time.monotonic() - start, 2), log=paths.log,
                          wheel=wheel, size=wheel.stat().st_size if wheel else None, message=message,
-                         notes=tuple(notes), timings=dict(timings), slowest_tu=slowest)
+                         notes=tuple(notes), timings=dict(timings), slowest_tu=slowest, compile_bound=bound)
         log.line(f"result: {status} {message}")
         paths.report.write_text(json.dumps(res.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
         return res
@@ -461,7 +470,7 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
             slowest_name, seconds = max(built.compile_seconds.items(), key=lambda kv: kv[1])
             timings["slowest_tu"] = seconds
             log.line(f"slowest translation unit: {slowest_name} {seconds:.1f} s")
-        return result("built", "", final, built.notes, slowest_name)
+        return result("built", "", final, built.notes, slowest_name, built.compile_bound)
     except UserError as exc:  # BuildError included: the cell failed, the matrix goes on
         return result("failed", str(exc))
     except KeyboardInterrupt:

@@ -98,14 +98,23 @@ def summary_table(report: RunReport) -> Table:
              f"{report.count('failed')} failed" + (", interrupted" if report.interrupted else ""))
     table = Table(title=title)
     for col, kw in (("cell", {"overflow": "fold"}), ("result", {}), ("time", {"justify": "right"}),
-                    ("wheel size", {"justify": "right"}), ("log", {"overflow": "fold"})):
+                    ("compile vs bound", {"justify": "right"}), ("wheel size", {"justify": "right"}),
+                    ("log", {"overflow": "fold"})):
         table.add_column(col, **kw)  # type: ignore[arg-type]
     for r in report.results:
         style = _STYLE.get(r.status, "")
-        table.add_row(r.cell_id, f"[{style}]{r.status}[/]", f"{r.seconds:.1f} s", _size(r.size), str(r.log))
+        table.add_row(r.cell_id, f"[{style}]{r.status}[/]", f"{r.seconds:.1f} s", _bound(r.compile_bound),
+                      _size(r.size), str(r.log))
     for cid in report.not_run:
-        table.add_row(cid, f"[{_STYLE['interrupted']}]not run[/]", "-", "-", "-")
+        table.add_row(cid, f"[{_STYLE['interrupted']}]not run[/]", "-", "-", "-", "-")
     return table
+
+
+def _bound(bound: dict[str, Any] | None) -> str:
+    """'1.08x (57.9 / 53.4 s)': the compile's wall time over max(longest TU alone, CPU-s / cores)."""
+    if not bound or not bound.get("ratio"):
+        return "-"
+    return f"{bound['ratio']:.2f}x ({bound['wall_seconds']:.1f} / {bound['bound_seconds']:.1f} s)"
 
 
 def summary_json(report: RunReport) -> dict[str, Any]:

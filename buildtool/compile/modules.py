@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -104,6 +105,28 @@ class CompileSettings(_Frozen):
     cache: bool = Field(True, description="object cache + ccache; off to measure cold compiles")
 
 
+class CompileBound(_Frozen):
+    """How close the compile came to what the machine allows: no schedule of the same TUs finishes before
+    max(the longest TU alone, total CPU-s / usable cores). The longest TU alone is not known inside one
+    parallel build (`nox -s bench` measures it); the bound here is the CPU term, so the ratio errs high."""
+
+    cores: int = Field(description="CPUs this process may use (affinity mask)")
+    wall_seconds: float = Field(description="ninja's run: first compile start to last link end")
+    cpu_seconds: float = Field(description="user + system CPU of every compiler and linker process")
+    longest_tu_alone_seconds: float | None = Field(None, description="measured apart (bench); None here")
+
+    @property
+    def bound_seconds(self) -> float:
+        return max(self.cpu_seconds / self.cores, self.longest_tu_alone_seconds or 0.0)
+
+    @property
+    def ratio(self) -> float | None:
+        return round(self.wall_seconds / self.bound_seconds, 3) if self.bound_seconds > 0 else None
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.model_dump(), "bound_seconds": round(self.bound_seconds, 2), "ratio": self.ratio}
+
+
 class CompileResult(_Frozen):
     modules: tuple[ModuleArtifact, ...]
     timings: tuple[UnitTiming, ...] = Field(description="compiled TUs, slowest first (cache hits have 0 s)")
@@ -118,6 +141,7 @@ class CompileResult(_Frozen):
     log_path: Path
     build_ninja: Path
     kernels: tuple[ResolvedKernel, ...] = Field((), description="what was compiled: TUs and flags per module")
+    bound: CompileBound | None = Field(None, description="the compile against its bound (None: all cached)")
 
     @property
     def slowest(self) -> UnitTiming | None:
@@ -471,6 +495,91 @@ def _torch_lib_dir(ctx: BuildContext) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------------------------------ scheduling
+#: ninja starts ready edges in manifest order, so build.ninja lists the costliest TUs first (longest
+#: processing time first: the last TUs to start are the short ones, and no core idles behind a long tail).
+#: Costs are the seconds each TU took in earlier builds (``unit-seconds.json`` next to the object cache) or,
+#: for a TU never timed, an estimate from its size: a fixed start-up (nvcc's header-only TU: 3 s; g++ parsing
+#: torch/extension.h: 10 s) plus seconds per KiB of the TU and the tree headers it includes, per GPU target
+#: (mamba's bwd TU: 70 KiB of local headers, 38 s for sm_90 on the 2-core machine, docs/performance.md).
+UNIT_COST_BASE = {"cuda": 3.0, "cxx": 10.0}
+UNIT_COST_PER_KIB = {"cuda": 0.5, "cxx": 0.05}
+UNIT_SECONDS_FILE = "unit-seconds.json"
+_INCLUDE_RE = re.compile(rb'^\s*#\s*include\s*"([^"]+)"', re.MULTILINE)
+
+
+def _local_include_bytes(source: Path, text: bytes, search: Sequence[Path]) -> int:
+    """Bytes of the TU plus every header it includes with quotes, transitively, found in the tree."""
+    seen: set[Path] = set()
+    total = len(text)
+    stack = [(source.parent, text)]
+    while stack:
+        here, body = stack.pop()
+        for name in _INCLUDE_RE.findall(body):
+            rel = name.decode(errors="replace")
+            for d in (here, *search):
+                path = (d / rel).resolve()
+                if path in seen or not path.is_file():
+                    continue
+                seen.add(path)
+                data = path.read_bytes()
+                total += len(data)
+                stack.append((path.parent, data))
+                break
+    return total
+
+
+def unit_history_key(planned: PlannedUnit, targets: int) -> str:
+    return f"{planned.spec.name}|{planned.unit.name}|{targets}"
+
+
+def estimate_unit_seconds(language: str, include_bytes: int, targets: int) -> float:
+    """Seconds a TU costs, estimated from its size (see UNIT_COST_BASE)."""
+    per_target = 1 if language == "cxx" else max(1, targets)
+    return UNIT_COST_BASE[language] + UNIT_COST_PER_KIB[language] * include_bytes / 1024 * per_target
+
+
+def order_by_cost(units: Sequence[PlannedUnit], costs: Mapping[str, float]) -> list[PlannedUnit]:
+    """Costliest first; ties keep the spec's order."""
+    return sorted(units, key=lambda u: -costs[u.label])
+
+
+def unit_costs(ctx: BuildContext, units: Sequence[PlannedUnit], history: Mapping[str, float]) -> dict[str, float]:
+    targets = len(ctx.facts.archs) + (1 if ctx.facts.ptx else 0)
+    costs: dict[str, float] = {}
+    for u in units:
+        known = history.get(unit_history_key(u, targets))
+        if known is not None:
+            costs[u.label] = known
+            continue
+        search = [ctx.tree / d for d in u.unit.include_dirs if not Path(d).is_absolute()]
+        search.append((ctx.tree / u.unit.source).parent)
+        size = _local_include_bytes(ctx.tree / u.unit.source, u.source_path.read_bytes(), search)
+        costs[u.label] = estimate_unit_seconds(u.unit.language, size, targets)
+    return costs
+
+
+def read_unit_history(cache_root: Path | None) -> dict[str, float]:
+    if cache_root is None:
+        return {}
+    try:
+        data = json.loads((cache_root / UNIT_SECONDS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)} if isinstance(data, dict) else {}
+
+
+def write_unit_history(cache_root: Path | None, measured: Mapping[str, float]) -> None:
+    """Merge this build's per-TU seconds into the history (atomic replace; a lost race loses one build's times)."""
+    if cache_root is None or not measured:
+        return
+    merged = {**read_unit_history(cache_root), **{k: round(v, 2) for k, v in measured.items()}}
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = cache_root / f"{UNIT_SECONDS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(merged, indent=0, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, cache_root / UNIT_SECONDS_FILE)
+
+
 # ----------------------------------------------------------------------------------------------- ninja
 def _quote(argv: Sequence[str], windows: bool) -> str:
     if windows:
@@ -486,8 +595,10 @@ def _ninja_path(path: Path | str) -> str:
     return str(path).replace("$", "$$").replace(" ", "$ ").replace(":", "$:")
 
 
-def write_build_ninja(ctx: BuildContext, modules: Sequence[PlannedModule], launcher: str | None) -> Path:
-    """build.ninja with one edge per TU still to compile (cache hits are plain inputs) and one per link.
+def write_build_ninja(ctx: BuildContext, modules: Sequence[PlannedModule], launcher: str | None,
+                      costs: Mapping[str, float] | None = None) -> Path:
+    """build.ninja with one edge per TU still to compile (cache hits are plain inputs), costliest first
+    (``costs`` by unit label; ninja starts ready edges in manifest order), then one per link.
     Each compile first touches ``<object>.start`` so the progress display can show what is running."""
     w = ctx.windows
     pre = f"{launcher} " if launcher else ""
@@ -518,15 +629,16 @@ def write_build_ninja(ctx: BuildContext, modules: Sequence[PlannedModule], launc
         "  description = $desc", "",
         "rule link", "  command = $cmd", "  description = $desc", "",
     ]
+    pending = [pu for module in modules for pu in module.units if not pu.cached]
+    if costs is not None:
+        pending = order_by_cost(pending, costs)
+    for pu in pending:
+        lines += [
+            f"build {_ninja_path(pu.object_path)}: {pu.unit.language} {_ninja_path(pu.source_path)}",
+            f"  cmd = {_ninja_escape(_quote(compile_argv(ctx, pu), w))}",
+            f"  desc = {_ninja_escape(pu.label)}",
+        ]
     for module in modules:
-        for pu in module.units:
-            if pu.cached:
-                continue
-            lines += [
-                f"build {_ninja_path(pu.object_path)}: {pu.unit.language} {_ninja_path(pu.source_path)}",
-                f"  cmd = {_ninja_escape(_quote(compile_argv(ctx, pu), w))}",
-                f"  desc = {_ninja_escape(pu.label)}",
-            ]
         objs = " ".join(_ninja_path(u.object_path) for u in module.units)
         lines += [
             f"build {_ninja_path(module.output)}: link {objs}",
@@ -627,8 +739,11 @@ def compile_modules(
         m.link_command = link_argv(ctx, m)
     run_env = {**os.environ, **{k: str(v) for k, v in toolchain.env.items()}}
     launcher = shutil.which("ccache", path=run_env.get("PATH")) if use_ccache else None
-    ninja_file = write_build_ninja(ctx, modules, launcher)
     to_compile = [u for m in modules for u in m.units if not u.cached]
+    history = read_unit_history(cache_root)
+    costs = unit_costs(ctx, to_compile, history)
+    ninja_file = write_build_ninja(ctx, modules, launcher, costs)
+    to_compile = order_by_cost(to_compile, costs)
 
     usage_before = _children_usage()
     with open(log_path, "a", encoding="utf-8") as log:  # the caller's cell log: append
@@ -638,14 +753,17 @@ def compile_modules(
                   f"ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "
                   f"{hits} hits, {len(to_compile)} to compile\n")
         for u in to_compile:
-            log.write(f"# {u.label}: {_quote(compile_argv(ctx, u), ctx.windows)}\n")
+            origin = "measured" if unit_history_key(u, _targets(ctx)) in history else "estimated"
+            log.write(f"# {u.label} ({origin} cost {costs[u.label]:.0f} s): {_quote(compile_argv(ctx, u), ctx.windows)}\n")
         log.flush()
         progress = NinjaProgress(
             units={str(u.object_path): u.label for u in to_compile}, log=log, quiet=quiet,
             title=", ".join(s.module for s in specs),
         )
         argv = [ninja_binary(run_env), "-C", str(build_dir), "-f", ninja_file.name, "-j", str(jobs), "-k", "1"]
+        ninja_started = time.monotonic()
         code = progress.run(argv, {**run_env, "NINJA_STATUS": STATUS_MARK + "%f/%t| "})
+        ninja_seconds = time.monotonic() - ninja_started
     if code != 0:
         raise BuildError(
             f"compiling {', '.join(s.module for s in specs)} failed"
@@ -662,6 +780,12 @@ def compile_modules(
         for m in modules for pu in m.units
     ]
     timings.sort(key=lambda t: (-t.seconds, t.unit))
+    write_unit_history(cache_root, {
+        unit_history_key(pu, _targets(ctx)): seconds[os.path.normpath(str(pu.object_path))]
+        for pu in to_compile if os.path.normpath(str(pu.object_path)) in seconds
+    })
+    bound = (CompileBound(cores=_usable_cores(), wall_seconds=round(ninja_seconds, 2), cpu_seconds=cpu)
+             if to_compile and cpu is not None else None)
     artifacts = []
     for m in modules:
         if not m.output.is_file():
@@ -673,8 +797,12 @@ def compile_modules(
         modules=tuple(artifacts), timings=tuple(timings), cache_hits=hits, cache_misses=misses,
         ccache=launcher is not None, jobs=jobs, split_compile=split_compile, wall_seconds=round(time.monotonic() - started, 3),
         cpu_seconds=cpu, peak_rss_mb=rss, log_path=log_path, build_ninja=ninja_file,
-        kernels=tuple(m.resolved for m in modules),
+        kernels=tuple(m.resolved for m in modules), bound=bound,
     )
+
+
+def _targets(ctx: BuildContext) -> int:
+    return len(ctx.facts.archs) + (1 if ctx.facts.ptx else 0)
 
 
 FATBIN_MAGIC = 0xBA55ED50

@@ -94,7 +94,7 @@ CASES = [
     C("unknown-select-key", ('select: {cuda: ["13.0"]}}\n', 'select: {cdua: ["13.0"]}}  # <-\n'),
       'unknown key "cdua" in profiles.cu130.select', 'did you mean "cuda"', "allowed keys: abi, cuda, package, platform"),
     C("unknown-arch-policy-key", ('  "13.0": {archs: ["9.0"]}\n', '  "13.0": {archs: ["9.0"], ptxx: true}  # <-\n'),
-      'unknown key "ptxx" in arch_policy.13.0', 'did you mean "ptx"', "allowed keys: archs, ptx"),
+      'unknown key "ptxx" in arch_policy.13.0', 'did you mean "ptx"', "allowed keys: archs, ptx, runs_on"),
     C("unknown-profile-key", ('  cu130: {description: "CUDA 13"', '  cu130: {descripton: "CUDA 13"  # <-\n   '),
       'unknown key "descripton" in profiles.cu130', 'did you mean "description"', "allowed keys: archs, description, select"),
     C("unknown-runner-key", ("default_profile: seeds\n",

@@ -102,7 +102,7 @@ class CellResult(_Frozen):
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = {}
     slowest_tu: str | None = None
-    compile_bound: dict[str, Any] | None = None  # compile.CompileBound.summary(): wall vs max(TU, CPU/cores)
+    compile_bound: dict[str, Any] | None = None  # compile.modules.CompileBound.summary(): wall vs max(TU, CPU/cores)
 
 
 def cell_paths(build_root: Path, cell: Cell) -> CellPaths:

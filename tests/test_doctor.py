@@ -221,10 +221,26 @@ def test_gpu_arch_missing_fixture(base_python: PythonEnv, tmp_path: Path) -> Non
 
 
 def test_b300_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
+    """A B300 (GPU fixture: no B300 here) with causal-conv1d wheels of each kind (data/bad_sass.yaml)."""
     host = HostInfo(gpus=({"name": "NVIDIA B300", "cc": "10.3"},))
-    ctx = ctx_of(base_python, tmp_path, host=host,
-                 dists={"causal-conv1d": _dist("1.7.0", {"cell": {"archs": ["10.0", "10.3"]}})})
-    assert one(ctx, "b300")[0] == Status.fail
+
+    def status(version: str, archs: list[str], nvcc: str | None) -> tuple[Status, str]:
+        prov: dict[str, object] = {"cell": {"archs": archs}}
+        if nvcc:
+            prov["toolchain"] = {"cuda_version": nvcc}
+        return one(ctx_of(base_python, tmp_path, host=host, dists={"causal-conv1d": _dist(version, prov)}), "b300")
+
+    bad = status("1.7.0+cu130torch2.14cxx11abiTRUE", ["10.0", "10.3"], "13.0.88")
+    assert bad[0] == Status.fail and "sm_103 SASS built by nvcc 13.0.88" in bad[1]
+    assert "Dao-AILab/causal-conv1d#105" in bad[1] and "causal_conv1d_fwd" in bad[1]
+    assert status("1.7.0", ["10.0", "10.3"], "12.9.86")[0] == Status.ok  # only nvcc 13.x miscompiles it
+    assert status("1.7.0", ["9.0", "10.0"], "13.0.88")[0] == Status.ok  # buildtool's wheels: sm_100 instead
+    assert status("1.7.0", ["10.3"], None)[0] == Status.fail  # unknown nvcc: assume the worst
+    no_prov = one(ctx_of(base_python, tmp_path, host=host, dists={"causal-conv1d": _dist("1.7.0")}), "b300")
+    assert no_prov[0] == Status.info and "source build with CUDA >= 13" in no_prov[1]
+    h100 = HostInfo(gpus=({"name": "NVIDIA H100", "cc": "9.0"},))
+    assert one(ctx_of(base_python, tmp_path, host=h100, dists={"causal-conv1d": _dist("1.7.0", {"cell": {"archs": ["10.3"]}})}),
+               "b300")[0] == Status.skip
 
 
 def test_driver_too_old_fixture(base_python: PythonEnv, tmp_path: Path) -> None:

@@ -251,6 +251,18 @@ class BuiltWheel(_Frozen):
     compile_bound: dict[str, Any] | None = None
 
 
+def without_bad_sass(cell: Cell, nvcc_version: str, log: CellLog | None = None) -> Cell:
+    """The cell with the SASS its toolkit miscompiles for this package replaced (data/bad_sass.yaml)."""
+    from buildtool.spec.badsass import safe_archs
+
+    archs, ptx, applied = safe_archs(cell.package, cell.version, cell.archs, cell.ptx, nvcc_version)
+    for rule in applied:
+        if log is not None:
+            log.line(f"archs: sm_{rule.arch.replace('.', '')} -> sm_{rule.instead.replace('.', '')} SASS with nvcc "
+                     f"{nvcc_version}: {rule.text}")
+    return cell if archs == tuple(cell.archs) else cell.model_copy(update={"archs": archs, "ptx": ptx})
+
+
 def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain) -> list[Any]:
     """The recipe's kernel specs (copied into the tree by prepare) resolved for the cell and toolchain."""
     from buildtool.spec import kernelspec
@@ -444,6 +456,7 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
                      "(killed); its compilers are gone, since they held the lock too")
         with step("toolchain"):
             toolchain = _toolchain_for(cell, options, toolchains, log)
+        cell = without_bad_sass(cell, toolchain.cuda_version, log)
         with step("prepare"):
             tree_provenance = _prepare(project, cell, options, paths, log)
         options.dist_dir.mkdir(parents=True, exist_ok=True)

@@ -544,13 +544,38 @@ def gpu_arch_in_wheels(ctx: Context) -> Finding:
 
 @check
 def b300_causal_conv1d(ctx: Context) -> Finding:
-    gpus = _gpus(ctx)
-    if not any(g.get("cc") == "10.3" for g in gpus):
-        return skip("no sm_103 (B300) GPU")
-    archs, _ = _archs(ctx, "causal-conv1d")
-    if "10.3" in archs:
-        return fail("causal-conv1d carries an sm_103 cubin; nvcc 13.x miscompiles it (wrong results on B300)")
-    return ok("causal-conv1d has no sm_103 cubin (sm_100 code runs correctly on B300)")
+    """Known-miscompiled SASS (data/bad_sass.yaml) in an installed wheel, on a GPU of that arch."""
+    from buildtool.spec.badsass import affected, load_rules
+
+    ccs = {g.get("cc") for g in _gpus(ctx)}
+    rules = [r for r in load_rules() if r.arch in ccs]
+    if not rules:
+        return skip("no GPU of an arch with known-miscompiled SASS (" + ", ".join(
+            sorted({f"sm_{r.arch.replace('.', '')}" for r in load_rules()})) + ")")
+    bad, unknown, fine = [], [], []
+    for name in sorted({r.package for r in rules}):
+        d = ctx.dist(name)
+        if d is None:
+            continue
+        archs, _ = _archs(ctx, name)
+        if not archs:
+            unknown.append(name)
+            continue
+        nvcc = ((d.provenance or {}).get("toolchain") or {}).get("cuda_version")
+        rule = affected(name, d.version, archs, nvcc, rules)
+        if rule is None:
+            fine.append(name)
+            continue
+        bad.append(f"{name} {d.version} carries sm_{rule.arch.replace('.', '')} SASS built by nvcc {nvcc or '(unknown)'}: "
+                   + rule.text)
+    if bad:
+        return fail("; ".join(bad))
+    if unknown:
+        return info(f"arch list unknown for {', '.join(unknown)} (no buildtool provenance); a source build with "
+                    "CUDA >= 13 embeds the miscompiled SASS")
+    if not fine:
+        return skip("no affected package installed")
+    return ok(f"{', '.join(fine)}: no miscompiled SASS for this GPU")
 
 
 @check

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,12 +25,21 @@ class Location:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+_LONG_RUN = re.compile(r"\S{301,}")
+
+
+def _shorten(match: re.Match[str]) -> str:
+    text = match.group()
+    return f"{text[:80]}...({len(text):,} characters)"
+
+
 class UserError(Exception):
     """An error caused by input the user controls; printed as one clear message, exit code 2."""
 
     exit_code = 2
 
     def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None) -> None:
+        message = _LONG_RUN.sub(_shorten, message)  # a 5 MB value from the input is not echoed back whole
         super().__init__(message)
         self.message = message
         self.location = location

@@ -159,6 +159,11 @@ def parse_diff(text: str, name: str = "<patch>") -> tuple[FilePatch, ...]:
         if i + 1 >= len(lines) or not lines[i + 1].startswith("+++ "):
             raise UserError(f"malformed patch {name}: '---' at line {i + 1} is not followed by '+++'")
         old_path, new_path = _strip_prefix(lines[i][4:]), _strip_prefix(lines[i + 1][4:])
+        for target in (old_path, new_path):
+            if target is not None and (target.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", target)
+                                       or re.match(r"^[A-Za-z]:", target)):
+                raise UserError(f"patch {name}: line {i + 1} targets {target!r}, outside the source tree; "
+                                "paths must be relative and stay inside it")
         i += 2
         hunks: list[Hunk] = []
         while i < len(lines) and lines[i].startswith("@@"):
@@ -220,11 +225,13 @@ def parse_patch(text: str, name: str, package: str, *, file: str | None = None) 
 def load_patch(path: Path, patches_dir: Path) -> Patch:
     rel = path.relative_to(patches_dir).as_posix()
     package = rel.split("/", 1)[0]
-    raw = path.read_bytes()
+    raw = yamlsrc.read_bytes(path, what="patch")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"patch {rel} is not UTF-8: {exc}") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"patch {rel} is not UTF-8: byte 0x{raw[exc.start]:02x} cannot start a character",
+                        location=Location(str(path), line)) from None
     patch = parse_patch(text, rel, package, file=str(path))
     # Hash the bytes on disk (what a reviewer can sha256sum), not the decoded text.
     return patch.model_copy(update={"sha256": hashlib.sha256(raw).hexdigest()})

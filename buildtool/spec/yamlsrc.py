@@ -142,6 +142,8 @@ class _Builder:
                     raise self.error(f"lists and mappings nested more than {MAX_DEPTH} deep", mark)
                 if parent is not None and parent.key is None and parent.is_map and not parent.merge_value:
                     raise self.error("mapping keys must be plain scalars", mark)
+                if event.tag not in _CONTAINER_TAGS:
+                    raise self.error(f"unsupported YAML tag {_short(event.tag)}; write plain values (no !tags)", mark)
                 path = self._child_path(parent)
                 positions[path] = (mark.line + 1, mark.column + 1)
                 is_map = cls is yaml.MappingStartEvent
@@ -262,6 +264,7 @@ class _Builder:
 
 _MERGE_SENTINEL = object()
 _MISSING = object()
+_CONTAINER_TAGS = {None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _SCALAR_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float", "str", "timestamp", "binary")}
 
 
@@ -321,6 +324,18 @@ _FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
 def read_text(path: Path, *, limit: int = MAX_BYTES, what: str = "file") -> str:
     """The UTF-8 text of a user-named input file; every OS error (missing, a directory, a symlink loop, no
     permission, a FIFO that would block, too large) is a UserError naming the path."""
+    raw = read_bytes(path, limit=limit, what=what)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise UserError(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot start a character",
+                        location=Location(str(path), line, column)) from None
+
+
+def read_bytes(path: Path, *, limit: int = MAX_BYTES, what: str = "file") -> bytes:
+    """The bytes of a user-named input file, with the OS errors of :func:`read_text` as UserErrors."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -340,13 +355,7 @@ def read_text(path: Path, *, limit: int = MAX_BYTES, what: str = "file") -> str:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(raw) > limit:
         raise UserError(f"{what} {path} is over the {limit // 2**20} MiB limit for input files")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise UserError(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot start a character",
-                        location=Location(str(path), line, column)) from None
+    return raw
 
 
 def load(path: Path) -> Document:

@@ -259,12 +259,12 @@ def hand_written(c: Corpus) -> None:
     c.wheel("good", good, "ok")
     raw = good.read_bytes()
     for cid, data, parts in [
-        ("empty", b"", ("damaged wheel",)),
-        ("truncated-half", raw[: len(raw) // 2], ("damaged wheel",)),
-        ("truncated-tail", raw[:-10], ("damaged wheel",)),
-        ("not-a-zip", b"PK\x03\x04 but not really" * 10, ("damaged wheel",)),
-        ("text-file", b"hello wheel\n", ("damaged wheel",)),
-        ("bit-flips", _flip(raw, 0.02, 1), ("damaged wheel",)),
+        ("empty", b"", ("damaged",)),
+        ("truncated-half", raw[: len(raw) // 2], ("damaged",)),
+        ("truncated-tail", raw[:-10], ("damaged",)),
+        ("not-a-zip", b"PK\x03\x04 but not really" * 10, ("damaged",)),
+        ("text-file", b"hello wheel\n", ("damaged",)),
+        ("bit-flips", _flip(raw, 0.02, 1), ("damaged",)),
         ("bit-flip-one", _flip(raw, 0.0, 2, one=len(raw) // 3), ("",)),
     ]:
         path = c.root / f"w-{cid}" / good.name

@@ -5,6 +5,7 @@
     nox -s matrix         # print the matrix (pass a profile: nox -s matrix -- --profile cu124)
     nox -s patches        # check every source patch against every version it claims
     nox -s verify         # verify wheels next to the current torch (nox -s verify -- dist/*.whl --json r.json)
+    nox -s stable-abi-matrix -- WHEEL...   # stable-ABI wheels next to every torch >= floor, every CPython >= 3.10
 """
 
 from __future__ import annotations
@@ -134,6 +135,20 @@ def verify(session: nox.Session) -> None:
     next to the torch the wheels were built for). `nox -s verify -- dist/*.whl --json verify.json`"""
     args = session.posargs or ["dist"]
     session.run("python", "-m", "buildtool", "verify", *args, external=True)
+
+
+@nox.session(name="stable-abi-matrix", venv_backend="none")
+def stable_abi_matrix(session: nox.Session) -> None:
+    """The same stable-ABI wheel files (same sha256) in fresh venvs next to every torch >= the floor that PyPI
+    serves for CUDA 13 and under every CPython >= 3.10 with one torch: imports, ops registered, shim calls
+    refused cleanly without a GPU, torch.compile traces (scripts/stable_abi_matrix.py; ~5 GB per venv, each
+    deleted after its cell). `nox -s stable-abi-matrix -- dist/causal_conv1d-*stable*.whl dist/mamba_ssm-*stable*.whl`"""
+    if not session.posargs:
+        session.error("pass the stable-ABI wheel files: nox -s stable-abi-matrix -- WHEEL... [--torch ...]")
+    args = list(session.posargs)
+    if "--json" not in args:
+        args += ["--json", "docs/stable-abi-cross-torch.json"]
+    session.run("python3", "scripts/stable_abi_matrix.py", *args, external=True)
 
 
 BENCH_DEFAULT = [

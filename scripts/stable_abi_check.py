@@ -16,6 +16,7 @@ fake kernels: output shapes and the shim's rebuilt return lists), and traces a f
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
@@ -129,6 +130,26 @@ def _shape(v: Any) -> Any:
     return None if v is None else repr(v)
 
 
+def _upstream_causal_conv1d(problems: list[str]) -> str:
+    """Upstream's unpatched Python (causal_conv1d_fn -> its custom op -> the shim -> torch.ops) on CPU tensors."""
+    import torch
+
+    try:
+        from causal_conv1d import causal_conv1d_fn
+
+        causal_conv1d_fn(torch.randn(2, 64, 16), torch.randn(64, 4), torch.randn(64), activation="silu")
+        problems.append("upstream causal_conv1d_fn ran on CPU tensors")
+        return "ran"
+    except NotImplementedError as exc:
+        msg = str(exc).splitlines()[0]
+        if "causal_conv1d::causal_conv1d_fwd" not in msg:
+            problems.append(f"upstream causal_conv1d_fn: unexpected error {msg[:200]}")
+        return msg[:160]
+    except Exception as exc:
+        problems.append(f"upstream causal_conv1d_fn: {type(exc).__name__}: {exc}")
+        return f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
 def probe(path: Path, shim: str) -> dict[str, Any]:
     sys.path.insert(0, str(path))
     import torch
@@ -160,6 +181,8 @@ def probe(path: Path, shim: str) -> dict[str, Any]:
             report["meta"][label] = _shape(call("meta"))
         except Exception as exc:
             problems.append(f"{label} on meta tensors: {type(exc).__name__}: {exc}")
+    if shim == "causal_conv1d_cuda" and importlib.util.find_spec("causal_conv1d") is not None:
+        report["upstream"] = _upstream_causal_conv1d(problems)
     graphs: list[Any] = []
 
     def backend(gm: Any, example_inputs: Any) -> Any:

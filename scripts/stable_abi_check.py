@@ -183,25 +183,27 @@ def probe(path: Path, shim: str) -> dict[str, Any]:
             problems.append(f"{label} on meta tensors: {type(exc).__name__}: {exc}")
     if shim == "causal_conv1d_cuda" and importlib.util.find_spec("causal_conv1d") is not None:
         report["upstream"] = _upstream_causal_conv1d(problems)
-    graphs: list[Any] = []
+    report["compile"] = {}
+    for label, call in calls:
+        graphs: list[Any] = []
 
-    def backend(gm: Any, example_inputs: Any) -> Any:
-        graphs.append(gm)
-        return gm.forward
+        def backend(gm: Any, example_inputs: Any, graphs: list[Any] = graphs) -> Any:
+            graphs.append(gm)
+            return gm.forward
 
-    first = calls[0][1]
-    compiled = torch.compile(lambda: first("cpu"), backend=backend, fullgraph=True)
-    try:
-        compiled()
-        problems.append("compiled call ran on CPU tensors")
-    except NotImplementedError:
-        pass  # traced, then refused at run time: no GPU here
-    except Exception as exc:
-        problems.append(f"torch.compile: {type(exc).__name__}: {str(exc)[:300]}")
-    code = graphs[0].code if graphs else ""
-    report["compile"] = {"graphs": len(graphs), "op_in_graph": f"torch.ops.{ns}." in code}
-    if len(graphs) != 1 or f"torch.ops.{ns}." not in code:
-        problems.append(f"torch.compile(fullgraph=True) did not capture one graph with torch.ops.{ns}.*")
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda call=call: call("cpu"), backend=backend, fullgraph=True)
+        try:
+            compiled()
+            problems.append(f"{label}: compiled call ran on CPU tensors")
+        except NotImplementedError:
+            pass  # traced, then refused at run time: no GPU here
+        except Exception as exc:
+            problems.append(f"{label}: torch.compile: {type(exc).__name__}: {str(exc)[:300]}")
+        traced = len(graphs) == 1 and f"torch.ops.{ns}." in graphs[0].code
+        report["compile"][label] = "traced (1 graph)" if traced else f"{len(graphs)} graphs"
+        if not traced:
+            problems.append(f"{label}: torch.compile(fullgraph=True) did not capture one graph with torch.ops.{ns}.*")
     report["problems"] = problems
     report["ok"] = not problems
     return report

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -166,3 +167,18 @@ def bench(session: nox.Session) -> None:
     nox -s bench -- --cell <id> --archs 9.0 --use-current-env --out docs/bench/h200.json"""
     session.install("-e", ".")
     session.run("python", "benchmarks/bench.py", *(session.posargs or BENCH_DEFAULT))
+    if session.posargs:
+        return
+    # Wheel size per fatbin compression mode and arch policy, from two mamba-ssm TUs compiled for every target
+    # (a nine-arch build is 26 min on two cores), scaled to the measured nine-arch wheel.
+    tree = Path(session.create_tmp()) / "mamba-ssm-tree"
+    session.run("python", "-m", "buildtool", "prepare", "mamba-ssm==2.3.2.post1", "--out", str(tree), "--force")
+    buildenv = next(Path.home().glob(".cache/buildtool/buildenvs/torch2.14.1-cu130-py3.11-*/buildtool-buildenv.json"))
+    session.run("python", "benchmarks/fatbin_size.py", "--tree", str(tree), "--spec", "selective_scan_cuda-2.3",
+                "--unit", "csrc/selective_scan/selective_scan_fwd_bf16.cu",
+                "--unit", "csrc/selective_scan/selective_scan_bwd_bf16_real.cu", "--ptx", "9.0,12.0",
+                "--buildenv", str(buildenv), "--jobs", str(os.cpu_count() or 1),
+                "--extrapolate", "docs/bench/local-2core-mamba-9arch-size.json",
+                "--policy", "upstream nine=7.5,8.0,8.7,9.0,10.0,10.3,11.0,12.0,12.1",
+                "--policy", "coverage=7.5,8.0,9.0,10.0,11.0,12.0",
+                "--policy", "coverage+PTX=7.5,8.0,9.0,10.0,11.0,12.0+12.0", "--out", "docs/bench/local-fatbin-size.json")

@@ -48,6 +48,11 @@ class Run:
     cache: dict[str, int] = field(default_factory=dict)
     env_s: float = 0.0  # creating/checking the build env (torch venv): one-off, reported apart from the build
     load: str = ""  # 1-minute load average before / after: other work on the machine distorts wall times
+    cores: int = 0  # usable cores (affinity mask)
+    compile_bound: dict[str, Any] = field(default_factory=dict)  # the build's own report (compile stage)
+    slowest_alone_s: float | None = None  # the slowest TU compiled again alone, same flags, same machine
+    bound_s: float | None = None  # max(slowest TU alone, CPU-s of the whole build / cores)
+    vs_bound: float | None = None  # (wall - build env) / bound_s
 
 
 # Runs one command and reports its own children's usage, so each measurement's peak RSS is its own
@@ -97,7 +102,7 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
     wall, cpu, rss, summary, rc = _buildtool([cell_id, "--archs", archs, "--toolchain", "system", "--dist", str(dist),
                                               *env_args], env)
     run = Run(label=label, wall_s=round(wall, 1), cpu_s=round(cpu, 1), peak_rss_mb=round(rss),
-              load=f"{load0:.1f}/{os.getloadavg()[0]:.1f}")
+              load=f"{load0:.1f}/{os.getloadavg()[0]:.1f}", cores=len(os.sched_getaffinity(0)))
     cells = summary.get("cells") or []
     if rc != 0 or not cells or cells[0].get("status") != "built":
         run.note = str(cells[0].get("message") if cells else summary.get("error", ""))[:300]
@@ -106,6 +111,8 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
     run.wheel_bytes = cells[0].get("size")
     run.env_s = round(float((cells[0].get("timings") or {}).get("build env", 0.0)), 1)
     run.slowest_tu, run.slowest_tu_s = _slowest_from_log(cell_id)
+    run.compile_bound = cells[0].get("compile_bound") or {}
+    _set_bound(run)
     log = (REPO / "build" / "logs" / f"{cell_id}.log").read_text(errors="replace")
     for line in log.splitlines():
         if line.startswith("compile:") and "cached" in line:
@@ -114,6 +121,43 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
             with contextlib.suppress(ValueError, IndexError):
                 run.cache = {"hits": int(words[words.index("cached") - 1]), "misses": int(words[words.index("compiled") - 1])}
     return run
+
+
+def _set_bound(run: Run) -> None:
+    """The whole build against max(slowest TU alone, its CPU-s / cores); without the alone time, CPU alone."""
+    if not run.wall_s or not run.cpu_s or not run.cores:
+        return
+    run.bound_s = round(max(run.cpu_s / run.cores, run.slowest_alone_s or 0.0), 1)
+    run.vs_bound = round((run.wall_s - run.env_s) / run.bound_s, 3)
+
+
+def slowest_alone(cell_id: str, run: Run, env: dict[str, str]) -> None:
+    """Compile the cold build's slowest TU again, alone, from its build.ninja edge (same command, nothing
+    beside it): the first term of the bound. The object is rebuilt identical, so the wheel stays valid."""
+    objdir = REPO / "build" / "cells" / cell_id / "obj"
+    ninja_file = objdir / "build.ninja"
+    if not run.slowest_tu or not ninja_file.is_file():
+        return
+    module, _, unit = run.slowest_tu.partition(":")
+    want = f"{module}: {unit}"
+    target = None
+    previous = ""
+    for line in ninja_file.read_text(encoding="utf-8").splitlines():
+        if line.strip() == f"desc = {want}" and previous.startswith("build "):
+            target = previous[len("build "):].split(": ", 1)[0].replace("$ ", " ").replace("$:", ":")
+            break
+        if line.startswith("build "):
+            previous = line
+    if target is None:
+        return
+    Path(target).unlink(missing_ok=True)
+    from buildtool.compile.modules import ninja_binary
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([ninja_binary(env), "-C", str(objdir), target], env=env, capture_output=True, text=True)
+    if proc.returncode == 0:
+        run.slowest_alone_s = round(time.perf_counter() - t0, 1)
+        _set_bound(run)
 
 
 def _cell(cell_id: str) -> Any:
@@ -224,6 +268,9 @@ def main() -> int:
             for wheel in dist.glob("*.whl"):
                 shutil.copy2(wheel, args.keep_wheels / wheel.name)
         runs.append(ours("(c) buildtool warm rebuild", cell_id, args.archs, env_args, env, dist))
+        cold = next(r for r in runs if r.label == "(b) buildtool cold")
+        if cold.ok:
+            slowest_alone(cell_id, cold, env)
         for variant in args.variant:
             label, _, extra = variant.partition("=")
             # cold again: its own empty object cache and build dir, ccache still off
@@ -292,8 +339,8 @@ def markdown(results: dict[str, Any]) -> str:
     for cell_id, runs in results["cells"].items():
         base = runs[0]
         lines += [f"**{cell_id}**", "",
-                  "| build | wall s | build env s | CPU s | slowest TU | peak RSS MB | wheel MB | wall vs (a) | wheel vs (a) | load | note |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| build | wall s | build env s | CPU s | slowest TU | slowest TU alone s | bound s | vs bound | compile vs its CPU bound | peak RSS MB | wheel MB | wall vs (a) | wheel vs (a) | load | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
             def ratio(key: str, r: dict[str, Any] = r, base: dict[str, Any] = base) -> str:
                 a, b = base.get(key), r.get(key)
@@ -312,7 +359,10 @@ def markdown(results: dict[str, Any]) -> str:
             tu = f"{r['slowest_tu']} {r['slowest_tu_s']} s" if r["slowest_tu_s"] else "—"
             mb = f"{r['wheel_bytes'] / 1e6:.1f}" if r["wheel_bytes"] else "—"
             cache = f"cache {r['cache']['hits']} hit / {r['cache']['misses']} miss" if r.get("cache") else ""
-            lines.append(f"| {r['label']} | {r['wall_s'] or '—'} | {r.get('env_s') or '—'} | {r['cpu_s'] or '—'} | {tu} | {r['peak_rss_mb'] or '—'} | "
+            cb = r.get("compile_bound") or {}
+            compile_ratio = f"{cb['ratio']:.2f} ({cb['wall_seconds']:.0f} / {cb['bound_seconds']:.0f} s)" if cb.get("ratio") else "—"
+            lines.append(f"| {r['label']} | {r['wall_s'] or '—'} | {r.get('env_s') or '—'} | {r['cpu_s'] or '—'} | {tu} | "
+                         f"{r.get('slowest_alone_s') or '—'} | {r.get('bound_s') or '—'} | {r.get('vs_bound') or '—'} | {compile_ratio} | {r['peak_rss_mb'] or '—'} | "
                          f"{mb} | {wall_ratio} | {ratio('wheel_bytes')} | {r.get('load', '')} | {' '.join(x for x in (r['note'], cache) if x)} |")
         lines.append("")
     return "\n".join(lines)

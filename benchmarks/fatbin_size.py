@@ -34,6 +34,14 @@ CUOBJDUMP = "cuobjdump"  # set from --cuda-home in main
 MODES = {"default": ["--compress-all"], "size": ["--compress-all", "--compress-mode=size"]}
 
 
+def find_cuobjdump(cuda_home: str) -> str:
+    """The toolkit's cuobjdump, else buildtool's search (PATH, CUDA_HOME, triton's copy in this Python)."""
+    from buildtool.verify.static import find_cuobjdump as search
+
+    own = Path(cuda_home) / "bin" / "cuobjdump"
+    return str(own) if own.is_file() else (search() or "cuobjdump")
+
+
 def _xy(arch: str) -> str:
     return arch.replace(".", "")
 
@@ -66,7 +74,7 @@ def nvcc_argv(tree: Path, spec_name: str, unit: str, buildenv: dict[str, Any], c
 
 
 def sass_by_kernel(cubin: Path) -> dict[str, str]:
-    """Kernel name -> SASS text without addresses and the arch header (cuobjdump -sass)."""
+    """Kernel name -> its instructions (cuobjdump -sass without addresses, encodings and the arch header)."""
     out = subprocess.run([CUOBJDUMP, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
     kernels: dict[str, list[str]] = {}
     current = None
@@ -76,10 +84,11 @@ def sass_by_kernel(cubin: Path) -> dict[str, str]:
             current = m.group(1)
             kernels[current] = []
             continue
-        if current is not None:
-            code = re.sub(r"/\*[0-9a-f]{4,}\*/", "", line).strip()
-            if code:
-                kernels[current].append(code)
+        if current is None or ".headerflags" in line:
+            continue
+        code = re.sub(r"/\*[^*]*\*/", "", line).strip().rstrip(";").strip()
+        if code:
+            kernels[current].append(code)
     return {k: "\n".join(v) for k, v in kernels.items()}
 
 
@@ -136,7 +145,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
              if lo.split(".")[0] == hi.split(".")[0] and float(lo) < float(hi)]
     result["same_sass"] = {}
     for lo, hi in pairs:
-        same = total = 0
+        same = total = lo_n = hi_n = 0
         for unit in args.unit:
             stem = Path(unit).stem
             if not (work / f"{stem}.sm_{_xy(lo)}.cubin").is_file():
@@ -145,7 +154,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             b = sass_by_kernel(work / f"{stem}.sm_{_xy(hi)}.cubin")
             total += len(a)
             same += sum(1 for k in a if b.get(k) == a[k])
-        result["same_sass"][f"sm_{_xy(lo)} vs sm_{_xy(hi)}"] = {"kernels": total, "identical": same}
+            lo_n += sum(v.count("\n") + 1 for v in a.values())
+            hi_n += sum(v.count("\n") + 1 for k, v in b.items() if k in a)
+        result["same_sass"][f"sm_{_xy(lo)} vs sm_{_xy(hi)}"] = {"kernels": total, "identical": same,
+                                                                 "instructions": [lo_n, hi_n]}
     result["dryrun_fatbinary"] = _dryrun_fatbinary(cuda_home)
     return result
 
@@ -205,7 +217,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     global CUOBJDUMP
-    CUOBJDUMP = f"{args.cuda_home}/bin/cuobjdump"
+    CUOBJDUMP = find_cuobjdump(args.cuda_home)
     measured = json.loads(args.measured.read_text())["measured"] if args.measured else measure(args)
     result: dict[str, Any] = {"measured": measured, "tree_units": args.unit, "spec": args.spec}
     if args.extrapolate:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 18's measurements on a lent 16-core GPU machine (offline), in one call of under 10 minutes:
 #   1. mamba-ssm 2.3.2.post1, sm_90: buildtool cold build (size-compressed fatbin, costliest TUs first)
-#      against its bound max(slowest TU alone, CPU-s / cores); the slowest TU is compiled again alone;
+#      against its bound max(slowest TU alone, CPU-s / cores), again with --priorities (cheaper TUs niced);
+#      the slowest TU is compiled again alone;
 #   2. device code per target and fatbin compression mode for two mamba TUs (benchmarks/fatbin_size.py,
 #      16 nvcc at once), extrapolated to whole wheels from the measured nine-arch wheel;
 #   3. on the GPU (benchmarks/fatbin_load.py): loading the sm_90 code per compression mode (eager, and lazy
@@ -20,7 +21,7 @@ step() { echo "$(date -u +%T) $*" | tee -a "$out/steps.log"; }
 step "start: $(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader), $(git log -1 --oneline)"
 step "mamba cold build"
 python3 benchmarks/bench.py --use-current-env --archs 9.0 --skip-upstream --cell "$MAMBA" \
-  --out "$out/bench-mamba.json" > "$out/bench-mamba.log" 2>&1
+  --variant "nice by cost=--priorities" --out "$out/bench-mamba.json" > "$out/bench-mamba.log" 2>&1
 cp "build/logs/$MAMBA.log" "$out/build-mamba.log" 2>/dev/null
 cuda_home=$(python3 -c "from buildtool import toolchain; print(toolchain.resolve('13.0', 'linux-x86_64', 'system').cuda_home)")
 python3 -c "from buildtool.build.buildenv import env_from_python; import sys; from pathlib import Path; print(env_from_python(Path(sys.executable)).model_dump_json())" > /tmp/buildenv.json

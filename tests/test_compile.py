@@ -442,6 +442,23 @@ def test_build_ninja_starts_the_costliest_units_first(tmp_path: Path) -> None:
     assert cs.estimate_unit_seconds("cuda", 70 * 1024, 1) == pytest.approx(38.0)
 
 
+def test_priorities_nice_cheaper_units_in_proportion_and_only_on_posix(tmp_path: Path) -> None:
+    assert cs.nice_levels({"a": 40.0, "b": 20.0, "c": 4.0, "d": 0.001}) == {"a": 0, "b": 3, "c": 10, "d": 19}
+    ctx = _windows_context(tmp_path)
+    (ctx.tree / "csrc").mkdir(parents=True)
+    for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
+        shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
+    modules = cs.plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    units = [u for m in modules for u in m.units]
+    nice = cs.nice_levels(cs.unit_costs(ctx, units, {}))
+    assert "nice -n" not in cs.write_build_ninja(ctx, modules, None, None, nice).read_text()  # Windows: no nice
+    posix = dataclasses.replace(ctx, facts=ctx.facts.model_copy(update={"platform": "linux-x86_64"}))
+    text = cs.write_build_ninja(posix, modules, None, None, nice).read_text()
+    assert "nice -n $nice " in text and text.count("  nice = ") == len(units)
+    plain = cs.write_build_ninja(posix, modules, None, None, None).read_text()
+    assert "nice -n" not in plain and "  nice = " not in plain
+
+
 def test_unit_history_survives_a_broken_file(tmp_path: Path) -> None:
     (tmp_path / cs.UNIT_SECONDS_FILE).write_text("{not json")
     assert cs.read_unit_history(tmp_path) == {}

@@ -293,7 +293,8 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
         result = compile_stage.compile_modules(tree, specs, cell, toolchain, env, objects,  # type: ignore[arg-type]
                                                log.path, jobs=settings.jobs, use_object_cache=settings.cache,
                                                use_ccache=settings.cache, split=settings.split_sources,
-                                               split_compile=settings.split_compile)
+                                               split_compile=settings.split_compile,
+                                               priorities=settings.priorities)
     # Record what was compiled (the split depends on the job count), not every part a spec could generate.
     compiled = list(result.kernels) or resolve_kernels(tree, recipe, cell, toolchain)
     drivers = [Version(k.min_driver_cuda) for k in compiled if getattr(k, "min_driver_cuda", "")]

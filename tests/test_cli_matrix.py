@@ -47,7 +47,10 @@ def test_json_lists_seeds_and_current_line_with_derived_fields() -> None:
     assert current["cxx11_abi"] == "TRUE"
     assert current["triton_package"] == "triton" and current["triton"] == "triton==3.4.0"
     assert current["arch_list"] == "7.5;8.0;9.0;10.0;12.0+PTX"
-    assert sum(1 for c in cells.values() if c["package"] == "mamba-ssm" and c["version"] == "2.3.2.post1") > 100
+    # torch < 2.10 full ABI, torch >= 2.10 from the stable track (+ the full-ABI speed baselines)
+    assert sum(1 for c in cells.values() if c["package"] == "mamba-ssm" and c["version"] == "2.3.2.post1") > 60
+    stable = cells["linux-x86_64-abi3-cu132-torch2.15-mamba-ssm-2.3.2.post1"]
+    assert stable["abi"] == "stable" and stable["torch_floor"] == "2.10" and stable["triton"] == "triton"
 
 
 @pytest.mark.parametrize("profile", ["seeds", "local", "cu124"])
@@ -57,10 +60,20 @@ def test_github_format_matches_golden(profile: str) -> None:
     assert json.loads(proc.stdout) == json.loads((GOLDEN / f"github-{profile}.json").read_text(encoding="utf-8"))
 
 
+def full_abi_only(tmp_path: Path) -> Path:
+    """The project's matrix with its stable-ABI track off: 600+ cells, more than two GitHub chunks."""
+    path = tmp_path / "matrix.yaml"
+    text = (REPO / "matrix.yaml").read_text(encoding="utf-8")
+    assert "\n  enabled: true\n" in text
+    path.write_text(text.replace("\n  enabled: true\n", "\n  enabled: false\n"), encoding="utf-8")
+    return path
+
+
 def test_github_output_file(tmp_path: Path) -> None:
     out = tmp_path / "github_output"
     out.write_text("earlier=1\n", encoding="utf-8")
-    proc = run_matrix("--format", "github", "--profile", "current", "--github-output", str(out))
+    proc = run_matrix("--format", "github", "--profile", "current", "--github-output", str(out),
+                      "--file", str(full_abi_only(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     lines = dict(line.split("=", 1) for line in out.read_text(encoding="utf-8").splitlines())
@@ -115,9 +128,10 @@ def test_github_output_needs_github_format(tmp_path: Path) -> None:
     assert_user_error(run_matrix("--github-output", str(tmp_path / "o")), "--github-output and --max-chunks need --format github")
 
 
-def test_max_chunks() -> None:
-    assert run_matrix("--format", "github", "--profile", "current", "--max-chunks", "3").returncode == 0
-    assert_user_error(run_matrix("--format", "github", "--profile", "current", "--max-chunks", "2"),
+def test_max_chunks(tmp_path: Path) -> None:
+    full = str(full_abi_only(tmp_path))
+    assert run_matrix("--format", "github", "--profile", "current", "--max-chunks", "3", "--file", full).returncode == 0
+    assert_user_error(run_matrix("--format", "github", "--profile", "current", "--max-chunks", "2", "--file", full),
                       "cells need 3 chunks of 256, but --max-chunks is 2", "hint: add fan-out jobs")
 
 

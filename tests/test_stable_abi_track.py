@@ -9,11 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from buildtool.errors import UserError
 from buildtool.spec.abitrack import torch_target_version
 from buildtool.spec.kernelspec import KernelSpec, TargetFacts, resolve
-from buildtool.spec.matrix import Cell, Matrix, load_matrix, parse_filter
+from buildtool.spec.matrix import Cell, Matrix, StableAbiSwitch, load_matrix, parse_filter
 from buildtool.spec.recipe import Recipe, StableAbi
 from buildtool.spec.tracksummary import summarize
 from buildtool.verify.binaries import ElfInfo
@@ -45,7 +46,7 @@ def matrix() -> Matrix:
     recipes = dict(base.recipes)
     recipes["causal-conv1d"] = _with_stable(recipes["causal-conv1d"], "1.7.0")
     recipes["mamba-ssm"] = _with_stable(recipes["mamba-ssm"], "2.3.2.post1")
-    return replace(base, recipes=recipes, spec=base.spec.model_copy(update={"stable_abi": True}))
+    return replace(base, recipes=recipes, spec=base.spec.model_copy(update={"stable_abi": StableAbiSwitch(enabled=True)}))
 
 
 # ---------------------------------------------------------------- schema
@@ -114,7 +115,7 @@ def test_track_mismatch_between_spec_and_build_is_refused() -> None:
 
 # ---------------------------------------------------------------- matrix
 def test_stable_cells_one_per_platform_and_cuda_major(matrix: Matrix) -> None:
-    cells = [c for c in matrix.expand().cells if c.abi == "stable"]
+    cells = [c for c in matrix.expand().cells if c.abi == "stable" and not c.tags]  # the axes' stable cells
     keys = sorted((c.platform, c.cuda_major, c.package) for c in cells)
     # windows x mamba-ssm stays excluded (its runtime deps have no Windows wheels); no CUDA-11 torch >= 2.10
     assert keys == sorted(
@@ -157,7 +158,8 @@ def test_blocked_package_stays_full_and_explain_says_which_api(matrix: Matrix) -
     recipes = dict(matrix.recipes)
     recipes["mamba-ssm"] = _replace_version(recipes["mamba-ssm"], "2.3.2.post1",
                                             StableAbi(blocked="at::cuda::getCurrentDeviceProperties is missing"))
-    m = replace(matrix, recipes=recipes)
+    only_full_includes = tuple(e for e in matrix.spec.include if e.abi == "full")
+    m = replace(matrix, recipes=recipes, spec=matrix.spec.model_copy(update={"include": only_full_includes}))
     exp = m.expand()
     assert not [c for c in exp.cells if c.abi == "stable" and c.package == "mamba-ssm"]
     _, reasons = m.explain("linux-x86_64-cp312-cu130-torch2.13-mamba-ssm-2.3.2.post1", exp)
@@ -166,9 +168,9 @@ def test_blocked_package_stays_full_and_explain_says_which_api(matrix: Matrix) -
 
 def test_summary_before_after_and_a_new_torch_adds_no_stable_cell(matrix: Matrix) -> None:
     s = summarize(matrix, "release", "2.16")
-    before = matrix.select(matrix.expand(stable_abi=False), "release")
+    before = [c for c in matrix.select(matrix.expand(stable_abi=False), "release") if c.abi == "full"]
     assert s.full_only.cells == len(before) and s.full_only.compile_groups == len({c.compile_group for c in before})
-    assert s.with_stable.stable_cells == 10
+    assert s.with_stable.stable_cells == 10 + 4  # the axes' cells + the explicit local-stable / gpu-dev-stable ones
     assert s.with_stable.cells < s.full_only.cells and s.with_stable.compile_groups < s.full_only.compile_groups
     assert s.next_torch_adds_full_only > 0
     assert s.next_torch_adds_with_stable == 0
@@ -254,3 +256,29 @@ def test_stable_symbols_failures(undefined: tuple[str, ...], needed: tuple[str, 
 
 def test_stable_wheel_lists_its_shims_as_the_modules_to_import() -> None:
     assert _wheel(("aoti_torch_get_data_ptr",)).extension_modules == ["pkg_cuda"]
+
+
+def test_project_matrix_serves_the_current_line_from_the_stable_track_and_keeps_the_baselines() -> None:
+    m = load_matrix(REPO)
+    exp = m.expand()
+    assert m.spec.stable_abi.enabled
+    kept = [c for c in exp.cells if c.abi == "full" and c.version in ("1.7.0", "2.3.2.post1")
+            and Version(c.torch_minor) >= Version("2.10")]
+    assert sorted(c.id for c in kept) == sorted(
+        f"linux-x86_64-{py}-cu130-torch{t}-{pkg}" for py, t in (("cp311", "2.14"), ("cp312", "2.14"), ("cp312", "2.11"))
+        for pkg in ("causal-conv1d-1.7.0", "mamba-ssm-2.3.2.post1"))
+    _, why = m.explain("linux-x86_64-cp312-cu130-torch2.11-mamba-ssm-2.3.2.post1", exp)
+    assert any("kept beside the stable-ABI track by stable_abi.keep_full[1] at" in r and "matrix.yaml:" in r for r in why)
+    (local,) = m.select(exp, "local")
+    assert local.abi == "full"  # `nox -s build-local` builds what it always built
+    assert {c.id for c in m.select(exp, "local-stable")} == {
+        "linux-x86_64-abi3-cu130-torch2.14-causal-conv1d-1.7.0", "linux-x86_64-abi3-cu130-torch2.14-mamba-ssm-2.3.2.post1"}
+    assert {c.torch for c in m.select(exp, "gpu-dev-stable")} == {"2.11.0"}
+
+
+def test_keep_full_selector_is_checked_like_a_profile(tmp_path: Path) -> None:
+    text = (REPO / "matrix.yaml").read_text(encoding="utf-8").replace('python: "3.12", cuda: "13.0", torch: "2.11"',
+                                                                     'python: "3.12", cuda: "13.0", torch: "2.11.7"')
+    (tmp_path / "matrix.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=r'stable_abi\.keep_full\.1\.torch: unknown torch "2\.11\.7"'):
+        Matrix.load(tmp_path / "matrix.yaml", load_matrix(REPO).recipes)

@@ -199,6 +199,15 @@ DEFAULT_RUNNERS: dict[str, Runner] = {
 }
 
 
+class StableAbiSwitch(_Frozen):
+    """`stable_abi:` in matrix.yaml: ``true``/``false``, or a mapping with the full-ABI cells to keep."""
+
+    enabled: bool = Field(False, description="serve torch >= a version's stable floor from one stable-ABI cell per "
+                          "platform x CUDA major (versions whose recipe has stable_abi.kernels)")
+    keep_full: tuple[Selector, ...] = Field((), description="full-ABI cells still built beside the stable track "
+                                            "(the developer default, speed baselines)")
+
+
 class MatrixFile(_Frozen):
     version: Literal[1]
     axes: Axes
@@ -209,10 +218,14 @@ class MatrixFile(_Frozen):
     profiles: dict[str, Profile] = {}
     default_profile: str = "local"
     runners: dict[str, Runner] = Field(default_factory=lambda: dict(DEFAULT_RUNNERS))
-    stable_abi: bool = Field(False, description="serve torch >= a version's stable floor from one stable-ABI "
-                             "cell per platform x CUDA major (versions whose recipe has stable_abi.kernels)")
+    stable_abi: StableAbiSwitch = StableAbiSwitch()
 
     _t = field_validator("packages", mode="before")(_as_tuple)
+
+    @field_validator("stable_abi", mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
 
     @field_validator("arch_policy", mode="before")
     @classmethod
@@ -384,6 +397,8 @@ class Matrix:
             selectors.setdefault(sel, ("exclude", i))
         for n, prof in self.spec.profiles.items():
             selectors.setdefault(prof.select, ("profiles", n, "select"))
+        for k, sel in enumerate(self.spec.stable_abi.keep_full):
+            selectors.setdefault(sel, ("stable_abi", "keep_full", k))
         for sel, path in selectors.items():
             self._check_selector(sel, path, known_tags)
         for cuda in self.spec.axes.cuda:
@@ -616,7 +631,7 @@ class Matrix:
 
     def expand(self, *, stable_abi: bool | None = None) -> Expansion:
         """All cells; ``stable_abi`` overrides the file's switch (the summary's "before" numbers)."""
-        use_stable = self.spec.stable_abi if stable_abi is None else stable_abi
+        use_stable = self.spec.stable_abi.enabled if stable_abi is None else stable_abi
         cells: dict[str, Cell] = {}
         excluded: dict[str, tuple[str, ...]] = {}
         axes = self.spec.axes
@@ -629,7 +644,8 @@ class Matrix:
             cid = _candidate_id(platform, python, cuda, torch, package, version)
             served = stable.get((platform, cuda_major(cuda), package, version))
             floor = served.torch_floor if served else None
-            if served is not None and floor is not None and Version(torch_minor(torch)) >= Version(floor):
+            kept = self._kept_full(platform, python, cuda, torch, package, version) if served else None
+            if served is not None and floor is not None and Version(torch_minor(torch)) >= Version(floor) and kept is None:
                 excluded[cid] = (
                     f"served by the stable-ABI track: {served.id} (one wheel for torch >= {floor} with CUDA "
                     f"{served.cuda_major}.x and CPython >= {LIMITED_API_PYTHON}; built against torch {served.torch}, "
@@ -673,7 +689,18 @@ class Matrix:
         ordered = tuple(sorted(cells.values(), key=_sort_key))
         return Expansion(cells=ordered, excluded=excluded)
 
-    def _full_track_reason(self, package: str, version: str, torch: str) -> str:
+    def _kept_full(self, platform: str, python: str, cuda: str, torch: str, package: str, version: str) -> int | None:
+        """The stable_abi.keep_full rule that keeps this full-ABI candidate beside the stable track, if any."""
+        probe = Cell(platform=platform, python=python, cuda=cuda, torch=torch, package=package, version=version,
+                     cxx11_abi=True, cxx_std="17", archs=(), ptx=False, triton=None)
+        return next((k for k, sel in enumerate(self.spec.stable_abi.keep_full) if sel.matches(probe)), None)
+
+    def _full_track_reason(self, package: str, version: str, torch: str, cell: Cell | None = None) -> str:
+        if cell is not None and self.spec.stable_abi.enabled and self.recipes[package].get(version).stable_floor:
+            k = self._kept_full(cell.platform, cell.python, cell.cuda, cell.torch, package, version)
+            if k is not None:
+                return (f"kept beside the stable-ABI track by stable_abi.keep_full[{k}] at "
+                        f"{self.doc.location(('stable_abi', 'keep_full', k))}")
         track, why = self.track_of(package, version)
         return _full_track_reason_text(track, why, torch, self.recipes[package].get(version).stable_floor)
 
@@ -683,7 +710,7 @@ class Matrix:
         floor = rv.stable_floor
         if floor is None:
             return "full", f"{package} {version} stays full ABI: {rv.stable_reason()}"
-        if not self.spec.stable_abi:
+        if not self.spec.stable_abi.enabled:
             return "full", f"{package} {version} has a stable-ABI port (torch >= {floor}) but matrix.yaml has stable_abi off"
         decided = rv.stable_abi.decided_by if rv.stable_abi else ""
         return "stable", f"{package} {version}: stable-ABI track for torch >= {floor}" + (
@@ -760,7 +787,7 @@ class Matrix:
                                 f"{c.cuda_major}.x and every CPython >= {LIMITED_API_PYTHON} on {c.platform} "
                                 f"(built against torch {c.torch}, CUDA {c.cuda}, Python {c.python})")
             else:
-                lines.append("track: full ABI: " + self._full_track_reason(c.package, c.version, c.torch))
+                lines.append("track: full ABI: " + self._full_track_reason(c.package, c.version, c.torch, c))
             return True, [*lines, *self.gpu_code(c)]
         if cell_id in expansion.excluded:
             return False, list(expansion.excluded[cell_id])
@@ -931,7 +958,7 @@ def github_matrix(
             "id": c.id, "platform": c.platform, "os": c.os, "runs-on": table[c.platform].runs_on,
             "container": table[c.platform].container, "python": c.python, "cuda": c.cuda, "torch": c.torch,
             "package": c.package, "version": c.version, "cxx11-abi": "TRUE" if c.cxx11_abi else "FALSE",
-            "arch-list": c.arch_list,
+            "arch-list": c.arch_list, "abi": c.abi,
         }
         for c in cells
     ]

@@ -44,7 +44,9 @@ class TrackSummary:
 
 
 def _selected(matrix: Matrix, profile: str | None, stable: bool) -> list[Cell]:
-    return matrix.select(matrix.expand(stable_abi=stable), profile)
+    """The profile's cells with the track on, or without it (its explicit stable include cells left out too)."""
+    cells = matrix.select(matrix.expand(stable_abi=stable), profile)
+    return cells if stable else [c for c in cells if c.abi == "full"]
 
 
 def with_new_torch(matrix: Matrix, minor: str | None = None) -> tuple[Matrix, str]:

@@ -9,8 +9,9 @@ from typing import Any
 from rich.console import Console
 
 # Not a terminal (CI logs, pipes): a wide fixed width so tables keep one row per line.
-out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# emoji=False: "file.yaml:100:" must not print as "file.yaml💯" (rich reads :100: as an emoji code)
+out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 
 def print_json(data: Any) -> None:

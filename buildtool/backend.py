@@ -27,6 +27,7 @@ BUILDTOOL_CACHE_DIR (objects and toolchains), BUILDTOOL_LOG_DIR (the log; defaul
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -35,9 +36,9 @@ import re
 import shutil
 import sys
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from buildtool.errors import UserError
 from buildtool.source.tree_config import TreeConfig, read_tree_config
@@ -55,11 +56,26 @@ __all__ = [
 ]
 
 ConfigSettings = Mapping[str, Any] | None
+T = TypeVar("T")
 TREE_PROVENANCE = "provenance.json"
 WORK_DIR = Path("build") / "buildtool"
 _ARCH_RE = re.compile(r"^\d+\.\d+a?$")
 
 
+def _reported(hook: Callable[..., T]) -> Callable[..., T]:
+    """A hook that fails on the user's input prints one clear message and exits 1, instead of the frontend
+    showing a traceback of the backend."""
+    @functools.wraps(hook)
+    def run(*args: Any, **kwargs: Any) -> T:
+        try:
+            return hook(*args, **kwargs)
+        except UserError as exc:
+            sys.stderr.write(f"buildtool: error: {exc}\n")
+            raise SystemExit(exc.exit_code) from None
+    return run
+
+
+@_reported
 def get_requires_for_build_wheel(config_settings: ConfigSettings = None) -> list[str]:
     """The tree's torch (so an isolated env builds against the torch the wheel is labelled for) and ninja."""
     return read_tree_config(Path.cwd()).build_requires(_setting(config_settings, "torch"))
@@ -186,6 +202,7 @@ def _check_env_against_tree(config: TreeConfig, cell: Cell, torch_setting: str |
                              "PIP_INDEX_URL for the isolated env)")
 
 
+@_reported
 def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
                 metadata_directory: str | None = None) -> str:
     from buildtool.build import buildenv
@@ -197,7 +214,12 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
     config = read_tree_config(root)
     prov = _tree_provenance(root)
     recipe = _recipe(root, config)
-    env = buildenv.current_env()
+    try:
+        env = buildenv.current_env()
+    except UserError as exc:
+        raise UserError(f"no usable torch in the build environment ({exc.message})",
+                        hint="prepare the tree with --torch X.Y.Z (an isolated build then installs it), pass "
+                             "-C torch=X.Y.Z, or build with --no-isolation in an env that has torch") from None
     cell = cell_for_current_env(config.package, config.version, env, config_settings, config.arch_policy,
                                 abi=config.abi, torch_floor=prov.get("torch_floor"))
     _check_env_against_tree(config, cell, _setting(config_settings, "torch"))
@@ -223,6 +245,7 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
 _SDIST_SKIP = {"build", "dist", "__pycache__", ".git"}
 
 
+@_reported
 def build_sdist(sdist_directory: str, config_settings: ConfigSettings = None) -> str:
     """A reproducible .tar.gz of the prepared tree (sorted, fixed mtimes and owners) plus PKG-INFO."""
     root = Path.cwd()

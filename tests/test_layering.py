@@ -118,3 +118,15 @@ def test_the_checker_sees_imports(tmp_path: Path, source: str, expected: str) ->
     path = tmp_path / "m.py"
     path.write_text(source)
     assert {_unit(m) for m in _imports(path)} == {expected}
+
+
+def test_every_buildtool_import_names_an_existing_module() -> None:
+    """An import of a module that moved (``from buildtool.prepare import ...`` inside a function) fails only
+    when that code path runs; here it fails at once."""
+    packages = {name for name, path in MODULES.items() if path.name == "__init__.py"} | {"buildtool"}
+    missing = [
+        f"{MODULES[m].relative_to(PACKAGE.parent)} imports {dep}"
+        for m, deps in GRAPH.items() for dep in sorted(deps)
+        if dep not in MODULES and dep not in packages
+    ]
+    assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)

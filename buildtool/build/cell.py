@@ -203,7 +203,7 @@ def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain
 def stable_abi_provenance(cell: Cell, tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
     """What a stable-ABI wheel promises and how: the floor, the TORCH_TARGET_VERSION it was compiled with,
     the torch whose headers it was compiled against, the limited API and the shims it installs."""
-    from buildtool.abitrack import LIMITED_API_HEX, torch_target_version
+    from buildtool.spec.abitrack import LIMITED_API_HEX, torch_target_version
 
     floor = cell.torch_floor or ""
     return {"track": "stable", "torch_floor": floor, "torch_target_version": torch_target_version(floor),
@@ -349,7 +349,7 @@ def _compiled_paths(result: Any) -> list[tuple[str, Path]]:
 
 def _shim_files(tree: Path, tree_provenance: Mapping[str, Any]) -> list[Path]:
     """The stable track's shim modules prepare copied into the tree (upstream's old extension names)."""
-    from buildtool.prepare import META_DIR, SHIM_DIR
+    from buildtool.source.prepare import META_DIR, SHIM_DIR
 
     out = []
     for name in tree_provenance.get("shims") or ():

@@ -642,6 +642,10 @@ class Matrix:
             axes.platform, axes.python, axes.cuda, axes.torch, base_pkgs
         ):
             cid = _candidate_id(platform, python, cuda, torch, package, version)
+            cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, (), None)
+            if cell is None:  # no such torch build (or the recipe rules it out): nothing to serve either
+                excluded[cid] = tuple(reasons)
+                continue
             served = stable.get((platform, cuda_major(cuda), package, version))
             floor = served.torch_floor if served else None
             kept = self._kept_full(platform, python, cuda, torch, package, version) if served else None
@@ -651,10 +655,6 @@ class Matrix:
                     f"{served.cuda_major}.x and CPython >= {LIMITED_API_PYTHON}; built against torch {served.torch}, "
                     f"CUDA {served.cuda})",
                 )
-                continue
-            cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, (), None)
-            if cell is None:
-                excluded[cid] = tuple(reasons)
                 continue
             candidates.append(cell)
         rules = first_matching_rules(candidates, self.spec.exclude)

@@ -6,26 +6,23 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
 from buildtool.errors import Location, UserError
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Inner(_Frozen):
+class Inner(Frozen):
     name: str
     count: int = 0
     on: bool = False
 
 
-class Outer(_Frozen):
+class Outer(Frozen):
     version: int
     items: tuple[Inner, ...] = ()
-    table: dict[str, Inner] = {}
+    table: dict[str, Inner] = Field(default_factory=dict)
     label: str = ""
 
 

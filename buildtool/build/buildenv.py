@@ -36,9 +36,8 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from buildtool.errors import BuildError, UserError
+from buildtool.model import Frozen
 from buildtool.spec.compat import load_compat, torch_minor
 from buildtool.spec.matrix import Cell
 from buildtool.toolchain.models import load_facts
@@ -80,9 +79,7 @@ print("BUILDTOOL_JSON=" + json.dumps({
 """
 
 
-class BuildEnv(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class BuildEnv(Frozen):
     python: Path
     python_version: str  # "3.11.7"
     torch_version: str  # "2.14.1" or "2.4.1+cu124"

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, Field
 
 from buildtool import __version__
 from buildtool.compile.modules import CompileSettings
 from buildtool.errors import BuildError, UserError
+from buildtool.model import Frozen
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
 from buildtool.spec.project import Project
@@ -66,11 +67,7 @@ PROVENANCE_SCHEMA = 1
 RESUME_KEYS = ("cell", "source", "patches", "modules")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class BuildOptions(_Frozen):
+class BuildOptions(Frozen):
     toolchain: Literal["auto", "system", "pypi", "debian", "conda"] = "auto"
     use_current_env: bool = False
     build_python: Path | None = None  # build against this interpreter's torch (an existing env)
@@ -82,7 +79,7 @@ class BuildOptions(_Frozen):
     resume: bool = False
 
 
-class CellPaths(_Frozen):
+class CellPaths(Frozen):
     work: Path     # build/cells/<id>: survives interruption
     tree: Path     # the prepared source tree
     objects: Path  # ninja's build directory
@@ -91,7 +88,7 @@ class CellPaths(_Frozen):
     report: Path   # build/logs/<id>.json: timings and result, for people and CI
 
 
-class CellResult(_Frozen):
+class CellResult(Frozen):
     cell_id: str
     status: Status
     seconds: float
@@ -100,7 +97,7 @@ class CellResult(_Frozen):
     size: int | None = None
     message: str = ""
     notes: tuple[str, ...] = ()
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = Field(default_factory=dict)
     slowest_tu: str | None = None
     compile_bound: dict[str, Any] | None = None  # compile.modules.CompileBound.summary(): wall vs max(TU, CPU/cores)
 
@@ -242,11 +239,11 @@ def _resume_view(key: str, value: Any) -> Any:
 
 
 # ---------------------------------------------------------------- shared core
-class BuiltWheel(_Frozen):
+class BuiltWheel(Frozen):
     wheel: Path
     repair: RepairResult | None  # None: left as built (the PEP 517 backend; `buildtool repair` follows)
     provenance: dict[str, Any]
-    compile_seconds: dict[str, float] = {}
+    compile_seconds: dict[str, float] = Field(default_factory=dict)
     notes: tuple[str, ...] = ()
     compile_bound: dict[str, Any] | None = None
 

@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
 from buildtool.build.buildenv import torch_index
 from buildtool.errors import UserError, allowed_list
+from buildtool.model import Frozen
 from buildtool.spec.abitrack import AbiTrack
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import DEFAULT_RUNNERS, GITHUB_CHUNK, Cell, Runner, github_matrix
@@ -41,10 +41,6 @@ BUILDER_DIST = "mamba-wheel-builder"
 BUILDER_WHEELS = ".buildtool/wheels"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 def group_id(cell: Cell) -> str:
     """linux-x86_64-cu130-torch2.14-causal-conv1d-1.7.0 (full ABI); a stable cell's own id."""
     return cell.compile_group
@@ -58,7 +54,7 @@ def cibuildwheel_identifier(cell: Cell) -> str:
     return f"cp{cell.python.replace('.', '')}-{plat}"
 
 
-class CompileGroup(_Frozen):
+class CompileGroup(Frozen):
     """Cells built by one job: the same device objects, one wheel per Python."""
 
     id: str

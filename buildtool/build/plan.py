@@ -19,32 +19,28 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict
 
 from buildtool.build.groups import compile_groups
 from buildtool.errors import UserError
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 from buildtool.spec.matrix import Cell
 
 __all__ = ["BuildCosts", "PlanRow", "TuCounts", "load_costs", "plan_profile"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DeviceCost(_Frozen):
+class DeviceCost(Frozen):
     family: str
     cpu_s_per_tu_arch: float
     source: str
 
 
-class StableProjection(_Frozen):
+class StableProjection(Frozen):
     torch_floor: str
     packages: tuple[str, ...]
 
 
-class BuildCosts(_Frozen):
+class BuildCosts(Frozen):
     machine: str
     binding_cpu_s: float
     binding_source: str
@@ -64,13 +60,13 @@ def load_costs() -> BuildCosts:
     return yamlsrc.load_packaged(BuildCosts, "build_costs.yaml")
 
 
-class TuCounts(_Frozen):
+class TuCounts(Frozen):
     """A package version's translation units, per kernel spec: (spec name, CUDA TUs, binding TUs)."""
 
     specs: tuple[tuple[str, int, int], ...]
 
 
-class PlanRow(_Frozen):
+class PlanRow(Frozen):
     plan: str
     jobs: int
     wheels: int
@@ -99,7 +95,7 @@ def _binding(tus: TuCounts, costs: BuildCosts) -> tuple[int, float]:
     return n, n * costs.binding_cpu_s
 
 
-class _Job(_Frozen):
+class _Job(Frozen):
     wheels: int
     tus: int
     reused: int

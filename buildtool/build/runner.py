@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
 from buildtool.build.cell import BuildOptions, CellResult, build_cell
+from buildtool.model import Frozen
 from buildtool.spec.matrix import Cell
 from buildtool.spec.project import Project
 from buildtool.spec.recipe import Recipe, load_recipes
@@ -26,9 +26,7 @@ __all__ = ["RunReport", "exit_code", "run_cells", "sigterm_as_interrupt", "summa
 _STYLE = {"built": "green", "resumed": "cyan", "skipped": "yellow", "failed": "red", "interrupted": "magenta"}
 
 
-class RunReport(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class RunReport(Frozen):
     results: tuple[CellResult, ...]
     interrupted: bool = False
     not_run: tuple[str, ...] = ()

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from buildtool.errors import BuildError, UserError
+from buildtool.model import Frozen
 from buildtool.spec.kernelspec import (
     CompileUnit,
     KernelSpec,
@@ -74,11 +75,7 @@ class BuildEnvLike(Protocol):
     libraries: Sequence[str]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ModuleArtifact(_Frozen):
+class ModuleArtifact(Frozen):
     name: str
     package: str
     path: Path
@@ -89,14 +86,14 @@ class ModuleArtifact(_Frozen):
                                                      description="the same, before fatbin compression")
 
 
-class UnitTiming(_Frozen):
+class UnitTiming(Frozen):
     module: str
     unit: str
     seconds: float
     cached: bool = False
 
 
-class CompileSettings(_Frozen):
+class CompileSettings(Frozen):
     """How to compile, resolved once from the command line: parallelism, splitting and caching. None of it
     changes the kernels' machine code."""
 
@@ -107,7 +104,7 @@ class CompileSettings(_Frozen):
     priorities: bool = Field(False, description="run cheaper TUs at a lower CPU priority (nice), POSIX only")
 
 
-class CompileBound(_Frozen):
+class CompileBound(Frozen):
     """How close the compile came to what the machine allows: no schedule of the same TUs finishes before
     max(the longest TU alone, total CPU-s / usable cores). The longest TU alone is not known inside one
     parallel build (`nox -s bench` measures it); the bound here is the CPU term, so the ratio errs high."""
@@ -129,7 +126,7 @@ class CompileBound(_Frozen):
         return {**self.model_dump(), "bound_seconds": round(self.bound_seconds, 2), "ratio": self.ratio}
 
 
-class CompileResult(_Frozen):
+class CompileResult(Frozen):
     modules: tuple[ModuleArtifact, ...]
     timings: tuple[UnitTiming, ...] = Field(description="compiled TUs, slowest first (cache hits have 0 s)")
     cache_hits: int

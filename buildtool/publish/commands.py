@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from buildtool.model import Frozen
 
 PYPI = "https://pypi.org/simple"
 # What the docs and the page put where the installed torch's version goes (POSIX shells and PowerShell).
@@ -22,9 +22,7 @@ _PLACEHOLDER = "@@TORCH@@"
 Installer = Literal["pip", "uv"]
 
 
-class InstallCommand(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class InstallCommand(Frozen):
     installer: Installer
     with_pypi: bool                 # channel + PyPI (dependencies from PyPI) or the channel alone
     argv: tuple[str, ...]

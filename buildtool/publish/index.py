@@ -29,11 +29,11 @@ from urllib.parse import quote
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
 from buildtool.binary.elf import read_elf_bytes
 from buildtool.errors import UserError
+from buildtool.model import Frozen
 from buildtool.publish.commands import PYPI
 from buildtool.wheel import tags as wheeltags
 from buildtool.wheel.archive import check_wheel_archive
@@ -45,10 +45,8 @@ PROVENANCE_FILE = "buildtool_provenance.json"
 _CUDA_ONLY_LABEL = re.compile(r"^(?:[a-z][a-z0-9]*\.)?cu(?P<cuda>\d{2,4})(?![0-9])", re.IGNORECASE)
 
 
-class WheelRecord(BaseModel):
+class WheelRecord(Frozen):
     """One wheel as the manifest describes it (the resolver's candidate)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     filename: str
     url: str
@@ -83,11 +81,9 @@ class WheelRecord(BaseModel):
         return Version(self.version)
 
 
-class Channel(BaseModel):
+class Channel(Frozen):
     """One sub-index in which no two wheels of a package pin different torch minors (DESIGN decision 8):
     a full-ABI channel per (CUDA, torch minor[, old C++ ABI]), a stable-ABI channel per CUDA major."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str                           # cu130-torch2.14, cu124-torch2.6-cxx11abiFALSE, cu13-stable
     kind: Literal["full", "stable"]
@@ -108,9 +104,7 @@ def channel_id(record: WheelRecord) -> str | None:
     return f"cu{record.cuda.replace('.', '')}-torch{record.torch}{abi}"
 
 
-class Manifest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Manifest(Frozen):
     format: int = MANIFEST_FORMAT
     generator: str
     generated: str

@@ -35,9 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from buildtool.errors import UserError
+from buildtool.model import Frozen
 from buildtool.spec.recipe import GitSource, SdistSource
 
 Source = SdistSource | GitSource
@@ -48,10 +47,8 @@ DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
 
 
-class FetchedSource(BaseModel):
+class FetchedSource(Frozen):
     """A source whose bytes are verified and extracted into ``tree`` (the recipe subdirectory's contents)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["pypi-sdist", "git"]
     url: str

@@ -26,19 +26,16 @@ from typing import Annotated, Literal
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from buildtool.errors import UserError
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 
 _SKIP_DIRS = frozenset({".git", ".buildtool", "__pycache__", "build", "dist", ".venv", "node_modules"})
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class RegexCheck(_Frozen):
+class RegexCheck(Frozen):
     kind: Literal["regex"]
     pattern: str
     unless_file_matches: str | None = None
@@ -46,12 +43,12 @@ class RegexCheck(_Frozen):
     skip_lines_matching: str | None = None
 
 
-class MacroCheck(_Frozen):
+class MacroCheck(Frozen):
     kind: Literal["directive-in-macro-args", "constexpr-in-macro-definition", "constexpr-captured-by-macro"]
     macros: str
 
 
-class ArchCheck(_Frozen):
+class ArchCheck(Frozen):
     kind: Literal["arch-below"]
     pattern: str
     below: int
@@ -61,7 +58,7 @@ class ArchCheck(_Frozen):
 Check = Annotated[RegexCheck | MacroCheck | ArchCheck, Field(discriminator="kind")]
 
 
-class Applies(_Frozen):
+class Applies(Frozen):
     platforms: tuple[str, ...] = ()
     cuda: str = ""
 
@@ -71,7 +68,7 @@ class Applies(_Frozen):
         return not (cuda is not None and self.cuda and Version(cuda) not in SpecifierSet(self.cuda))
 
 
-class Rule(_Frozen):
+class Rule(Frozen):
     id: str
     severity: Literal["error", "info"]
     title: str
@@ -83,14 +80,14 @@ class Rule(_Frozen):
     check: Check
 
 
-class RuleBook(_Frozen):
+class RuleBook(Frozen):
     version: int
     macros: str = ""
     cxx_files: tuple[str, ...] = ()
     rules: tuple[Rule, ...]
 
 
-class Finding(_Frozen):
+class Finding(Frozen):
     rule: str
     severity: Literal["error", "info"]
     file: str
@@ -99,7 +96,7 @@ class Finding(_Frozen):
     message: str
 
 
-class LintReport(_Frozen):
+class LintReport(Frozen):
     root: str
     platform: str | None
     cuda: str | None

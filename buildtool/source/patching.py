@@ -32,22 +32,18 @@ from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
 from buildtool.errors import Location, UserError, allowed_list, did_you_mean
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 from buildtool.spec.abitrack import AbiTrack
 from buildtool.spec.compat import PLATFORMS
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 # ---------------------------------------------------------------------------------------------- model
 
 
-class PatchHeader(_Frozen):
+class PatchHeader(Frozen):
     summary: str
     reference: str = ""
     versions: str
@@ -75,13 +71,13 @@ class PatchHeader(_Frozen):
         return v
 
 
-class HunkLine(_Frozen):
+class HunkLine(Frozen):
     op: str  # " ", "-" or "+"
     text: str  # without the line ending
     eol: bool = True  # False when followed by "\ No newline at end of file"
 
 
-class Hunk(_Frozen):
+class Hunk(Frozen):
     header: str
     old_start: int
     old_len: int
@@ -98,7 +94,7 @@ class Hunk(_Frozen):
         return [ln for ln in self.lines if ln.op != "-"]
 
 
-class FilePatch(_Frozen):
+class FilePatch(Frozen):
     old_path: str | None  # None: new file
     new_path: str | None  # None: deleted file
     hunks: tuple[Hunk, ...]
@@ -108,7 +104,7 @@ class FilePatch(_Frozen):
         return self.new_path or self.old_path or ""
 
 
-class Patch(_Frozen):
+class Patch(Frozen):
     name: str  # e.g. "mamba-ssm/msvc-m-log2e.patch"
     package: str
     sha256: str
@@ -123,7 +119,7 @@ class Patch(_Frozen):
         return not self.header.platforms or any(fnmatch(platform, p) for p in self.header.platforms)
 
 
-class AppliedPatch(_Frozen):
+class AppliedPatch(Frozen):
     """What provenance.json records per patch."""
 
     name: str

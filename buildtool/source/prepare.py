@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict
 
 from buildtool import __version__
 from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.model import Frozen
 from buildtool.source.fetch import fetch, mirror_from_env
 from buildtool.source.patching import AppliedPatch, apply_to_tree, load_patches, select
 from buildtool.source.tree_config import TreeConfig, tree_config_toml
@@ -57,11 +57,7 @@ BACKEND_DIST = "mamba-wheel-builder"
 BUILDER_WHEELS = ".buildtool/wheels"  # where --builder-wheel puts the backend's own wheel
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Provenance(_Frozen):
+class Provenance(Frozen):
     package: str
     version: str
     dist: str
@@ -77,7 +73,7 @@ class Provenance(_Frozen):
     shims: tuple[str, ...] = ()  # stable track: top-level shim modules copied from kernels/ (file names)
 
 
-class PreparedTree(_Frozen):
+class PreparedTree(Frozen):
     root: Path
     provenance: Provenance
     origin: str = ""  # where the source bytes came from this time (cache, mirror <path>, download, clone)
@@ -295,7 +291,7 @@ def load_prepared(root: Path) -> PreparedTree:
 # ---------------------------------------------------------------------------------------------- patches check
 
 
-class PatchCheck(_Frozen):
+class PatchCheck(Frozen):
     """One patch against one recipe version (all platforms that select it)."""
 
     patch: str
@@ -306,7 +302,7 @@ class PatchCheck(_Frozen):
     detail: str = ""
 
 
-class TreeCheck(_Frozen):
+class TreeCheck(Frozen):
     """One recipe version + platform after its patch set: does it apply, does lint-source pass?"""
 
     package: str
@@ -319,7 +315,7 @@ class TreeCheck(_Frozen):
     detail: str = ""
 
 
-class PatchesReport(_Frozen):
+class PatchesReport(Frozen):
     patches: tuple[PatchCheck, ...]
     trees: tuple[TreeCheck, ...]
 

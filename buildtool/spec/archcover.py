@@ -14,26 +14,23 @@ from functools import cache
 from typing import Literal
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 
 CodeKind = Literal["native", "compatible", "ptx"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Gpu(_Frozen):
+class Gpu(Frozen):
     names: str = Field(description="examples of GPUs with this compute capability")
 
 
-class GpuTable(_Frozen):
+class GpuTable(Frozen):
     gpus: dict[str, Gpu]
 
 
-class Code(_Frozen):
+class Code(Frozen):
     """What one GPU runs: the target (sm_80, compute_120) and how."""
 
     gpu: str

@@ -14,16 +14,13 @@ from typing import Literal
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class BadSass(_Frozen):
+class BadSass(Frozen):
     package: str
     versions: str
     arch: str
@@ -55,7 +52,7 @@ class BadSass(_Frozen):
         return f"{' '.join(self.why.split())} ({self.upstream})"
 
 
-class BadSassFile(_Frozen):
+class BadSassFile(Frozen):
     version: Literal[1]
     rules: tuple[BadSass, ...]
 

@@ -6,19 +6,16 @@ from functools import cache
 from typing import Literal
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 
 PlatformName = Literal["linux-x86_64", "linux-aarch64", "windows-x86_64"]
 PLATFORMS: tuple[str, ...] = ("linux-x86_64", "linux-aarch64", "windows-x86_64")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TorchInfo(_Frozen):
+class TorchInfo(Frozen):
     release: str
     cuda: tuple[str, ...]
     python: tuple[str, ...]
@@ -50,7 +47,7 @@ class TorchInfo(_Frozen):
         return self.cuda
 
 
-class CudaInfo(_Frozen):
+class CudaInfo(Frozen):
     max_gcc: int
     min_arch: str
     max_arch: str
@@ -61,14 +58,14 @@ class CudaInfo(_Frozen):
         return Version(self.min_arch) <= Version(arch) <= Version(self.max_arch)
 
 
-class PlatformInfo(_Frozen):
+class PlatformInfo(Frozen):
     os: Literal["linux", "windows"]
     machine: str
     wheel_tag: str
     repaired_tag: str
 
 
-class Compat(_Frozen):
+class Compat(Frozen):
     torch: dict[str, TorchInfo]
     cuda: dict[str, CudaInfo]
     platforms: dict[str, PlatformInfo]

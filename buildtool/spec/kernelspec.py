@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 from buildtool.spec.abitrack import AbiTrack, torch_target_version
 from buildtool.spec.compat import PLATFORMS
@@ -36,10 +37,6 @@ CXX_SUFFIXES = (".cpp", ".cc", ".cxx", ".c")
 
 #: An explicit instantiation definition on one line: ``template void f<float, float>(Params &, cudaStream_t);``
 DEFAULT_SPLIT_MATCH = r"^\s*template\s+(?:void|class|struct|__global__\s+void)\b[^;{]*;\s*(?://.*)?$"
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _as_tuple(v: Any) -> Any:
@@ -70,7 +67,7 @@ def _check_specifier(v: str | None) -> str | None:
     return v
 
 
-class When(_Frozen):
+class When(Frozen):
     """Conditions of a rule; every given condition must hold (an empty ``when`` always holds)."""
 
     platform: tuple[str, ...] | None = None
@@ -105,7 +102,7 @@ class When(_Frozen):
         return all(checks)
 
 
-class FlagSet(_Frozen):
+class FlagSet(Frozen):
     """Flags a spec or rule contributes. ``defines`` are NAME or NAME=VALUE (both compilers get them);
     ``cxx_include_dirs`` reach only the host compiler (CUDA 13's cccl dir, which nvcc adds by itself)."""
 
@@ -164,7 +161,7 @@ class Rule(FlagSet):
         return v
 
 
-class Fanout(_Frozen):
+class Fanout(Frozen):
     """Split below the file's own instantiations, without patching: the function template they call
     (e.g. ``selective_scan_bwd_launch<kNThreads, kNItems, input_t, weight_t>``) is explicitly instantiated
     per ``item`` in parts of its own, and part 1 keeps the original instantiation lines preceded by
@@ -187,7 +184,7 @@ class Fanout(_Frozen):
         return v
 
 
-class SplitRule(_Frozen):
+class SplitRule(Frozen):
     """Compile each ``source`` as ``parts`` generated TUs. Each part holds the whole text (every template
     definition) but only its share of the lines matching ``match`` (explicit instantiations, grouped by the
     ``key`` capture, 0 = whole line); the other matched lines are blanked so line numbers stay those of
@@ -362,7 +359,7 @@ def _check_relative(path: str) -> None:
         raise ValueError(f'"{path}" must be a relative path inside the source tree (forward slashes, no ..)')
 
 
-class CommonFlags(_Frozen):
+class CommonFlags(Frozen):
     """buildtool/data/compile_flags.yaml: what every module gets, before the spec's own flags."""
 
     base: FlagSet
@@ -400,7 +397,7 @@ def load_common_flags() -> CommonFlags:
 
 
 # ------------------------------------------------------------------------------------------- resolution
-class TargetFacts(_Frozen):
+class TargetFacts(Frozen):
     """Everything resolution depends on: the cell's target and the toolchain's facts (no paths but CUDA's)."""
 
     platform: str
@@ -432,7 +429,7 @@ class TargetFacts(_Frozen):
         )
 
 
-class SplitPart(_Frozen):
+class SplitPart(Frozen):
     """One generated TU of a split source; parts are numbered over all the rules that split the source."""
 
     index: int = Field(description="1-based")
@@ -443,7 +440,7 @@ class SplitPart(_Frozen):
         return f"part{self.index}of{self.total}"
 
 
-class CompileUnit(_Frozen):
+class CompileUnit(Frozen):
     """One translation unit: the command is ``compiler <flags> <includes> -c <source> -o <object>``."""
 
     source: str = Field(description="the real file, relative to the tree")
@@ -466,7 +463,7 @@ class CompileUnit(_Frozen):
         return self.name + ".o"
 
 
-class ResolvedKernel(_Frozen):
+class ResolvedKernel(Frozen):
     spec_name: str
     module: str
     package: str
@@ -598,7 +595,7 @@ class SplitError(UserError):
     pass
 
 
-class LinkHazard(_Frozen):
+class LinkHazard(Frozen):
     """A top-level definition every generated part would define again (a duplicate symbol at link)."""
 
     first_line: int = Field(description="1-based")

@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.model import Frozen
 from buildtool.spec import archcover, yamlsrc
 from buildtool.spec.abitrack import LIMITED_API_PYTHON, TRACKS, AbiTrack, cuda_major, limited_api_python_tag
 from buildtool.spec.compat import PLATFORMS, Compat, load_compat, torch_minor
@@ -21,10 +22,6 @@ from buildtool.spec.recipe import Recipe
 
 AXES = ("platform", "python", "cuda", "torch")
 _VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _as_tuple(v: Any) -> Any:
@@ -47,7 +44,7 @@ def _check_versions(name: str, values: Iterable[str]) -> None:
             raise ValueError(f'{name} "{v}" is not a version like 3.10 or 12.4')
 
 
-class _CellAxes(_Frozen):
+class _CellAxes(Frozen):
     """platform / python / cuda / torch, each one value or a list (shared by `axes` and `include`)."""
 
     platform: tuple[str, ...]
@@ -80,7 +77,7 @@ class Axes(_CellAxes):
         return v
 
 
-class Selector(_Frozen):
+class Selector(Frozen):
     """Matches cells: every given axis must contain the cell's value (torch also matches by minor)."""
 
     platform: tuple[str, ...] | None = None
@@ -123,7 +120,7 @@ class Selector(_Frozen):
         return not (self.tags is not None and not set(self.tags) & set(cell.tags))
 
 
-class ArchPolicy(_Frozen):
+class ArchPolicy(Frozen):
     """Per CUDA version: the GPUs (compute capabilities) its wheels must run on, and the code that covers
     them: SASS ``archs`` (natively or by binary compatibility, buildtool/archcover.py) plus PTX of the newest."""
 
@@ -165,7 +162,7 @@ class IncludeEntry(_CellAxes):
     _t2 = field_validator("packages", "tags", "archs", mode="before")(_as_tuple)
 
 
-class Profile(_Frozen):
+class Profile(Frozen):
     description: str
     select: Selector
     archs: tuple[str, ...] | None = Field(
@@ -175,7 +172,7 @@ class Profile(_Frozen):
     _t = field_validator("archs", mode="before")(_as_tuple)
 
 
-class Runner(_Frozen):
+class Runner(Frozen):
     """Where GitHub Actions builds and verifies a platform's cells."""
 
     runs_on: str = Field(alias="runs-on", description="hosted runner label for builds")
@@ -199,7 +196,7 @@ DEFAULT_RUNNERS: dict[str, Runner] = {
 }
 
 
-class StableAbiSwitch(_Frozen):
+class StableAbiSwitch(Frozen):
     """`stable_abi:` in matrix.yaml: ``true``/``false``, or a mapping with the full-ABI cells to keep."""
 
     enabled: bool = Field(False, description="serve torch >= a version's stable floor from one stable-ABI cell per "
@@ -208,14 +205,14 @@ class StableAbiSwitch(_Frozen):
                                             "(the developer default, speed baselines)")
 
 
-class MatrixFile(_Frozen):
+class MatrixFile(Frozen):
     version: Literal[1]
     axes: Axes
     packages: tuple[str, ...]
     exclude: tuple[Selector, ...] = ()
     include: tuple[IncludeEntry, ...] = ()
     arch_policy: dict[str, ArchPolicy]
-    profiles: dict[str, Profile] = {}
+    profiles: dict[str, Profile] = Field(default_factory=dict)
     default_profile: str = "local"
     runners: dict[str, Runner] = Field(default_factory=lambda: dict(DEFAULT_RUNNERS))
     stable_abi: StableAbiSwitch = StableAbiSwitch()
@@ -250,7 +247,7 @@ class MatrixFile(_Frozen):
         return v
 
 
-class Cell(_Frozen):
+class Cell(Frozen):
     """One wheel to build: a package version for one platform / Python / CUDA / torch."""
 
     platform: str

@@ -10,22 +10,18 @@ from typing import Annotated, Literal
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 from buildtool.spec.abitrack import AbiTrack
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 
 
-class SdistSource(_Frozen):
+class SdistSource(Frozen):
     """A PyPI sdist; only usable where the sdist ships csrc/ (causal-conv1d >= 1.5.1, mamba-ssm >= 2.2.5)."""
 
     kind: Literal["pypi-sdist"]
@@ -45,7 +41,7 @@ class SdistSource(_Frozen):
         return self.url.rsplit("/", 1)[-1]
 
 
-class GitSource(_Frozen):
+class GitSource(Frozen):
     """A git repository fetched by full commit; ``sha256`` pins the content of the extracted tree."""
 
     kind: Literal["git"]
@@ -67,7 +63,7 @@ class GitSource(_Frozen):
 Source = Annotated[SdistSource | GitSource, Field(discriminator="kind")]
 
 
-class Constraints(_Frozen):
+class Constraints(Frozen):
     """Which cells a version can be built for; empty means no constraint."""
 
     torch: str = ""
@@ -94,7 +90,7 @@ class Constraints(_Frozen):
         return out
 
 
-class StableAbi(_Frozen):
+class StableAbi(Frozen):
     """The version's stable-ABI track: its torch floor and kernel specs, or why it cannot have one."""
 
     torch_floor: str | None = Field(None, description="lowest torch minor the port targets (TORCH_TARGET_VERSION)")
@@ -129,7 +125,7 @@ class StableAbi(_Frozen):
         return not self.blocked
 
 
-class RecipeVersion(_Frozen):
+class RecipeVersion(Frozen):
     version: str
     source: Source
     kernels: tuple[str, ...] = Field(description="kernel spec names under kernels/")
@@ -167,7 +163,7 @@ class RecipeVersion(_Frozen):
         return v
 
 
-class Recipe(_Frozen):
+class Recipe(Frozen):
     name: str
     dist: str = Field(description="wheel distribution name, e.g. causal_conv1d")
     summary: str

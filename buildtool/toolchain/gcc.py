@@ -19,17 +19,14 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
+from buildtool.model import Frozen
 from buildtool.toolchain.models import HostCompiler, ProviderFacts, ToolchainNotFound
 
 _VERSIONED_GXX = re.compile(r"^g\+\+-(\d+)$")
 _EXPLICIT_VARS = ("CUDAHOSTCXX", "CXX")
 
 
-class GccCandidate(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class GccCandidate(Frozen):
     path: Path
     version: str
     kind: str = "gcc"  # "gcc" or "clang"

@@ -13,9 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from buildtool.errors import UserError
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 
 ProviderName = Literal["system", "pypi", "debian", "conda"]
@@ -24,11 +23,7 @@ ProviderChoice = Literal["auto", "system", "pypi", "debian", "conda"]
 PROVIDERS: tuple[ProviderName, ...] = ("system", "pypi", "debian", "conda")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class HostCompiler(_Frozen):
+class HostCompiler(Frozen):
     """The C++ compiler nvcc drives (-ccbin) and that compiles the .cpp sources."""
 
     kind: Literal["gcc", "msvc", "clang"]
@@ -42,7 +37,7 @@ class HostCompiler(_Frozen):
         return int(self.version.split(".", 1)[0])
 
 
-class ProviderAttempt(_Frozen):
+class ProviderAttempt(Frozen):
     """One provider tried: whether it supplied the toolkit and, either way, why."""
 
     provider: ProviderName
@@ -50,7 +45,7 @@ class ProviderAttempt(_Frozen):
     detail: str
 
 
-class Toolchain(_Frozen):
+class Toolchain(Frozen):
     """A CUDA toolkit plus host compiler that can compile the cell, and the environment to do it in.
 
     `env` holds every variable the compile must set (PATH already prefixed with `path_prefix`, CUDA_HOME,
@@ -95,14 +90,14 @@ class ToolchainNotFound(UserError):
 # --- provider facts (buildtool/data/toolchain.yaml) ---------------------------------------------------
 
 
-class SystemFacts(_Frozen):
+class SystemFacts(Frozen):
     env_vars: tuple[str, ...]
     versioned_env_vars: tuple[str, ...]
     default_dirs: dict[str, tuple[str, ...]]
     install_hint: dict[str, str]
 
 
-class PypiFacts(_Frozen):
+class PypiFacts(Frozen):
     full_nvcc_majors: tuple[int, ...]
     missing_reason: dict[str, str]
     requirement: dict[str, str]
@@ -110,7 +105,7 @@ class PypiFacts(_Frozen):
     install_hint: str
 
 
-class CondaFacts(_Frozen):
+class CondaFacts(Frozen):
     tools: tuple[str, ...]
     channel: str
     packages: tuple[str, ...]
@@ -129,7 +124,7 @@ class CondaFacts(_Frozen):
         return self.channel.format(full=self.full_version(cuda))
 
 
-class DebianRelease(_Frozen):
+class DebianRelease(Frozen):
     """One Debian release's CUDA: where it is and which packages make a toolkit of it."""
 
     suite: str
@@ -139,7 +134,7 @@ class DebianRelease(_Frozen):
     packages: tuple[str, ...]
 
 
-class DebianLayout(_Frozen):
+class DebianLayout(Frozen):
     """How the unpacked packages become a CUDA_HOME (paths relative to the unpacked root; {triplet})."""
 
     tools_dir: str
@@ -149,7 +144,7 @@ class DebianLayout(_Frozen):
     nvcc_profile: str
 
 
-class DebianFacts(_Frozen):
+class DebianFacts(Frozen):
     hosts: tuple[str, ...]
     archive: str
     keyring: str
@@ -163,25 +158,25 @@ class DebianFacts(_Frozen):
     system_hint: str
 
 
-class MsvcFacts(_Frozen):
+class MsvcFacts(Frozen):
     vswhere: str
     vswhere_args: tuple[str, ...]
     vcvars: str
     fix: str
 
 
-class HostCompilerFacts(_Frozen):
+class HostCompilerFacts(Frozen):
     gcc_fix: tuple[str, ...]
     msvc: MsvcFacts
 
 
-class BuildEnvFacts(_Frozen):
+class BuildEnvFacts(Frozen):
     torch_index: str
     pypi_cuda_platforms: tuple[str, ...]
     extra_packages: tuple[str, ...]
 
 
-class ProviderFacts(_Frozen):
+class ProviderFacts(Frozen):
     system: SystemFacts
     pypi: PypiFacts
     debian: DebianFacts

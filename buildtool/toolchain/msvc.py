@@ -21,14 +21,11 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path, PureWindowsPath
 
-from pydantic import BaseModel, ConfigDict
-
+from buildtool.model import Frozen
 from buildtool.toolchain.models import HostCompiler, ProviderFacts, ToolchainNotFound
 
 
-class VsInstall(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class VsInstall(Frozen):
     path: str  # installationPath, a Windows path
     version: str  # installationVersion "17.14.36301.6"
     product_line: str  # catalog.productLineVersion "2022"

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict
 
 from buildtool.errors import BuildError, UserError, allowed_list
+from buildtool.model import Frozen
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell, Matrix
 from buildtool.user.doctor import run_doctor
@@ -40,9 +40,7 @@ WITH = {
 DEFAULT_PYPI = "https://pypi.org/simple"
 
 
-class EnvPlan(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class EnvPlan(Frozen):
     profile: str
     platform: str
     python: str
@@ -122,9 +120,7 @@ def plan_env(matrix: Matrix, profile: str, *, python: str | None = None, platfor
 
 
 # ---------------------------------------------------------------- side effects
-class EnvReport(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class EnvReport(Frozen):
     dir: str
     python: str
     plan: EnvPlan

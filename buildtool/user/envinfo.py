@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from buildtool.errors import UserError
+from buildtool.model import Frozen
 
 # Distributions and extension modules the doctor and the resolver care about.
 KERNEL_DISTS = ("causal-conv1d", "mamba-ssm", "mamba-ssm-vim", "selective-scan")
@@ -123,11 +122,7 @@ print("BUILDTOOL-PROBE" + json.dumps(out))
 """
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TorchInfo(_Frozen):
+class TorchInfo(Frozen):
     installed: bool = False
     version: str | None = None
     cuda: str | None = None
@@ -154,7 +149,7 @@ class TorchInfo(_Frozen):
         return int(self.cuda.split(".")[0]) if self.cuda else None
 
 
-class DistInfo(_Frozen):
+class DistInfo(Frozen):
     version: str
     location: str
     ext_files: tuple[str, ...] = ()
@@ -167,7 +162,7 @@ class DistInfo(_Frozen):
         return [Path(self.location) / f for f in self.ext_files]
 
 
-class PythonEnv(_Frozen):
+class PythonEnv(Frozen):
     """What the probe saw inside the target interpreter."""
 
     python_version: str
@@ -209,7 +204,7 @@ class PythonEnv(_Frozen):
         return bool(entry and entry.get("origin"))
 
 
-class HostInfo(_Frozen):
+class HostInfo(Frozen):
     """Tools on the host, outside Python: driver, GPUs, nvcc, gcc."""
 
     driver_version: str | None = None
@@ -226,7 +221,7 @@ class HostInfo(_Frozen):
     libcuda_so: tuple[str, ...] = ()
 
 
-class Environment(_Frozen):
+class Environment(Frozen):
     python: PythonEnv
     host: HostInfo
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict
 
 from buildtool.errors import BuildError, UserError
+from buildtool.model import Frozen
 from buildtool.publish.index import Manifest, WheelRecord
 from buildtool.user.envinfo import python_of
 from buildtool.user.resolve import Resolution, Target, resolve, wheel_url
@@ -36,18 +36,14 @@ class HashMismatch(BuildError):
     """A downloaded wheel is not the one the index describes: never installed."""
 
 
-class Installed(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Installed(Frozen):
     package: str
     filename: str
     sha256: str
     modules: tuple[str, ...]
 
 
-class InstallReport(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class InstallReport(Frozen):
     python: str
     installed: tuple[Installed, ...]
     requirements: tuple[str, ...]

@@ -18,19 +18,17 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict
 
 from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.model import Frozen
 from buildtool.publish.index import Manifest, WheelRecord, load_manifest_text
 from buildtool.spec.archcover import code_for
 from buildtool.user.envinfo import Environment
 from buildtool.wheel import tags as wheeltags
 
 
-class Target(BaseModel):
+class Target(Frozen):
     """The environment a wheel must run in (detected, or stated with overrides)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     python_tag: str
     platform: str
@@ -59,18 +57,14 @@ class Target(BaseModel):
         return cls.model_validate(data)
 
 
-class Rejection(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Rejection(Frozen):
     filename: str
     rule: str
     failure: str | None   # the catalogue id this rule prevents
     reason: str
 
 
-class Resolution(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Resolution(Frozen):
     requirement: str
     target: Target
     chosen: WheelRecord | None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from buildtool.model import Frozen
 
 Outcome = Literal["pass", "fail", "skip"]
 
 
-class CheckResult(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class CheckResult(Frozen):
     wheel: str = Field(description="wheel file name, or a group label such as 'mamba-ssm 2.3.2.post1 + causal-conv1d 1.7.0'")
     check: str
     result: Outcome
@@ -35,10 +35,8 @@ def skipped(wheel: str, check: str, detail: str, **numbers: Any) -> CheckResult:
     return CheckResult(wheel=wheel, check=check, result="skip", detail=detail, numbers=numbers)
 
 
-class Environment(BaseModel):
+class Environment(Frozen):
     """Where the checks ran: what a reader needs to trust (or reproduce) the numbers."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     date: str
     host_python: str
@@ -52,9 +50,7 @@ class Environment(BaseModel):
     note: str = ""
 
 
-class Report(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class Report(Frozen):
     environment: Environment
     wheels: tuple[str, ...]
     results: tuple[CheckResult, ...]

@@ -6,21 +6,16 @@ import re
 from functools import cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Tolerance(_Frozen):
+class Tolerance(Frozen):
     rtol: float
     atol: float
 
 
-class Tolerances(_Frozen):
+class Tolerances(Frozen):
     fwd: dict[str, Tolerance]
     bwd: dict[str, Tolerance]
     smoke: dict[str, Tolerance]
@@ -33,23 +28,23 @@ class Tolerances(_Frozen):
         return table[name]
 
 
-class GlibcPolicy(_Frozen):
+class GlibcPolicy(Frozen):
     GLIBC: str
     GLIBCXX: str
     CXXABI: str
 
 
-class Provenance(_Frozen):
+class Provenance(Frozen):
     file: str
     required: tuple[str, ...]
 
 
-class Pairing(_Frozen):
+class Pairing(Frozen):
     mamba: str
     causal_conv1d: str
 
 
-class ScanBench(_Frozen):
+class ScanBench(Frozen):
     name: str
     batch: int
     dim: int
@@ -62,7 +57,7 @@ class ScanBench(_Frozen):
     baseline_fwd_bwd_ms: float
 
 
-class VerifyPolicy(_Frozen):
+class VerifyPolicy(Frozen):
     manylinux: dict[str, GlibcPolicy]
     manylinux_aliases: dict[str, str]
     system_libs: tuple[str, ...]
@@ -95,7 +90,7 @@ class VerifyPolicy(_Frozen):
         return any(re.search(p, path) for p in self.forbidden_bundled)
 
 
-def _load(name: str, model: type[_Frozen]) -> _Frozen:
+def _load(name: str, model: type[Frozen]) -> Frozen:
     return yamlsrc.load_packaged(model, name)
 
 

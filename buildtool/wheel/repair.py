@@ -23,10 +23,10 @@ from functools import cache
 from pathlib import Path
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict
 
 from buildtool.binary.elf import ElfInfo, read_elf_bytes
 from buildtool.errors import BuildError
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 from buildtool.spec.compat import load_compat
 from buildtool.wheel.write import rewrite_wheel
@@ -47,21 +47,17 @@ __all__ = [
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LinuxPolicy(_Frozen):
+class LinuxPolicy(Frozen):
     policy: str
     max_versions: dict[str, str]
     exclude: tuple[str, ...]
 
 
-class WindowsPolicy(_Frozen):
+class WindowsPolicy(Frozen):
     exclude: tuple[str, ...]
 
 
-class RepairPolicy(_Frozen):
+class RepairPolicy(Frozen):
     linux: LinuxPolicy
     windows: WindowsPolicy
 
@@ -75,7 +71,7 @@ def load_policy() -> RepairPolicy:
     return yamlsrc.load_packaged(RepairPolicy, "repair.yaml")
 
 
-class RepairResult(_Frozen):
+class RepairResult(Frozen):
     wheel: Path
     platform_tag: str
     repaired: bool               # True when a repair tool ran and its output was kept

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from buildtool.model import Frozen
 
 
 class Status(str, Enum):
@@ -24,11 +24,7 @@ class Status(str, Enum):
 EXIT_CODES = {Status.ok: 0, Status.skip: 0, Status.info: 0, Status.warn: 1, Status.fail: 2}
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Entry(_Frozen):
+class Entry(Frozen):
     """One row of the catalogue: which failure it diagnoses, with which check function, and the fix."""
 
     id: str
@@ -38,12 +34,12 @@ class Entry(_Frozen):
     fix: str
 
 
-class Catalogue(_Frozen):
+class Catalogue(Frozen):
     version: int
     checks: tuple[Entry, ...]
 
 
-class Finding(_Frozen):
+class Finding(Frozen):
     """What a check function returns: status, the evidence it saw, and optionally a more specific fix."""
 
     status: Status
@@ -51,7 +47,7 @@ class Finding(_Frozen):
     fix: str | None = None
 
 
-class Result(_Frozen):
+class Result(Frozen):
     id: str
     failures: tuple[str, ...]
     title: str
@@ -60,7 +56,7 @@ class Result(_Frozen):
     fix: str
 
 
-class Report(_Frozen):
+class Report(Frozen):
     environment: dict[str, Any]
     results: tuple[Result, ...]
 

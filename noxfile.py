@@ -31,7 +31,7 @@ _TORCH_ENV = """
 from buildtool.build import buildenv
 from buildtool.spec.matrix import load_matrix
 from buildtool.spec.project import find_project
-from buildtool.toolchain import default_cache_dir
+from buildtool.host import default_cache_dir
 matrix = load_matrix(find_project().root)
 cell = matrix.select(matrix.expand(), matrix.spec.default_profile)[0]
 print(buildenv.create_build_env(cell, default_cache_dir() / "buildenvs").python)

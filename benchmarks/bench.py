@@ -173,8 +173,9 @@ def _cell(cell_id: str) -> Any:
 
 def _system_cuda_home(cell: Any) -> str:
     from buildtool import toolchain
+    from buildtool.host import host_platform
 
-    return str(toolchain.resolve(cell.cuda, toolchain.host_platform(), "system").cuda_home)
+    return str(toolchain.resolve(cell.cuda, host_platform(), "system").cuda_home)
 
 
 def upstream_source(cell: Any, env: dict[str, str]) -> Path:

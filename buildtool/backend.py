@@ -156,10 +156,10 @@ def cell_for_current_env(package: str, version: str, env: Any, config_settings: 
                          torch_floor: str | None = None) -> Cell:
     """The cell this interpreter + torch + machine make, for ``package==version`` on the ``abi`` track (a
     tree prepared for the stable track builds a stable-ABI wheel: ``torch_floor`` from its provenance)."""
-    from buildtool.build.cell import host_platform
+    from buildtool.host import host_platform
 
     platform = host_platform()
-    if platform is None:
+    if platform not in load_compat().platforms:
         raise UserError("this machine is not a platform the builder knows (linux-x86_64, linux-aarch64, windows-x86_64)")
     if not env.torch_version:
         raise UserError(f"no torch in the build environment {env.python}",

@@ -23,8 +23,8 @@ from buildtool.build.buildenv import (
     torch_index,
 )
 from buildtool.errors import UserError
+from buildtool.host import default_cache_dir
 from buildtool.spec.matrix import Cell
-from buildtool.toolchain import default_cache_dir
 
 # The torch venv the test session provides (noxfile `tests`), else the shared developer one.
 TORCHENV = Path(os.environ.get("BUILDTOOL_TEST_TORCH_ENV", "/work/torchenv")) / "bin" / "python"

@@ -62,7 +62,7 @@ def real_target() -> tuple[object, object]:
     """The real toolchain (system nvcc) and build env (a torch-with-CUDA interpreter)."""
     if _nvcc() is None:
         pytest.skip("no nvcc: install a CUDA toolkit or put nvcc on PATH")
-    from buildtool import toolchain
+    from buildtool import host, toolchain
     from buildtool.build.buildenv import create_build_env, env_from_python
 
     python = _torch_python()
@@ -70,7 +70,7 @@ def real_target() -> tuple[object, object]:
         env = env_from_python(python)
     elif sys.version_info[:2] == (3, 11) and sys.platform.startswith("linux"):
         # CI: the cell's own build env (torch 2.14.1 from pip's indexes), cached and shared with test_buildenv
-        env = create_build_env(_cell(), toolchain.default_cache_dir() / "buildenvs")
+        env = create_build_env(_cell(), host.default_cache_dir() / "buildenvs")
     else:
         pytest.skip("no torch interpreter: set BUILDTOOL_TORCH_PYTHON to a Python with a CUDA torch")
     tc = toolchain.resolve("13.0", "linux-x86_64", "system")

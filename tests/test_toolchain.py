@@ -13,13 +13,12 @@ from hostsim import path_without
 
 from buildtool.cli import main
 from buildtool.errors import UserError
+from buildtool.host import default_cache_dir, host_platform
 from buildtool.toolchain import (
     ToolchainNotFound,
     conda,
     debian,
-    default_cache_dir,
     gcc,
-    host_platform,
     msvc,
     pypi,
     resolve,

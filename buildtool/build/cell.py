@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform as pyplatform
 import shutil
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pydantic import BaseModel, Field
 from buildtool import __version__
 from buildtool.compile.modules import CompileSettings
 from buildtool.errors import BuildError, UserError
+from buildtool.host import host_platform
 from buildtool.model import Frozen
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
@@ -57,7 +57,6 @@ __all__ = [
     "build_cell",
     "build_tree",
     "cell_paths",
-    "host_platform",
     "provenance_matches",
 ]
 
@@ -106,16 +105,6 @@ def cell_paths(build_root: Path, cell: Cell) -> CellPaths:
     work = build_root / "cells" / cell.id
     return CellPaths(work=work, tree=work / "src", objects=work / "obj", staging=work / "wheel",
                      log=build_root / "logs" / f"{cell.id}.log", report=build_root / "logs" / f"{cell.id}.json")
-
-
-def host_platform() -> str | None:
-    """This machine as a matrix platform (linux-x86_64, ...), or None when the matrix has no such platform."""
-    system = pyplatform.system().lower()
-    machine = pyplatform.machine()
-    for name, info in load_compat().platforms.items():
-        if info.os == system and info.machine.lower() == machine.lower():
-            return name
-    return None
 
 
 # ---------------------------------------------------------------- logging
@@ -444,7 +433,8 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
 
     lock = None
     try:
-        host = host_platform()
+        here = host_platform()
+        host = here if here in load_compat().platforms else None
         if host != cell.platform:
             return result("skipped", f"{cell.platform} cells build on {cell.platform} (this machine: {host or 'unknown'})")
         recipe = (recipes or load_recipes(project.recipes_dir))[cell.package]

@@ -6,14 +6,15 @@ import argparse
 from pathlib import Path
 
 from buildtool.console import out, print_json
-from buildtool.source.prepare import host_platform_name, parse_package_spec, prepare
+from buildtool.host import host_platform
+from buildtool.source.prepare import parse_package_spec, prepare
 from buildtool.spec.project import find_project
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="write a patched, self-contained source tree for PKG==VER")
     p.add_argument("package", metavar="PKG==VER", help="e.g. causal-conv1d==1.7.0, mamba-ssm-vim==1.1.1")
-    p.add_argument("--platform", default=host_platform_name(),
+    p.add_argument("--platform", default=host_platform(),
                    help="target platform; chooses the patches (default: this machine, %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="directory to create")
     p.add_argument("--source-mirror", metavar="DIR",

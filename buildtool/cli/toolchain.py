@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from buildtool.console import out, print_json
-from buildtool.toolchain import ToolchainNotFound, host_platform, resolve
+from buildtool.host import host_platform
+from buildtool.toolchain import ToolchainNotFound, resolve
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -28,6 +28,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import Field
 
 from buildtool.errors import BuildError, UserError
+from buildtool.host import default_cache_dir
 from buildtool.model import Frozen
 from buildtool.spec.kernelspec import (
     CompileUnit,
@@ -714,7 +715,7 @@ def compile_modules(
     quiet: bool = False,
 ) -> CompileResult:
     """Compile and link every spec's module for ``cell``; returns the module files and build statistics.
-    ``cache_dir`` holds the object cache (default $BUILDTOOL_CACHE_DIR or ~/.cache/buildtool);
+    ``cache_dir`` holds the object cache (default: the user cache dir, ``buildtool.host.default_cache_dir``);
     ``split=False`` compiles every source as one TU, ignoring the specs' split rules (for comparisons);
     ``split_compile``: nvcc -split-compile threads (default: ``default_split_compile``; 1 turns it off)."""
     from buildtool.compile.progress import STATUS_MARK, NinjaProgress
@@ -734,7 +735,7 @@ def compile_modules(
     torch_includes = tuple(str(d) for d in env.include_dirs if os.path.normpath(str(d)) not in python_dirs)
     cache_root = None
     if use_object_cache:
-        cache_root = Path(cache_dir or os.environ.get("BUILDTOOL_CACHE_DIR") or Path.home() / ".cache" / "buildtool")
+        cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     if split_compile is None:
         split_compile = default_split_compile(toolchain.cuda_version)
     elif split_compile < 1:

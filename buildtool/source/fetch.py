@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from buildtool import host
 from buildtool.errors import UserError
 from buildtool.model import Frozen
 from buildtool.spec.recipe import GitSource, SdistSource
@@ -42,7 +43,6 @@ from buildtool.spec.recipe import GitSource, SdistSource
 Source = SdistSource | GitSource
 
 MIRROR_ENV = "BUILDTOOL_SOURCE_MIRROR"
-CACHE_ENV = "BUILDTOOL_CACHE_DIR"
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
 
@@ -79,12 +79,7 @@ class FetchedSource(Frozen):
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser() / "sources"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "buildtool" / "sources"
+    return host.default_cache_dir() / "sources"
 
 
 def mirror_from_env(explicit: Path | str | None = None) -> Path | None:

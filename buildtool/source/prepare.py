@@ -29,9 +29,7 @@ The tree is assembled next to ``out`` and renamed into place at the end, so ``ou
 from __future__ import annotations
 
 import json
-import platform as host_platform
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,13 +83,6 @@ def parse_package_spec(text: str) -> tuple[str, str]:
     if not sep or not name.strip() or not version.strip():
         raise UserError(f'expected PACKAGE==VERSION, got "{text}" (e.g. causal-conv1d==1.7.0)')
     return name.strip(), version.strip()
-
-
-def host_platform_name() -> str:
-    machine = host_platform.machine().lower()
-    arch = {"amd64": "x86_64", "x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(machine, machine)
-    os_name = "windows" if sys.platform == "win32" else "linux" if sys.platform.startswith("linux") else sys.platform
-    return f"{os_name}-{arch}"
 
 
 def find_recipe(project: Project, package: str) -> Recipe:

@@ -25,12 +25,11 @@ network or installs when no provider can possibly supply the version (e.g. CUDA 
 from __future__ import annotations
 
 import os
-import platform as _platform
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from buildtool.errors import BuildError, UserError, allowed_list
+from buildtool.host import default_cache_dir, host_platform
 from buildtool.spec.compat import load_compat
 from buildtool.toolchain import conda, debian, gcc, msvc, pypi, system
 from buildtool.toolchain.models import (
@@ -52,31 +51,8 @@ __all__ = [
     "ProviderAttempt",
     "Toolchain",
     "ToolchainNotFound",
-    "default_cache_dir",
-    "host_platform",
     "resolve",
 ]
-
-
-def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """$BUILDTOOL_CACHE_DIR, else the user cache dir: $XDG_CACHE_HOME/buildtool or ~/.cache/buildtool
-    (Linux), %LOCALAPPDATA%\\buildtool\\cache (Windows), ~/Library/Caches/buildtool (macOS)."""
-    e = os.environ if env is None else env
-    if e.get("BUILDTOOL_CACHE_DIR"):
-        return Path(e["BUILDTOOL_CACHE_DIR"]).expanduser()
-    if sys.platform == "win32" and e.get("LOCALAPPDATA"):
-        return Path(e["LOCALAPPDATA"]) / "buildtool" / "cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "buildtool"
-    return Path(e.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "buildtool"
-
-
-def host_platform() -> str:
-    """This machine as a compat.yaml platform name."""
-    machine = _platform.machine().lower()
-    arch = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}.get(machine, machine)
-    os_name = "windows" if sys.platform == "win32" else sys.platform
-    return f"{os_name}-{arch}"
 
 
 def _cell_cuda(cuda: str) -> str:

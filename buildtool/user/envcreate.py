@@ -7,7 +7,6 @@ The plan is pure (matrix profile -> torch, CUDA, ABI, triton, package versions);
 
 from __future__ import annotations
 
-import platform as platform_module
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 from packaging.version import Version
 
 from buildtool.errors import BuildError, UserError, allowed_list
+from buildtool.host import host_platform
 from buildtool.model import Frozen
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell, Matrix
@@ -51,12 +51,6 @@ class EnvPlan(Frozen):
     triton: str | None
     packages: tuple[str, ...]
     cells: tuple[str, ...]
-
-
-def host_platform() -> str:
-    m = platform_module.machine().lower()
-    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
-    return f"{'windows' if sys.platform == 'win32' else 'linux'}-{machine}"
 
 
 def _conv_fits(mamba: str | None, conv: str) -> bool:

@@ -7,7 +7,8 @@ import itertools
 import pytest
 from packaging.version import Version
 
-from buildtool.spec.compat import PLATFORMS, Compat, TorchInfo, load_compat, torch_minor
+from buildtool.spec.compat import PLATFORMS, Compat, TorchInfo, load_compat
+from buildtool.versions import torch_minor
 
 COMPAT = load_compat()
 TORCH = list(COMPAT.torch.items())

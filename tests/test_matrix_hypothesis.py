@@ -16,9 +16,10 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from buildtool.errors import UserError
-from buildtool.spec.compat import PLATFORMS, load_compat, torch_minor
+from buildtool.spec.compat import PLATFORMS, load_compat
 from buildtool.spec.matrix import Matrix
 from buildtool.spec.recipe import load_recipes
+from buildtool.versions import torch_minor
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = load_recipes(REPO / "recipes")

@@ -38,9 +38,10 @@ from typing import Literal
 
 from buildtool.errors import BuildError, UserError
 from buildtool.model import Frozen
-from buildtool.spec.compat import load_compat, torch_minor
+from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
 from buildtool.toolchain.models import load_facts
+from buildtool.versions import major_minor, torch_minor
 
 Installer = Literal["pip", "uv"]
 MARKER = "buildtool-buildenv.json"
@@ -96,7 +97,7 @@ class BuildEnv(Frozen):
 
     @property
     def python_minor(self) -> str:
-        return ".".join(self.python_version.split(".")[:2])
+        return major_minor(self.python_version)
 
 
 def introspect(python: Path, origin: Literal["current", "interpreter", "created"] = "interpreter") -> BuildEnv:

@@ -40,6 +40,7 @@ from buildtool.spec.kernelspec import (
     resolve,
     split_source,
 )
+from buildtool.versions import major_minor
 
 GIB = 1024**3
 #: nvcc's peak memory per gencode target on the heavy Mamba TUs (measured 2.5-4 GB); sizes -j.
@@ -729,7 +730,7 @@ def compile_modules(
     ext_suffix = getattr(env, "ext_suffix", None) or python.ext_suffix
     python = PythonFacts(python.version, ext_suffix, python.include_dirs, python.lib_dirs)
     cxx = host_compiler(toolchain, cell.platform)
-    facts = TargetFacts.from_cell(cell, cuda=_major_minor(toolchain.cuda_version), compiler=cxx.kind,
+    facts = TargetFacts.from_cell(cell, cuda=major_minor(toolchain.cuda_version), compiler=cxx.kind,
                                   cuda_home=str(Path(toolchain.cuda_home)))
     python_dirs = {os.path.normpath(d) for d in python.include_dirs}
     torch_includes = tuple(str(d) for d in env.include_dirs if os.path.normpath(str(d)) not in python_dirs)
@@ -865,11 +866,6 @@ def device_code_sizes(path: Path, *, uncompressed: bool = False) -> dict[str, in
             p += entry_header + entry_payload
         pos = max(end, pos + 4)
     return dict(sorted(sizes.items()))
-
-
-def _major_minor(version: str) -> str:
-    parts = str(version).split(".")
-    return ".".join(parts[:2]) if len(parts) >= 2 else str(version)
 
 
 def _cache_object(ctx: BuildContext, key: str) -> Path | None:

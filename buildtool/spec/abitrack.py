@@ -13,6 +13,8 @@ from typing import Literal
 
 from packaging.version import Version
 
+from buildtool.versions import cuda_major
+
 AbiTrack = Literal["full", "stable"]
 TRACKS: tuple[AbiTrack, ...] = ("full", "stable")
 
@@ -26,10 +28,6 @@ def torch_target_version(floor: str) -> str:
     ``0x020a000000000000`` (torch/headeronly/version.h)."""
     v = Version(floor)
     return f"0x{v.major:02x}{v.minor:02x}000000000000"
-
-
-def cuda_major(cuda: str) -> str:
-    return cuda.split(".", 1)[0]
 
 
 def stable_label(cuda: str) -> str:

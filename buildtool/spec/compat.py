@@ -10,6 +10,7 @@ from pydantic import field_validator
 
 from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
+from buildtool.versions import torch_minor
 
 PlatformName = Literal["linux-x86_64", "linux-aarch64", "windows-x86_64"]
 PLATFORMS: tuple[str, ...] = ("linux-x86_64", "linux-aarch64", "windows-x86_64")
@@ -109,11 +110,6 @@ class Compat(Frozen):
         if cuda not in self.cuda:
             reasons.append(f"CUDA {cuda} is not in the compatibility table (known: {', '.join(self.cuda)})")
         return reasons
-
-
-def torch_minor(torch: str) -> str:
-    v = Version(torch)
-    return f"{v.major}.{v.minor}"
 
 
 @cache

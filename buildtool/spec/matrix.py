@@ -16,9 +16,10 @@ from pydantic import ConfigDict, Field, field_validator
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.model import Frozen
 from buildtool.spec import archcover, yamlsrc
-from buildtool.spec.abitrack import LIMITED_API_PYTHON, TRACKS, AbiTrack, cuda_major, limited_api_python_tag
-from buildtool.spec.compat import PLATFORMS, Compat, load_compat, torch_minor
+from buildtool.spec.abitrack import LIMITED_API_PYTHON, TRACKS, AbiTrack, limited_api_python_tag
+from buildtool.spec.compat import PLATFORMS, Compat, load_compat
 from buildtool.spec.recipe import Recipe
+from buildtool.versions import cuda_major, torch_minor
 
 AXES = ("platform", "python", "cuda", "torch")
 _VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")

@@ -43,8 +43,8 @@ from buildtool.toolchain.models import (
     ToolchainNotFound,
     load_facts,
     os_of,
-    split_cuda,
 )
+from buildtool.versions import split_cuda
 
 __all__ = [
     "HostCompiler",

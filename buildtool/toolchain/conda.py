@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from buildtool.errors import BuildError
-from buildtool.toolchain.models import ProviderFacts, os_of, split_cuda
+from buildtool.toolchain.models import ProviderFacts, os_of
 from buildtool.toolchain.system import nvcc_name, nvcc_version
+from buildtool.versions import split_cuda
 
 MARKER = "buildtool-toolchain.complete"
 

@@ -16,6 +16,7 @@ from typing import Literal
 from buildtool.errors import UserError
 from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
+from buildtool.versions import major_minor
 
 ProviderName = Literal["system", "pypi", "debian", "conda"]
 ProviderChoice = Literal["auto", "system", "pypi", "debian", "conda"]
@@ -67,7 +68,7 @@ class Toolchain(Frozen):
     @property
     def cuda_minor(self) -> str:
         """major.minor of the toolkit: "13.0"."""
-        return ".".join(self.cuda_version.split(".")[:2])
+        return major_minor(self.cuda_version)
 
     def apply(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """`base` (default: os.environ) with this toolchain's variables set."""
@@ -188,15 +189,6 @@ class ProviderFacts(Frozen):
 @cache
 def load_facts() -> ProviderFacts:
     return yamlsrc.load_packaged(ProviderFacts, "toolchain.yaml")
-
-
-def split_cuda(cuda: str) -> tuple[int, int]:
-    """"13.0" or "13.0.88" -> (13, 0); a malformed version is the user's mistake."""
-    parts = cuda.split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        raise UserError(f'CUDA version "{cuda}" is not of the form X.Y (e.g. 13.0)') from None
 
 
 def os_of(platform: str) -> str:

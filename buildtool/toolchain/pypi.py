@@ -27,8 +27,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from buildtool.errors import BuildError
-from buildtool.toolchain.models import ProviderFacts, os_of, split_cuda
+from buildtool.toolchain.models import ProviderFacts, os_of
 from buildtool.toolchain.system import nvcc_name, nvcc_version
+from buildtool.versions import split_cuda
 
 MARKER = "buildtool-toolchain.json"
 _PROBE = "#include <cuda_runtime.h>\n#include <cub/block/block_reduce.cuh>\n__global__ void probe(float* x) { x[threadIdx.x] *= 2.0f; }\n"

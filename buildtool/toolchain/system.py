@@ -18,7 +18,8 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from buildtool.toolchain.models import ProviderFacts, os_of, split_cuda
+from buildtool.toolchain.models import ProviderFacts, os_of
+from buildtool.versions import split_cuda
 
 _NVCC_RELEASE = re.compile(r"release (\d+)\.(\d+), V(\d+\.\d+\.\d+)")
 

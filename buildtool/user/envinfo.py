@@ -19,6 +19,7 @@ from typing import Any
 
 from buildtool.errors import UserError
 from buildtool.model import Frozen
+from buildtool.versions import major_minor
 
 # Distributions and extension modules the doctor and the resolver care about.
 KERNEL_DISTS = ("causal-conv1d", "mamba-ssm", "mamba-ssm-vim", "selective-scan")
@@ -185,7 +186,7 @@ class PythonEnv(Frozen):
 
     @property
     def python_minor(self) -> str:
-        return ".".join(self.python_version.split(".")[:2])
+        return major_minor(self.python_version)
 
     @property
     def python_tag(self) -> str:

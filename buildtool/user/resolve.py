@@ -24,6 +24,7 @@ from buildtool.model import Frozen
 from buildtool.publish.index import Manifest, WheelRecord, load_manifest_text
 from buildtool.spec.archcover import code_for
 from buildtool.user.envinfo import Environment
+from buildtool.versions import torch_minor
 from buildtool.wheel import tags as wheeltags
 
 
@@ -42,8 +43,7 @@ class Target(Frozen):
     def torch_minor(self) -> str | None:
         if not self.torch:
             return None
-        v = Version(self.torch)
-        return f"{v.major}.{v.minor}"
+        return torch_minor(self.torch)
 
     @classmethod
     def from_environment(cls, env: Environment, **overrides: Any) -> Target:

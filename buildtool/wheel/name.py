@@ -15,19 +15,13 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from buildtool.errors import UserError
+from buildtool.versions import cuda_from_tag
 
 _LABEL = re.compile(
     r"^(?:(?P<prefix>[a-z][a-z0-9]*)\.)?cu(?P<cuda>\d{2,4})torch(?P<torch>\d+\.\d+)cxx11abi(?P<abi>true|false)$",
     re.IGNORECASE,
 )
 _STABLE_LABEL = re.compile(r"^(?:(?P<prefix>[a-z][a-z0-9]*)\.)?cu(?P<cuda>\d{2})stable$", re.IGNORECASE)
-
-
-def cuda_from_tag(digits: str) -> str:
-    """'124' -> '12.4', '130' -> '13.0', '118' -> '11.8', '12' -> '12' (major only, upstream style)."""
-    if len(digits) <= 2:
-        return str(int(digits))
-    return f"{int(digits[:2])}.{digits[2:]}"
 
 
 @dataclass(frozen=True)

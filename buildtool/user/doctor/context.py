@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 import subprocess
 import sys
@@ -141,10 +140,3 @@ def pip_cache_wheels(env: dict[str, str] | None = None) -> tuple[str, ...] | Non
     if proc.returncode != 0:
         return None
     return tuple(ln.strip() for ln in proc.stdout.splitlines() if ln.strip().endswith(".whl"))
-
-
-def major_minor(text: str | None) -> Version | None:
-    if not text:
-        return None
-    m = re.match(r"^(\d+)(?:\.(\d+))?", text)
-    return Version(f"{m[1]}.{m[2] or 0}") if m else None

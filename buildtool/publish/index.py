@@ -35,9 +35,10 @@ from buildtool.binary.elf import read_elf_bytes
 from buildtool.errors import UserError
 from buildtool.model import Frozen
 from buildtool.publish.commands import PYPI
+from buildtool.versions import cuda_from_tag
 from buildtool.wheel import tags as wheeltags
 from buildtool.wheel.archive import check_wheel_archive
-from buildtool.wheel.name import LocalLabel, cuda_from_tag
+from buildtool.wheel.name import LocalLabel
 
 MANIFEST_FORMAT = 1
 PROVENANCE_FILE = "buildtool_provenance.json"

@@ -30,9 +30,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from buildtool.errors import BuildError
-from buildtool.toolchain.models import DebianFacts, DebianRelease, ProviderFacts, os_of, split_cuda
+from buildtool.toolchain.models import DebianFacts, DebianRelease, ProviderFacts, os_of
 from buildtool.toolchain.pypi import verify_compile
 from buildtool.toolchain.system import nvcc_version
+from buildtool.versions import split_cuda
 
 MARKER = "buildtool-toolchain.json"
 OS_RELEASE = Path("/etc/os-release")

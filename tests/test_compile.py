@@ -403,7 +403,8 @@ def test_split_compile_default_is_every_core_where_nvcc_honours_it() -> None:
                     reason="needs Debian's CUDA 12.4 (1 GB): set BUILDTOOL_TEST_DEBIAN_TOOLKIT=1")
 def test_nvcc_12_4_does_not_honour_split_compile(tmp_path: Path) -> None:
     """The measurement behind split_compile_min_cuda, with Debian's nvcc 12.4 (debian provider, cached)."""
-    from buildtool.toolchain import debian, default_cache_dir, host_platform, resolve
+    from buildtool.host import default_cache_dir, host_platform
+    from buildtool.toolchain import debian, resolve
     from buildtool.toolchain.models import load_facts
 
     if not debian.is_debian_like(debian.read_os_release(), load_facts().debian):

@@ -32,8 +32,8 @@ def torch_python() -> Path:
     if TORCH_PYTHON.exists():
         return TORCH_PYTHON
     from buildtool.build.buildenv import create_build_env
+    from buildtool.host import default_cache_dir
     from buildtool.spec.matrix import Cell
-    from buildtool.toolchain import default_cache_dir
 
     cell = Cell(platform="linux-x86_64", python="3.11", cuda="13.0", torch="2.14.1", package="tiny", version="0.1",
                 cxx11_abi=True, cxx_std="20", archs=("9.0",), ptx=False, triton=None)

@@ -600,7 +600,7 @@ def _build_env(cell: Cell, options: BuildOptions, log: CellLog) -> BuildEnv:
         env = buildenv.env_from_python(options.build_python)
         buildenv.check_matches(env, cell)
     else:
-        from buildtool.toolchain import default_cache_dir
+        from buildtool.host import default_cache_dir
 
         # Shared across projects and runs: a torch install is gigabytes.
         env = buildenv.create_build_env(cell, default_cache_dir() / "buildenvs", index_url=options.index_url)

@@ -365,3 +365,71 @@ def test_a_mamba_wheel_without_its_causal_conv1d_is_noted(tmp_path: Path) -> Non
     groups, notes = gpu.group_wheels([mamba, conv])
     assert sorted(g.label for g in groups) == ["causal_conv1d 1.7.0", "mamba_ssm 2.2.2+cu130torch2.11cxx11abiTRUE"]
     assert notes[0].check == "pairing" and "no causal-conv1d wheel >=1.2,<1.5.1" in notes[0].detail
+
+
+@pytest.fixture(scope="module")
+def vim_src_patched(vim_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tree with this project's selective_scan_interface.py patches (VIM-4, VIM-5) applied by the
+    patching stage."""
+    import shutil
+
+    from buildtool.source import patching
+
+    root = tmp_path_factory.mktemp("vim-patched") / "mamba-1p1p1"
+    shutil.copytree(vim_src, root)
+    patches = [p for p in patching.load_patches(HERE.parent / "patches", "mamba-ssm-vim")
+               if p.name.endswith(("reference-path-activation-keyword.patch", "bimamba-v1-backward-dz.patch"))]
+    assert len(patches) == 2
+    patching.apply_to_tree(root, patches)
+    return root
+
+
+def _vim_reference_check(fake_site: Path, src: Path) -> object:
+    import importlib
+
+    from buildtool.verify import smoke
+    from buildtool.verify.worker import import_without_package_init
+
+    sys.path.insert(0, str(src))
+    try:
+        import_without_package_init("mamba_ssm")
+        ssi = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+        return smoke.vim_reference_paths(ssi, "cpu")
+    finally:
+        sys.path.remove(str(src))
+        for mod in [m for m in sys.modules if m.split(".")[0] == "mamba_ssm"]:
+            del sys.modules[mod]
+
+
+@pytest.mark.mirror
+def test_fixture_vim_reference_paths_equal_the_fused_paths_once_patched(fake_site: Path, vim_src: Path,
+                                                                        vim_src_patched: Path) -> None:
+    """Vim's real mamba_inner_ref / bimamba_inner_ref against its real mamba_inner_fn / bimamba_inner_fn, on the CPU
+    stand-in kernels (causal_conv1d_fn with the 1.1 signature, as the paired causal-conv1d 1.1.1 has): upstream's
+    positional "silu" lands in seq_idx, so its reference output differs, and its bimamba backward drops the reverse
+    direction's dz; with the two patches every tensor matches.
+    (On the GPU machine the worker runs the same check on the real kernels.)"""
+    upstream = _vim_reference_check(fake_site, vim_src)
+    assert not upstream.ok  # type: ignore[attr-defined]
+    patched = _vim_reference_check(fake_site, vim_src_patched)
+    assert patched.ok, [c.message for c in patched.comparisons if not c.ok]  # type: ignore[attr-defined]
+    assert len(patched.comparisons) == 2 * 7  # type: ignore[attr-defined]  # out + 6 input grads, twice
+
+
+@pytest.mark.mirror
+def test_fixture_worker_runs_the_vim_reference_check(fake_site: Path, vim_src_patched: Path, tmp_path: Path) -> None:
+    from buildtool.verify.worker import VIM_REFERENCE_CHECK, run_job
+
+    job = _job(fake_site, tmp_path, {
+        "causal_conv1d": {"wheel": "cc.whl", "version": "1.1.1", "modules": ["causal_conv1d_cuda"], "cubin_archs": [90]},
+        "mamba_ssm": {"wheel": "vim.whl", "version": "1.1.1", "vim": True, "modules": ["selective_scan_cuda"], "cubin_archs": [90]},
+    })
+    job["sys_path"] = [str(fake_site), str(vim_src_patched)]
+    job["skip"] = ["numerics causal_conv1d*", "numerics selective_scan*"]
+    try:
+        by = {r.check: r for r in run_job(job)}
+    finally:
+        sys.path.remove(str(vim_src_patched))
+    assert by[VIM_REFERENCE_CHECK].result == "pass", by[VIM_REFERENCE_CHECK]
+    assert "14 tensors compared" in by[VIM_REFERENCE_CHECK].detail
+

@@ -24,7 +24,8 @@ def _scan_grads(u, delta, A, B, C, D, z, delta_bias, softplus, dout):  # type: i
 # ---- selective_scan_cuda (mamba-ssm 1.1 - 2.3)
 def mamba_fwd(u, delta, A, B, C, D, z, delta_bias, softplus):  # type: ignore[no-untyped-def]
     out = selective_scan_ref(u, delta, A, B, C, D, None, delta_bias, softplus).to(u.dtype) + PERTURB["value"]
-    x = torch.zeros(1)
+    # the kernel's chunk states (batch, dim, n_chunks, 2 * dstate): selective_scan_fn reads the last one
+    x = torch.zeros(u.shape[0], u.shape[1], max(1, -(-u.shape[-1] // 2048)), 2 * A.shape[-1])
     if z is None:
         return [out, x]
     return [out, x, (out.float() * torch.nn.functional.silu(z.float())).to(u.dtype)]

@@ -21,13 +21,15 @@ import buildtool
 from buildtool.verify.models import CheckResult, failed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
 from buildtool.verify.static import WheelContents
+from buildtool.verify.worker import VIM_REFERENCE_CHECK
 
 # What a GPU run checks per package, listed so that a machine without a GPU can report each as skipped.
 PLANNED = {
     "causal-conv1d": ["import extension", "numerics causal_conv1d fwd+bwd", "numerics causal_conv1d_update", "speed causal_conv1d"],
     "mamba-ssm": ["import extension", "numerics selective_scan fwd+bwd", "smoke Mamba", "smoke Mamba2", "speed selective_scan",
                   "import mamba_ssm (public API)"],
-    "mamba-ssm-vim": ["import extension", "numerics selective_scan fwd+bwd", "smoke Vim bimamba-v2 block", "speed selective_scan"],
+    "mamba-ssm-vim": ["import extension", "numerics selective_scan fwd+bwd", "smoke Vim bimamba-v2 block", VIM_REFERENCE_CHECK,
+                      "speed selective_scan"],
     "selective-scan": ["import extension", "numerics selective_scan_cuda_core", "numerics selective_scan_cuda_oflex",
                        "smoke VMamba SS2D", "speed selective_scan_cuda_core/oflex"],
 }

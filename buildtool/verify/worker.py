@@ -25,6 +25,7 @@ from typing import Any
 from buildtool.verify.models import CheckResult, failed, passed, skipped
 
 NO_KERNEL_IMAGE = "no kernel image is available for execution on the device"
+VIM_REFERENCE_CHECK = "numerics Vim mamba_inner_ref/bimamba_inner_ref vs fused"
 
 
 def probe() -> dict[str, Any]:
@@ -252,6 +253,18 @@ def smoke_checks(r: Runner, job: dict[str, Any], device: str) -> None:
             return smoke_result(check, res)
 
         r.run(label, "smoke Vim bimamba-v2 block" if mamba.get("vim") else "smoke Mamba", mamba_v1)
+        if mamba.get("vim"):
+            def vim_refs() -> CheckResult:
+                check = VIM_REFERENCE_CHECK
+                mod, problem = guarded_import(check, "mamba_ssm.ops.selective_scan_interface")
+                if problem or mod is None:
+                    return problem or failed(label, check, "import failed")
+                try:
+                    res = smoke.vim_reference_paths(mod, device)
+                except Exception as exc:  # e.g. the unpatched 1.0-style call: 'str' object has no attribute ...
+                    return failed(label, check, f"{type(exc).__name__}: {exc}")
+                return smoke_result(check, res)
+            r.run(label, VIM_REFERENCE_CHECK, vim_refs)
         if not mamba.get("vim"):
             def mamba2() -> CheckResult:
                 mod, problem = guarded_import("smoke Mamba2", "mamba_ssm.modules.mamba2")

@@ -125,6 +125,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             img = f"--image3=kind={'elf' if kind == 'sm' else 'ptx'},sm={_xy(arch)},file={image}"
             subprocess.run([f"{cuda_home}/bin/fatbinary", "--64", f"--create={fatbin}", img, *flags], check=True)
             sizes[mode] = fatbin.stat().st_size
+            if kind == "sm":  # the fatbin holds the same machine code, whatever the compression
+                sizes[f"{mode}_same_sass"] = sass_by_kernel(fatbin) == sass_by_kernel(image)
         print(f"{unit} {name}: image {sizes['image']} B, default {sizes['default']} B, size {sizes['size']} B "
               f"({seconds:.0f} s)", flush=True)
         return unit, name, {**sizes, "compile_s": round(seconds, 1)}
@@ -138,6 +140,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             t = result["targets"].setdefault(name, {"image": 0, "default": 0, "size": 0})
             for k in ("image", "default", "size"):
                 t[k] += s[k]
+            for k in ("default_same_sass", "size_same_sass"):
+                if k in s:
+                    t[k] = t.get(k, True) and s[k]
     for t in result["targets"].values():
         t["size_over_default"] = round(t["size"] / t["default"], 4)
     # Same machine code? Each SASS target against the native-lower one of its major (sm_87 vs sm_80 ...).

@@ -6,6 +6,7 @@
     nox -s patches        # check every source patch against every version it claims
     nox -s verify         # verify wheels next to the current torch (nox -s verify -- dist/*.whl --json r.json)
     nox -s stable-abi-matrix -- WHEEL...   # stable-ABI wheels next to every torch >= floor, every CPython >= 3.10
+    nox -s install-matrix # measure every documented install command (docs/install-matrix.md; needs PyPI)
 """
 
 from __future__ import annotations
@@ -182,3 +183,13 @@ def bench(session: nox.Session) -> None:
                 "--policy", "upstream nine=7.5,8.0,8.7,9.0,10.0,10.3,11.0,12.0,12.1",
                 "--policy", "coverage=7.5,8.0,9.0,10.0,11.0,12.0",
                 "--policy", "coverage+PTX=7.5,8.0,9.0,10.0,11.0,12.0+12.0", "--out", "docs/bench/local-fatbin-size.json")
+
+
+@nox.session(name="install-matrix")
+def install_matrix(session: nox.Session) -> None:
+    """Every documented install command x (pip, uv) x (channel alone, + PyPI) x (torch matching, one minor
+    off), measured with real pip/uv/PyPI and a loopback index: writes docs/install-matrix.md (needs PyPI)."""
+    session.install("-e", DEV)
+    python = session.run("python", "-c", _TORCH_ENV, silent=True).strip().splitlines()[-1]
+    session.env.update(BUILDTOOL_TEST_TORCH_ENV=str(Path(python).parent.parent))
+    session.run("python", "benchmarks/install_matrix.py", *session.posargs)

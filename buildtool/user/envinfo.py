@@ -23,7 +23,8 @@ from buildtool.versions import major_minor
 
 # Distributions and extension modules the doctor and the resolver care about.
 KERNEL_DISTS = ("causal-conv1d", "mamba-ssm", "mamba-ssm-vim", "selective-scan")
-WATCHED_DISTS = (*KERNEL_DISTS, "torch", "triton", "triton-windows", "transformers", "pip", "packaging")
+WATCHED_DISTS = (*KERNEL_DISTS, "torch", "triton", "triton-windows", "transformers", "pip", "packaging",
+                 "tilelang", "apache-tvm-ffi")   # the last two: data/known_bad.yaml
 EXTENSION_MODULES = ("causal_conv1d_cuda", "selective_scan_cuda", "selective_scan_cuda_oflex", "selective_scan_cuda_core")
 PYTHON_MODULES = (
     "causal_conv1d", "causal_conv1d.cpp_functions", "mamba_ssm", "mamba_ssm.ops.triton.layer_norm",

@@ -9,11 +9,13 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from buildtool.binary.elf import torch_symbols
 from buildtool.spec.abitrack import is_stable_library
 from buildtool.spec.compat import load_compat
+from buildtool.spec.knownbad import installed_breaks, load_known_bad
 from buildtool.user.doctor.context import DIST_EXTENSIONS, Context, demangle
 from buildtool.user.doctor.model import Finding, Status
 from buildtool.user.resolve import arch_covered
@@ -502,6 +504,20 @@ def wheel_tags_fit(ctx: Context) -> Finding:
     if problems:
         return fail("; ".join(problems))
     return ok(", ".join(f"{n}: {', '.join(d.wheel_tags)}" for n, d in dists.items()) + f" fit {ctx.py.python_tag}")
+
+
+@check
+def known_bad_pairs(ctx: Context) -> Finding:
+    """Installed dependency versions known to break an import (data/known_bad.yaml, measured)."""
+    pairs = load_known_bad().pairs
+    versions: dict[str, str] = {str(canonicalize_name(n)): d.version for n, d in ctx.py.dists.items()}
+    present = [p.package for p in pairs if canonicalize_name(p.package) in versions]
+    if not present:
+        return skip("none of " + ", ".join(sorted({p.package for p in pairs})) + " is installed")
+    breaks = installed_breaks(versions, pairs)
+    if breaks:
+        return fail("; ".join(breaks))
+    return ok(", ".join(f"{n} {versions[canonicalize_name(n)]}" for n in present) + ": no known-bad dependency version")
 
 
 # ---------------------------------------------------------------- GPU and driver (F12, F13, F20, F25, F39)

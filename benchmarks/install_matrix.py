@@ -53,8 +53,15 @@ def _versions(python: Path) -> dict[str, str]:
 
 
 def _torch(python: Path) -> str:
-    proc = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    """torch.__version__ as imported (what runs) with the distribution's version if it differs."""
+    code = "import torch, importlib.metadata as m; v, d = torch.__version__, m.version('torch'); print(v if v == d else f'{v} (dist {d})')"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else "import fails"
+
+
+def _torch_dist(python: Path) -> str:
+    code = "import importlib.metadata as m; print(m.version('torch'))"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.strip()
 
 
 def _last_error(text: str) -> str:
@@ -135,7 +142,7 @@ def main() -> int:
                 for installer, shown, with_pypi, argv in cases:
                     venv = work / f"venv-{len(rows)}"
                     python = make_venv(venv, sites[torch_minor], with_pip=installer == "pip")
-                    torch_version = _torch(python)
+                    torch_version = _torch_dist(python)
                     real = [a.replace("@@TORCH@@", torch_version) for a in argv]
                     if installer == "pip":
                         real = [str(python), "-m", *real]
@@ -170,7 +177,7 @@ def write(rows: list[dict[str, object]], out: Path, json_out: Path) -> None:
         "`+cu130torch2.14cxx11abiTRUE`, each `Requires-Dist: torch==A.B.*`, `einops`) served on 127.0.0.1.",
         "Every command is run as documented, with the channel of torch 2.14 (`URL/channels/cu130-torch2.14/`),",
         "in a fresh venv whose torch is 2.14.1+cu130 (matching) or 2.13.0+cpu (one minor off);",
-        "`\"torch==$(python ...)\"` is the installed torch's version.",
+        "`\"torch==$(python ...)\"` is the installed torch distribution's version.",
         "",
         "| command | installer | indexes | torch | exit | torch before | torch after | installed | import |",
         "|---|---|---|---|---|---|---|---|---|",

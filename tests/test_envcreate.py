@@ -97,8 +97,10 @@ def test_env_create_end_to_end(tmp_path: Path) -> None:
                          "--python", "3.11", "--with", "mamba", "--index", url, "--torch-index", str(LOCAL_WHEELS),
                          "--pypi-index", LOCAL_PYPI.as_uri(), "--skip-triton", "--json", cwd=REPO,
                          env=clean_env(UV_CACHE_DIR=str(tmp_path / "uvcache")))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # created, but doctor fails (the CPU stand-in torch under a CUDA kernel): exit 1, and the report says so
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(proc.stdout)
+    assert "installer: uv" in proc.stderr and "plan 2/5: torch==2.13.0 from" in proc.stderr
     assert report["torch"].startswith("2.13.0")
     (kernel,) = report["kernels"]["installed"]
     assert kernel["filename"].startswith("causal_conv1d-1.7.0+cu130torch2.13cxx11abiTRUE-")
@@ -110,3 +112,64 @@ def test_env_create_end_to_end(tmp_path: Path) -> None:
     run = subprocess.run([str(target / "bin" / "python"), "-c", "import torch, causal_conv1d, causal_conv1d_cuda"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def _e2e_site(tmp_path: Path) -> tuple[Path, Path]:
+    so_name, so = compile_extension(tmp_path / "b", "causal_conv1d_cuda")
+    dist = tmp_path / "dist"
+    make_wheel(dist, "causal-conv1d", f"1.7.0+{label('2.13')}", requires=("torch==2.13.*", "packaging"),
+               files={"causal_conv1d/__init__.py": "", so_name: so})
+    site = tmp_path / "site"
+    assert buildtool("index", str(dist), "--out", str(site)).returncode == 0
+    matrix_file = tmp_path / "matrix.yaml"
+    matrix_file.write_text(E2E_MATRIX.replace("packages: [causal-conv1d==1.7.0]",
+                                              "packages: [causal-conv1d==1.7.0, mamba-ssm==2.3.2.post1]"))
+    return site, matrix_file
+
+
+def _create(tmp_path: Path, target: Path, url: str, matrix_file: Path, *extra: str, torch_index: str | None = None,
+            with_: str = "mamba") -> subprocess.CompletedProcess[str]:
+    return buildtool("env", "create", str(target), "--profile", "e2e", "--matrix", str(matrix_file), "--python", "3.11",
+                     "--with", with_, "--index", url, "--torch-index", torch_index or str(LOCAL_WHEELS),
+                     "--pypi-index", LOCAL_PYPI.as_uri(), "--skip-triton", *extra, cwd=REPO,
+                     env=clean_env(UV_CACHE_DIR=str(tmp_path / "uvcache")))
+
+
+def test_env_create_fails_fast_before_anything_is_made(tmp_path: Path) -> None:
+    """Facts the manifest and the machine can tell end the run in seconds, with nothing created."""
+    site, matrix_file = _e2e_site(tmp_path)
+    target = tmp_path / "env"
+    with serve(site) as url:
+        no_mamba = _create(tmp_path, target, url, matrix_file)
+        (tmp_path / "a-file").write_text("x")
+        a_file = _create(tmp_path, tmp_path / "a-file", url, matrix_file)
+        unreachable = _create(tmp_path, target, url, matrix_file, "--allow-missing",
+                              torch_index="http://127.0.0.1:9/whl/cu130")
+        empty_dir = tmp_path / "wheels"
+        empty_dir.mkdir()
+        no_torch = _create(tmp_path, target, url, matrix_file, "--allow-missing", torch_index=str(empty_dir))
+    for proc in (no_mamba, a_file, unreachable, no_torch):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "mamba-ssm==2.3.2.post1: no package \"mamba-ssm\" in the index" in no_mamba.stderr
+    assert "--allow-missing" in no_mamba.stderr
+    assert "exists and is not a directory (a file)" in a_file.stderr
+    assert "the torch index http://127.0.0.1:9/whl/cu130 is not reachable" in unreachable.stderr
+    assert "has no torch-2.13.0 wheel" in no_torch.stderr
+    assert not target.exists()
+
+
+@pytest.mark.slow
+def test_env_create_failure_midway_leaves_nothing(tmp_path: Path) -> None:
+    """The torch step fails (a damaged torch wheel in the torch directory): DIR is removed again, exit 1."""
+    site, matrix_file = _e2e_site(tmp_path)
+    bad = tmp_path / "badwheels"
+    bad.mkdir()
+    (bad / "torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"PK\x03\x04 truncated")
+    target = tmp_path / "env"
+    with serve(site) as url:
+        proc = _create(tmp_path, target, url, matrix_file, "--allow-missing", torch_index=str(bad))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"removed {target} (failed)" in proc.stderr and "a re-run reuses them" in proc.stderr
+    assert "plan 3/5: kernels: causal_conv1d-1.7.0+cu130torch2.13cxx11abiTRUE-" in proc.stderr
+    assert "dropped: mamba-ssm==2.3.2.post1" in proc.stderr
+    assert not target.exists()

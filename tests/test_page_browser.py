@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from fixture_wheels import PY, buildtool, clean_env, label, make_wheel, serve
 
+from buildtool.publish.commands import TORCH_OF_THIS_PYTHON
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -36,6 +38,8 @@ if not (CHROMIUM and CHROMEDRIVER and HAVE_SELENIUM):
     pytest.skip("needs Debian chromium + chromium-driver (`apt-get update && apt-get install -y chromium "
                 "chromium-driver`) and selenium (`pip install -e .[dev]`)", allow_module_level=True)
 
+# what the page prints where the installed torch's version goes (as buildtool.publish.commands does)
+PIN = '"torch==' + TORCH_OF_THIS_PYTHON + '"'
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage")
 
@@ -111,9 +115,9 @@ def test_pick_options_and_read_command(browser: webdriver.Chrome, site: tuple[st
     channel = f"{url}/channels/cu130-torch2.14/"
     assert text(browser, "channel-url") == channel
     assert command == (f"pip install --only-binary tiny-kernel --index-url {channel} --extra-index-url "
-                       "https://pypi.org/simple tiny-kernel \"torch==$(python -c 'import torch; print(torch.__version__)')\"")
+                       f"https://pypi.org/simple tiny-kernel {PIN}")
     assert text(browser, "command-uv") == (f"uv pip install --index-url https://pypi.org/simple --extra-index-url {channel} "
-                                           "tiny-kernel \"torch==$(python -c 'import torch; print(torch.__version__)')\"")
+                                           f"tiny-kernel {PIN}")
     assert text(browser, "command-buildtool") == f"buildtool install tiny-kernel --index {url}/"
     assert "archs 8.0 9.0 + PTX 9.0" in text(browser, "wheel-info")
     # the channel works: pip fetches exactly that wheel from it

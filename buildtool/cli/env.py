@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 from pathlib import Path
 
 from rich.markup import escape
 
 from buildtool.console import err, out, print_json
-from buildtool.errors import BuildError
 from buildtool.spec.matrix import load_matrix
 from buildtool.spec.project import find_project
 from buildtool.user.envcreate import WITH, create_env, plan_env
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--platform", help="plan for another platform (with --dry-run)")
     c.add_argument("--skip-triton", action="store_true", help="do not install triton explicitly")
     c.add_argument("--matrix", type=Path, help="matrix file (default: the project's matrix.yaml)")
+    c.add_argument("--allow-missing", action="store_true",
+                   help="create the environment even if a requested package has no wheel for it (it is dropped; exit 1)")
     c.add_argument("--dry-run", action="store_true", help="print the plan only")
     c.add_argument("--json", action="store_true")
     c.add_argument("-v", "--verbose", action="store_true")
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         if args.verbose or not line.startswith("  "):
             err.print(escape(line), highlight=False, soft_wrap=True)
 
-    report = create_env(args.dir, plan, index=args.index, pypi_index=args.pypi_index, installer=args.installer, log=log)
+    report = create_env(args.dir, plan, index=args.index, pypi_index=args.pypi_index, installer=args.installer, log=log,
+                        allow_missing=args.allow_missing, passthrough=sys.stderr.isatty() and not args.json)
     if args.json:
         print_json(report.model_dump(mode="json"))
     else:
@@ -66,8 +70,13 @@ def run(args: argparse.Namespace) -> int:
                   highlight=False)
         for p in report.doctor_problems:
             out.print(f"  {p['status']}: {p['id']}: {escape(p['evidence'])}", highlight=False)
-        out.print(f"activate: source {escape(str(Path(report.dir) / 'bin' / 'activate'))}", highlight=False)
-    if not report.import_ok:
-        raise BuildError("the environment was created but the import check failed", hint="run `buildtool doctor --python "
-                         f"{report.python}`")
-    return 0
+        out.print(f"activate: source {escape(shlex.quote(str(Path(report.dir) / 'bin' / 'activate')))}", highlight=False)
+        if report.exit_code:
+            why = [w for w, bad in (("the import check failed", not report.import_ok),
+                                    (f"doctor reports {report.doctor_worst}", report.doctor_worst in ("warn", "fail")),
+                                    (f"dropped: {', '.join(report.dropped)}", bool(report.dropped))) if bad]
+            out.print(f"[yellow]created with problems[/]: {escape('; '.join(why))} (exit 1; "
+                      f"`buildtool doctor --python {escape(shlex.quote(report.python))}`)", highlight=False)
+        else:
+            out.print("[green]ready[/] (doctor clean, imports ok)")
+    return report.exit_code

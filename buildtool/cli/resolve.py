@@ -53,10 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     manifest, base = load_manifest(args.index, args.manifest)
-    _, target = target_from_args(args)
+    env, target = target_from_args(args)
     res = resolve(args.requirement, manifest.wheels, target)
     channel = channel_url(manifest, base, res.chosen) if res.chosen else None
-    commands = channel_commands(res.chosen.package, channel, torch=target.torch) if res.chosen and channel else []
+    # pin the installed torch distribution (its version can lack torch.__version__'s +cu130)
+    torch_dist = env.python.dists.get("torch")
+    pin = torch_dist.version if torch_dist and not args.torch else target.torch
+    commands = channel_commands(res.chosen.package, channel, torch=pin) if res.chosen and channel else []
     if args.json:
         data = res.summary()
         data["url"] = (res.chosen.url if "://" in res.chosen.url else base + res.chosen.url) if res.chosen else None

@@ -18,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--static-only", action="store_true", help="skip the GPU checks (they are reported as skipped)")
     p.add_argument("--require-gpu", action="store_true", help="fail when no GPU is usable (for GPU CI runners)")
     p.add_argument("--no-bench", action="store_true", help="skip the speed checks")
+    p.add_argument("--no-requirements", action="store_true",
+                   help="skip the declared-requirements check (install with requirements from the index, import)")
+    p.add_argument("--requirements-index", default="https://pypi.org/simple/", metavar="URL",
+                   help="index the requirements are resolved from (default PyPI; unreachable: the check is skipped)")
     p.add_argument("--skip", action="append", default=[], metavar="PATTERN",
                    help="skip GPU checks whose name matches (fnmatch), e.g. 'smoke Mamba2' or 'speed *'")
     p.add_argument("--timeout", type=int, default=900, help="seconds per wheel group on the GPU (default 900)")
@@ -28,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = VerifyOptions(gpu=not args.static_only, require_gpu=args.require_gpu, bench=not args.no_bench,
-                            skip=tuple(args.skip), timeout=args.timeout, keep=args.keep)
+                            skip=tuple(args.skip), timeout=args.timeout, keep=args.keep,
+                            requirements=not args.no_requirements, index=args.requirements_index)
     report = verify(args.wheels, options)
     out.print(table(report, verbose=args.verbose))
     if args.json:

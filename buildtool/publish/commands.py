@@ -16,7 +16,9 @@ from buildtool.model import Frozen
 
 PYPI = "https://pypi.org/simple"
 # What the docs and the page put where the installed torch's version goes (POSIX shells and PowerShell).
-TORCH_OF_THIS_PYTHON = "$(python -c 'import torch; print(torch.__version__)')"
+# The distribution's version, not torch.__version__: PyPI's CUDA torch is the distribution 2.14.1 while
+# torch.__version__ says 2.14.1+cu130, and `torch==2.14.1+cu130` is not satisfied by the installed 2.14.1.
+TORCH_OF_THIS_PYTHON = """$(python -c 'import importlib.metadata as m; print(m.version("torch"))')"""
 _PLACEHOLDER = "@@TORCH@@"
 
 Installer = Literal["pip", "uv"]
@@ -35,7 +37,7 @@ class InstallCommand(Frozen):
 
 def channel_command(installer: Installer, package: str, channel_url: str, *, torch: str | None,
                     with_pypi: bool = True, pypi: str = PYPI) -> InstallCommand:
-    """``torch`` is the installed torch version; None prints the shell substitution that reads it."""
+    """``torch`` is the installed torch distribution's version; None prints the shell substitution that reads it."""
     pin = f"torch=={torch or _PLACEHOLDER}"
     if installer == "pip":
         argv = ["pip", "install", "--only-binary", package, "--index-url", channel_url,

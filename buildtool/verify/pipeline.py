@@ -11,6 +11,7 @@ from pathlib import Path
 
 from buildtool.errors import UserError
 from buildtool.verify import gpu, stableabi
+from buildtool.verify import requirements as requirements_check
 from buildtool.verify.models import CheckResult, Environment, Report, failed, skipped
 from buildtool.verify.static import TargetLibs, WheelContents, find_cuobjdump, static_checks
 
@@ -24,6 +25,8 @@ class VerifyOptions:
     timeout: int = 900           # seconds per wheel group
     keep: Path | None = None     # keep install dirs and job files here
     python: str = sys.executable
+    requirements: bool = True    # install each wheel with its requirements from `index` and import it (no GPU)
+    index: str = requirements_check.PYPI
 
 
 def collect_wheels(paths: Sequence[Path]) -> list[Path]:
@@ -38,6 +41,25 @@ def collect_wheels(paths: Sequence[Path]) -> list[Path]:
     if not found:
         raise UserError("no wheels to verify", hint="pass wheel files or a directory holding them, e.g. dist/")
     return found
+
+
+def _declared_requirements(contents: Sequence[WheelContents], options: VerifyOptions) -> list[CheckResult]:
+    """The declared-requirements check for each wheel built for the verifying interpreter's torch minor."""
+    if not contents:
+        return []
+    found = requirements_check.torch_site(options.python)
+    out: list[CheckResult] = []
+    for wc in contents:
+        label = wc.name.label
+        if found is None:
+            out.append(skipped(wc.path.name, requirements_check.CHECK, f"{options.python} has no importable torch"))
+        elif label is not None and label.torch is not None and not found[1].startswith(label.torch + "."):
+            out.append(skipped(wc.path.name, requirements_check.CHECK,
+                               f"built for torch {label.torch}, this interpreter has torch {found[1]}"))
+        else:
+            out.append(requirements_check.check_declared_requirements(wc, python=options.python, index=options.index,
+                                                                      keep=options.keep))
+    return out
 
 
 def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Report:
@@ -55,6 +77,8 @@ def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Repor
             results += [stableabi.check_stable_symbols(wc), stableabi.check_abi3audit(wc, abi3audit)]
         if wc is not None:
             contents.append(wc)
+    if options.requirements:
+        results.extend(_declared_requirements(contents, options))
     env = Environment(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), host_python=sys.version.split()[0],
                       platform=f"{platform.system()} {platform.machine()} {platform.release()}", cuobjdump=cuobjdump)
     if not options.gpu:

@@ -15,7 +15,7 @@
     if (!c) return indexUrl;
     return /^[a-z]+:/.test(c.url) ? c.url : new URL(c.url, siteBase).href;
   };
-  const TORCH_OF_THIS_PYTHON = "$(python -c 'import torch; print(torch.__version__)')";
+  const TORCH_OF_THIS_PYTHON = "$(python -c 'import importlib.metadata as m; print(m.version(\"torch\"))')";
   const PYPI = manifest.pypi_url;
   const pyOf = (tag) => (tag.startsWith("cp") ? tag[2] + "." + tag.slice(3) : tag);
   const cmpVer = (a, b) => {

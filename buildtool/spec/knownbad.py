@@ -13,21 +13,17 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict
 
+from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class BrokenRange(_Frozen):
+class BrokenRange(Frozen):
     versions: str
     error: str
 
 
-class KnownBadPair(_Frozen):
+class KnownBadPair(Frozen):
     package: str
     versions: str                 # the package versions this applies to
     dependency: str
@@ -53,7 +49,7 @@ class KnownBadPair(_Frozen):
         return next((b for b in self.broken if SpecifierSet(b.versions).contains(v, prereleases=True)), None)
 
 
-class KnownBad(_Frozen):
+class KnownBad(Frozen):
     version: int
     pairs: tuple[KnownBadPair, ...]
 

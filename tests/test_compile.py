@@ -95,14 +95,16 @@ def cuobjdump(real_target: tuple[object, object]) -> str:
 
 def _list_elf(module: Path) -> tuple[list[int], list[int], str]:
     """(cubin archs, ptx archs, how): cuobjdump when available, else the pure fatbin reader."""
-    from buildtool.verify.binaries import read_elf
+    from buildtool.binary.elf import read_elf_bytes
+    from buildtool.binary.fatbin import FATBIN_SECTION
     from buildtool.verify.static import cuobjdump_archs, find_cuobjdump
 
     tool = find_cuobjdump()
     if tool:
         cubins, ptx = cuobjdump_archs(tool, module.read_bytes())
         return sorted(cubins), sorted(ptx), "cuobjdump"
-    info = read_elf(module.read_bytes())
+    info = read_elf_bytes(module.read_bytes(), sections=(FATBIN_SECTION,))
+    assert info is not None
     return list(info.cubin_archs), list(info.ptx_archs), "fatbin reader"
 
 

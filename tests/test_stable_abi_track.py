@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from buildtool.binary.elf import ElfInfo
 from buildtool.errors import UserError
 from buildtool.spec.abitrack import torch_target_version
 from buildtool.spec.kernelspec import KernelSpec, TargetFacts, resolve
 from buildtool.spec.matrix import Cell, Matrix, StableAbiSwitch, load_matrix, parse_filter
 from buildtool.spec.recipe import Recipe, StableAbi
 from buildtool.spec.tracksummary import summarize
-from buildtool.verify.binaries import ElfInfo
 from buildtool.verify.stableabi import check_stable_symbols
 from buildtool.verify.static import WheelContents
 from buildtool.wheel.name import LocalLabel, WheelName
@@ -226,7 +226,7 @@ def _wheel(undefined: tuple[str, ...], needed: tuple[str, ...] = ("libtorch_cpu.
            lib: str = "pkg/_C_stable.abi3.so") -> WheelContents:
     name = WheelName.parse("pkg-1.0+cu13stable-cp310-abi3-linux_x86_64.whl")
     return WheelContents(path=Path(name.filename), name=name, names=[lib, "pkg_cuda.py"], dist_info=None,
-                         elves={lib: ElfInfo(needed=needed, soname=None, undefined=undefined)})
+                         elves={lib: ElfInfo(machine="x86_64", needed=needed, soname=None, undefined=undefined)})
 
 
 def test_stable_symbols_only_c_shim_passes() -> None:

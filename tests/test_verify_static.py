@@ -8,9 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 from verify_fixtures import compile_c_so, compile_cuda_so, make_wheel, provenance
 
-from buildtool.verify.binaries import read_elf
+from buildtool.binary.elf import ElfInfo, read_elf_bytes
+from buildtool.binary.fatbin import FATBIN_SECTION
 from buildtool.verify.static import (
     TargetLibs,
     check_cuda_archs,
@@ -24,6 +26,12 @@ from buildtool.verify.static import (
     open_wheel,
     static_checks,
 )
+
+
+def _elf(data: bytes) -> ElfInfo:
+    info = read_elf_bytes(data, sections=(FATBIN_SECTION,))
+    assert info is not None
+    return info
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 
@@ -131,7 +139,7 @@ def test_fatbin_reader_agrees_with_cuobjdump(tmp_path: Path, cuda_so: bytes) -> 
     tool = find_cuobjdump()
     if tool is None:
         pytest.skip("no cuobjdump here (PATH, CUDA_HOME, triton) to cross-check the fatbin reader")
-    info = read_elf(cuda_so)
+    info = _elf(cuda_so)
     assert cuobjdump_archs(tool, cuda_so) == (set(info.cubin_archs), set(info.ptx_archs))
     whl = make_wheel(tmp_path, files={"tinyk_cuda.so": cuda_so}, prov=provenance(["8.0", "9.0"], ptx=True))
     r = check_cuda_archs(open_wheel(whl), cuobjdump=tool)
@@ -182,11 +190,11 @@ def test_dependency_resolution_against_a_target_torch_layout(tmp_path: Path) -> 
 
 def test_glibc_symbols_checked_against_manylinux_2_17(tmp_path: Path) -> None:
     so = compile_c_so(tmp_path / "ext.so").read_bytes()
-    newest = read_elf(so).max_version("GLIBC_")
+    newest = _elf(so).max_version("GLIBC_")
     whl = make_wheel(tmp_path, files={"ext.so": so}, tag="cp312-cp312-manylinux_2_17_x86_64")
     r = check_glibc(open_wheel(whl))
-    if newest and newest > (2, 17):
-        assert r.result == "fail" and f"needs GLIBC_{'.'.join(map(str, newest))} > GLIBC_2.17" in r.detail
+    if newest and Version(newest) > Version("2.17"):
+        assert r.result == "fail" and f"needs GLIBC_{newest} > GLIBC_2.17" in r.detail
     else:
         assert r.result == "pass"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from buildtool.binary.elf import max_versions, read_elf
 from buildtool.errors import BuildError
 from buildtool.spec.matrix import load_matrix
 from buildtool.spec.recipe import load_recipes
@@ -23,8 +24,6 @@ from buildtool.wheel.repair import (
     bundled_forbidden,
     delvewheel_command,
     load_policy,
-    max_versions,
-    read_elf,
     repair_wheel,
 )
 from buildtool.wheel.write import (

@@ -1,8 +1,9 @@
-"""Read what a shared object needs, without loading it: undefined symbols, DT_NEEDED, symbol versions.
+"""Read what a shared object needs, without loading it: undefined symbols, DT_NEEDED, symbol versions,
+and the CUDA fatbin it carries (binary.fatbin). The one ELF reader of the project.
 
 Used by `index` (min glibc of a wheel) and `doctor` (F01/F02 torch symbols, F03 cudart, F10/F11
-glibc/libstdc++, F38 machine), `repair` (GLIBC/GLIBCXX ceilings) and `verify` (DT_NEEDED, soname, the
-`.nv_fatbin` section's bytes). Loading a mismatched .so can crash; reading it cannot.
+glibc/libstdc++, F38 machine), `repair` (GLIBC/GLIBCXX ceilings), `verify` (DT_NEEDED, soname, symbol
+versions, archs) and `compile` (device code sizes). Loading a mismatched .so can crash; reading it cannot.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import io
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +23,9 @@ from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
 from elftools.elf.sections import SymbolTableSection
 from packaging.version import Version
 
+from buildtool.binary.fatbin import FATBIN_SECTION, FatbinEntry, read_fatbin
+
+ELF_MAGIC = b"\x7fELF"
 MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i686", "EM_PPC64": "ppc64le"}
 
 
@@ -37,9 +41,7 @@ class ElfInfo:
 
     def max_version(self, prefix: str) -> str | None:
         """Highest `GLIBC_x.y` / `GLIBCXX_3.4.z` requirement, without the prefix."""
-        found = [v[len(prefix):] for vs in self.version_needs.values() for v in vs
-                 if v.startswith(prefix) and re.fullmatch(r"[\d.]+", v[len(prefix):])]
-        return max(found, key=Version) if found else None
+        return max_versions([self], (prefix.rstrip("_"),)).get(prefix.rstrip("_"))
 
     @property
     def max_glibc(self) -> str | None:
@@ -48,6 +50,43 @@ class ElfInfo:
     @property
     def max_glibcxx(self) -> str | None:
         return self.max_version("GLIBCXX_")
+
+    @property
+    def has_fatbin_section(self) -> bool:
+        return FATBIN_SECTION in self.sections
+
+    @cached_property
+    def fatbin(self) -> tuple[FatbinEntry, ...]:
+        """The fatbin's entries (read with ``sections=(FATBIN_SECTION,)``; empty otherwise)."""
+        blob = self.sections.get(FATBIN_SECTION)
+        return tuple(read_fatbin(blob)) if blob is not None else ()
+
+    @property
+    def cubin_archs(self) -> tuple[int, ...]:
+        return tuple(sorted({e.arch for e in self.fatbin if e.kind == "elf"}))
+
+    @property
+    def ptx_archs(self) -> tuple[int, ...]:
+        return tuple(sorted({e.arch for e in self.fatbin if e.kind == "ptx"}))
+
+
+_NUMBER = re.compile(r"\d+(\.\d+)*")
+
+
+def max_versions(infos: Iterable[ElfInfo], families: Collection[str] | None = None) -> dict[str, str]:
+    """The highest needed version per family over several libraries (GLIBC_2.34 -> {"GLIBC": "2.34"});
+    names that carry no number (GLIBC_PRIVATE) do not count. ``families`` limits which are looked at."""
+    best: dict[str, tuple[Version, str]] = {}
+    for info in infos:
+        for versions in info.version_needs.values():
+            for item in versions:
+                family, _, number = item.partition("_")
+                if (families is not None and family not in families) or not _NUMBER.fullmatch(number):
+                    continue
+                v = Version(number)
+                if family not in best or v > best[family][0]:
+                    best[family] = (v, number)
+    return {k: text for k, (_, text) in sorted(best.items())}
 
 
 def _read(stream: IO[bytes], sections: Collection[str] = ()) -> ElfInfo:
@@ -74,6 +113,10 @@ def _read(stream: IO[bytes], sections: Collection[str] = ()) -> ElfInfo:
     machine = MACHINES.get(elf["e_machine"], str(elf["e_machine"]))
     return ElfInfo(machine=machine, needed=tuple(needed), undefined=tuple(sorted(set(undefined))), version_needs=needs,
                    soname=soname, sections=kept)
+
+
+def is_elf(data: bytes) -> bool:
+    return data[:4] == ELF_MAGIC
 
 
 def read_elf(path: Path, sections: Collection[str] = ()) -> ElfInfo | None:

@@ -27,6 +27,8 @@ from typing import Any, Literal, Protocol
 from packaging.version import InvalidVersion, Version
 from pydantic import Field
 
+from buildtool.binary.elf import read_elf
+from buildtool.binary.fatbin import FATBIN_SECTION, device_code_sizes
 from buildtool.errors import BuildError, UserError
 from buildtool.host import default_cache_dir
 from buildtool.model import Frozen
@@ -814,9 +816,11 @@ def compile_modules(
     for m in modules:
         if not m.output.is_file():
             raise BuildError(f"link produced no {m.output}", hint=f"full log: {log_path}")
+        elf = read_elf(m.output, sections=(FATBIN_SECTION,))
+        fatbin = elf.fatbin if elf is not None else ()  # a Windows .pyd carries none we can read
         artifacts.append(ModuleArtifact(name=m.spec.module, package=m.spec.package, path=m.output,
-                                        size=m.output.stat().st_size, device_code=device_code_sizes(m.output),
-                                        device_code_uncompressed=device_code_sizes(m.output, uncompressed=True)))
+                                        size=m.output.stat().st_size, device_code=device_code_sizes(fatbin),
+                                        device_code_uncompressed=device_code_sizes(fatbin, uncompressed=True)))
     return CompileResult(
         modules=tuple(artifacts), timings=tuple(timings), cache_hits=hits, cache_misses=misses,
         ccache=launcher is not None, jobs=jobs, split_compile=split_compile, wall_seconds=round(time.monotonic() - started, 3),
@@ -827,45 +831,6 @@ def compile_modules(
 
 def _targets(ctx: BuildContext) -> int:
     return len(ctx.facts.archs) + (1 if ctx.facts.ptx else 0)
-
-
-FATBIN_MAGIC = 0xBA55ED50
-
-
-def device_code_sizes(path: Path, *, uncompressed: bool = False) -> dict[str, int]:
-    """Bytes each target takes in the module's ``.nv_fatbin`` section, as stored (compressed when the
-    fatbin is) or, with ``uncompressed``, before compression (the entry header records that size):
-    ``{"sm_90": ..., "compute_90": ...}``. Empty for a non-ELF file (Windows .pyd)."""
-    import struct
-
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        with open(path, "rb") as fh:
-            section = ELFFile(fh).get_section_by_name(".nv_fatbin")
-            blob = section.data() if section is not None else b""
-    except (ELFError, OSError):
-        return {}
-    sizes: dict[str, int] = {}
-    magic = struct.pack("<I", FATBIN_MAGIC)
-    pos = 0
-    while (pos := blob.find(magic, pos)) >= 0 and pos + 16 <= len(blob):
-        _, _, header_size, payload = struct.unpack_from("<IHHQ", blob, pos)
-        p, end = pos + header_size, min(pos + header_size + payload, len(blob))
-        while p + 32 <= end:
-            kind, _, entry_header, entry_payload = struct.unpack_from("<HHIQ", blob, p)
-            (arch,) = struct.unpack_from("<I", blob, p + 28)
-            raw = struct.unpack_from("<Q", blob, p + 56)[0] if entry_header >= 64 else 0
-            if kind in (1, 2):
-                target = f"{'compute' if kind == 1 else 'sm'}_{arch}"
-                size = (raw or entry_payload) if uncompressed else entry_header + entry_payload
-                sizes[target] = sizes.get(target, 0) + size
-            if entry_header == 0:
-                break
-            p += entry_header + entry_payload
-        pos = max(end, pos + 4)
-    return dict(sorted(sizes.items()))
 
 
 def _cache_object(ctx: BuildContext, key: str) -> Path | None:

@@ -21,10 +21,12 @@ from typing import Any
 
 from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
+from buildtool.binary.elf import ElfInfo, is_elf, read_elf_bytes
+from buildtool.binary.fatbin import FATBIN_SECTION
 from buildtool.errors import UserError
 from buildtool.spec.abitrack import is_stable_library
-from buildtool.verify.binaries import ElfInfo, is_elf, parse_symbol_version, read_elf
 from buildtool.verify.models import CheckResult, failed, passed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
 from buildtool.wheel.archive import check_wheel_archive
@@ -111,9 +113,14 @@ def open_wheel(path: Path) -> WheelContents:
                 wc.elf_errors[n] = "not an ELF file"
                 continue
             try:
-                wc.elves[n] = read_elf(data)
+                info = read_elf_bytes(data, sections=(FATBIN_SECTION,))
+                if info is None:
+                    raise ValueError("pyelftools could not parse it")
+                info.fatbin  # noqa: B018 - parse the fatbin now: a corrupt one is this library's error
             except (ValueError, struct_error) as exc:
                 wc.elf_errors[n] = f"unreadable ELF ({exc})"
+            else:
+                wc.elves[n] = info
     return wc
 
 
@@ -324,8 +331,13 @@ def check_shared_libs(wc: WheelContents, target: TargetLibs | None, policy: Veri
 
 
 # ---------------------------------------------------------------- GLIBC / GLIBCXX
-def _fmt(v: tuple[int, ...] | None) -> str:
-    return ".".join(map(str, v)) if v else "-"
+def _fmt(v: Version | None) -> str:
+    return str(v) if v else "-"
+
+
+def _max_version(e: ElfInfo, prefix: str) -> Version | None:
+    found = e.max_version(prefix)
+    return Version(found) if found else None
 
 
 def check_glibc(wc: WheelContents, policy: VerifyPolicy | None = None) -> CheckResult:
@@ -333,7 +345,7 @@ def check_glibc(wc: WheelContents, policy: VerifyPolicy | None = None) -> CheckR
     policy = policy or load_policy()
     if not wc.elves:
         return skipped(wc.label, check, "no ELF libraries")
-    maxes = {p: max((v for e in wc.elves.values() if (v := e.max_version(p + "_"))), default=None)
+    maxes = {p: max((v for e in wc.elves.values() if (v := _max_version(e, p + "_"))), default=None)
              for p in ("GLIBC", "GLIBCXX", "CXXABI")}
     numbers = {p: _fmt(v) for p, v in maxes.items()}
     version, limits = policy.glibc_for(wc.name.platform_tag)
@@ -344,10 +356,11 @@ def check_glibc(wc: WheelContents, policy: VerifyPolicy | None = None) -> CheckR
         return failed(wc.label, check, f"no symbol policy for manylinux glibc {version} in verify.yaml")
     problems = []
     for prefix in ("GLIBC", "GLIBCXX", "CXXABI"):
-        allowed = parse_symbol_version(f"{prefix}_{getattr(limits, prefix)}", prefix + "_")
+        limit = getattr(limits, prefix)
+        allowed = Version(limit) if limit else None
         got = maxes[prefix]
         if got and allowed and got > allowed:
-            worst = sorted({lib.rsplit("/", 1)[-1] for lib, e in wc.elves.items() if (v := e.max_version(prefix + "_")) and v > allowed})
+            worst = sorted({lib.rsplit("/", 1)[-1] for lib, e in wc.elves.items() if (v := _max_version(e, prefix + "_")) and v > allowed})
             problems.append(f"needs {prefix}_{_fmt(got)} > {prefix}_{_fmt(allowed)} allowed by {wc.name.platform_tag} ({', '.join(worst)})")
     if problems:
         return failed(wc.label, check, "; ".join(problems), **numbers)

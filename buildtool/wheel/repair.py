@@ -24,7 +24,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from buildtool.binary.elf import ElfInfo, read_elf_bytes
+from buildtool.binary.elf import ElfInfo, max_versions, read_elf_bytes
 from buildtool.errors import BuildError
 from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
@@ -32,7 +32,6 @@ from buildtool.spec.compat import load_compat
 from buildtool.wheel.write import rewrite_wheel
 
 __all__ = [
-    "ElfInfo",
     "RepairPolicy",
     "RepairResult",
     "auditwheel_command",
@@ -41,8 +40,6 @@ __all__ = [
     "delvewheel_command",
     "linux_ceilings",
     "load_policy",
-    "max_versions",
-    "read_elf",
     "repair_wheel",
 ]
 
@@ -80,31 +77,12 @@ class RepairResult(Frozen):
     notes: tuple[str, ...] = ()
 
 
-# ---------------------------------------------------------------- ELF reading (buildtool.binary.elf)
-def read_elf(path: Path) -> ElfInfo:
-    """DT_NEEDED entries and the GNU version needs of a shared library; BuildError when it is not ELF."""
-    info = read_elf_bytes(path.read_bytes())  # read here so a missing file still raises OSError
+def _read_library(path: Path) -> ElfInfo:
+    """A library of the wheel as ELF facts; BuildError when it is not ELF (a missing file raises OSError)."""
+    info = read_elf_bytes(path.read_bytes())
     if info is None:
         raise BuildError(f"{path.name} is not an ELF file")
     return info
-
-
-def max_versions(infos: Sequence[ElfInfo]) -> dict[str, str]:
-    """The highest needed version per family (GLIBC_2.34 -> {"GLIBC": "2.34"}) over several libraries."""
-    best: dict[str, Version] = {}
-    for info in infos:
-        for versions in info.version_needs.values():
-            for item in versions:
-                family, _, number = item.partition("_")
-                if not number or not number[0].isdigit():
-                    continue  # e.g. GLIBC_PRIVATE
-                try:
-                    v = Version(number)
-                except ValueError:
-                    continue
-                if family not in best or v > best[family]:
-                    best[family] = v
-    return {k: str(v) for k, v in sorted(best.items())}
 
 
 def ceilings_from_policy_data(policies: Sequence[Mapping[str, object]], name: str, machine: str) -> dict[str, str]:
@@ -230,7 +208,7 @@ def repair_wheel(wheel: Path, out_dir: Path, *, platform: str, cuda: str, log: P
         return _repair_windows(wheel, out_dir, cuda=cuda, policy=policy, log=log, epoch=epoch)
     with tempfile.TemporaryDirectory(prefix="buildtool-repair-") as tmp:
         libs = _libraries(wheel, Path(tmp))
-        found = max_versions([read_elf(p) for p in libs])
+        found = max_versions([_read_library(p) for p in libs])
     notes: list[str] = []
     too_new = _too_new(found, ceilings)
     if not libs:

@@ -5,11 +5,11 @@
 #   2. at the same time on separate cores:
 #      - causal-conv1d 1.7.0, sm_90, pinned to 2 cores (taskset: jobs, -split-compile and the bound all see
 #        2 cores), the same cold-build benchmark: the 2-core target on a quiet machine;
-#      - device code per target and fatbin compression mode for two mamba TUs (benchmarks/fatbin_size.py,
-#        14 nvcc at once on the other 14 cores), extrapolated to whole wheels from the measured nine-arch wheel;
+#      - device code per target and fatbin compression mode for mamba's bwd_bf16_real TU (benchmarks/fatbin_size.py,
+#        one nvcc per target on the other 14 cores), extrapolated to whole wheels from the measured nine-arch wheel;
 #   3. on the GPU (benchmarks/fatbin_load.py): loading the sm_90 code per compression mode (eager, and lazy
 #      with every kernel fetched = what first launches pay), and PTX JIT of compute_90 against the SASS;
-#   4. if time is left: the mamba cold build again with --priorities (cheaper TUs niced).
+#   4. with PRIORITIES_BEFORE=S and fewer than S seconds gone: the mamba cold build again with --priorities.
 # Usage: scripts/gpu-bound.sh OUTDIR CARRY_DIR (CARRY_DIR: the source cache in cache/).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -35,20 +35,22 @@ taskset -c 0,1 python3 benchmarks/bench.py --use-current-env --archs 9.0 --skip-
   --out "$out/bench-causal-2core.json" > /tmp/logs/bench-causal.log 2>&1 &
 conv=$!
 U=csrc/selective_scan
+# one nvcc per target, all at once (FB_UNITS / FB_SASS / FB_PTX override; fwd_bf16 is measured on the 2-core host)
 taskset -c 2-15 python3 benchmarks/fatbin_size.py --tree "$TREE" --spec selective_scan_cuda-2.3 \
-  --unit $U/selective_scan_fwd_bf16.cu --unit $U/selective_scan_bwd_bf16_real.cu \
-  --sass 7.5,8.0,8.7,9.0,10.0,10.3,11.0,12.0,12.1 --ptx 9.0,12.0 --buildenv /tmp/buildenv.json \
+  $(for u in ${FB_UNITS:-selective_scan_bwd_bf16_real}; do echo --unit $U/$u.cu; done) \
+  --sass "${FB_SASS:-7.5,8.0,9.0,10.0,11.0,12.0}" --ptx "${FB_PTX:-9.0,12.0}" --buildenv /tmp/buildenv.json \
   --cuda-home "$cuda_home" --jobs 14 --work /tmp/fb --extrapolate docs/bench/local-2core-mamba-9arch-size.json \
-  --policy "upstream nine=7.5,8.0,8.7,9.0,10.0,10.3,11.0,12.0,12.1" --policy "coverage=7.5,8.0,9.0,10.0,11.0,12.0" \
+  --policy "coverage=7.5,8.0,9.0,10.0,11.0,12.0" \
   --policy "coverage+PTX=7.5,8.0,9.0,10.0,11.0,12.0+12.0" --out "$out/fatbin-size.json" > /tmp/logs/fatbin-size.log 2>&1
 step "device code sizes done"
-python3 benchmarks/fatbin_load.py --work /tmp/fb --cuda-home "$cuda_home" --stem selective_scan_fwd_bf16 \
-  --stem selective_scan_bwd_bf16_real --sm 90 --out "$out/fatbin-load.json" > /tmp/logs/fatbin-load.log 2>&1
+python3 benchmarks/fatbin_load.py --work /tmp/fb --cuda-home "$cuda_home" \
+  $(for u in ${FB_UNITS:-selective_scan_bwd_bf16_real}; do echo --stem $u; done) --sm 90 --out "$out/fatbin-load.json" \
+  > /tmp/logs/fatbin-load.log 2>&1
 step "GPU loads done; waiting for causal-conv1d"
 wait "$conv"
 logs
 step "causal-conv1d done"
-if [ "$SECONDS" -lt "${PRIORITIES_BEFORE:-200}" ]; then
+if [ "$SECONDS" -lt "${PRIORITIES_BEFORE:-0}" ]; then
   step "mamba cold build with --priorities (cheaper TUs niced)"
   rm -rf "build/cells/$MAMBA"
   fresh=$(mktemp -d) && cp -r "$carry/cache/sources" "$fresh/"

@@ -10,6 +10,7 @@ Windows, another nvcc/gcc/glibc.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -339,3 +340,92 @@ def test_wheel_tags_fixture(base_python: PythonEnv, tmp_path: Path, tags: tuple[
     assert got == status, ev
     if status == Status.fail:
         assert "does not accept" in ev and tags[0] in ev
+
+
+# ---------------------------------------------------------------- build environment variables (real tools)
+def _doctor(check_id: str, python: Path | str = sys.executable, **env: str) -> tuple[str, str]:
+    from buildtool.user.doctor import run_doctor
+
+    report = run_doctor(str(python), env=clean_env(**env), only={check_id})
+    (result,) = report.results
+    return result.status.value, result.evidence
+
+
+def _fake_toolkit(root: Path, release: str) -> Path:
+    """A CUDA toolkit dir whose nvcc reports ``release`` (stands in for an nvcc that cannot be installed
+    here: only nvcc 13.0 exists on this machine)."""
+    nvcc = root / "bin" / "nvcc"
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.0'\n")
+    nvcc.chmod(0o755)
+    (root / "include").mkdir()
+    return root
+
+
+gcc_bin = next((g for g in ("gcc-12", "gcc-13", "gcc-14", "gcc") if shutil.which(g)), None)
+
+
+@pytest.mark.skipif(gcc_bin is None or shutil.which("nvcc") is None, reason="needs a real gcc and nvcc")
+def test_cc_names_a_real_gcc_that_nvcc_accepts() -> None:
+    status, ev = _doctor("cc-cxx", CC=gcc_bin or "", CXX="g++")
+    assert status == "ok" and f"CC={gcc_bin} -> gcc" in ev and "nvcc" in ev
+
+
+@pytest.mark.skipif(gcc_bin is None, reason="needs a real gcc")
+def test_cc_newer_than_nvcc_accepts_fake_nvcc_11_8(tmp_path: Path) -> None:
+    home = _fake_toolkit(tmp_path / "cuda-11.8", "11.8")  # nvcc 11.8 takes gcc <= 11
+    status, ev = _doctor("cc-cxx", CC=gcc_bin or "", CUDA_HOME=str(home))
+    major = subprocess.run([gcc_bin or "", "-dumpversion"], capture_output=True, text=True).stdout.split(".")[0]
+    if int(major) <= 11:
+        pytest.skip(f"{gcc_bin} is gcc {major}, which nvcc 11.8 accepts")
+    assert status == "fail" and "newer than nvcc 11.8 accepts (gcc <= 11)" in ev and "-ccbin $CC" in ev
+
+
+def test_cc_not_on_path_is_a_failure() -> None:
+    status, ev = _doctor("cc-cxx", CC="gcc-99-does-not-exist")
+    assert status == "fail" and "CC=gcc-99-does-not-exist is not on PATH" in ev
+
+
+@pytest.mark.parametrize(("flags", "status", "words"), [
+    ("", "ok", "not set"),
+    ("-G", "fail", "device debug"),
+    ("-ccbin /usr/bin/gcc-12", "warn", "overrides the host compiler"),
+    ("--allow-unsupported-compiler", "warn", "silences"),
+    ("-gencode=arch=compute_90,code=sm_90", "warn", "GPU targets"),
+    ("-lineinfo", "info", "line info"),
+])
+def test_nvcc_flags_from_the_environment(flags: str, status: str, words: str) -> None:
+    env = {"NVCC_APPEND_FLAGS": flags} if flags else {}
+    got, ev = _doctor("nvcc-env-flags", **env)
+    assert got == status and words in ev, ev
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+@pytest.mark.parametrize(("arch_list", "status", "words"), [
+    ("9.0;10.0+PTX", "ok", "9.0, 10.0"),
+    ("Hopper", "ok", "9.0"),
+    ("3.5", "fail", "cannot compile"),
+    ("Hoppper", "fail", "is not an arch"),
+    ("9.0;sm_90", "fail", "'sm_90'"),
+])
+def test_torch_cuda_arch_list(arch_list: str, status: str, words: str) -> None:
+    got, ev = _doctor("arch-list-env", TORCH_CUDA_ARCH_LIST=arch_list,
+                      CUDA_HOME=str(Path(shutil.which("nvcc") or "").resolve().parent.parent))
+    assert got == status and words in ev, ev
+
+
+def test_missing_triton_where_torch_requires_it(tmp_path: Path, torch_site: Path) -> None:
+    # a real venv seeing the real torch, whose METADATA requires triton on Linux, without triton's
+    # distribution (pip would report it as not installed)
+    site = tmp_path / "site-without-triton"  # the real torch site, every entry linked except triton's
+    site.mkdir()
+    for entry in torch_site.iterdir():
+        if not entry.name.lower().startswith("triton"):
+            (site / entry.name).symlink_to(entry)
+    python = make_venv(tmp_path / "venv", site)
+    status, ev = _doctor("triton-version", python)
+    facts = probe_python(str(python))
+    requires = facts.dists["torch"].requires
+    if not any(r.startswith("triton") for r in requires) or sys.platform != "linux":
+        pytest.skip("this torch does not require triton here")
+    assert status == "fail" and "requires triton" in ev, ev

@@ -159,7 +159,7 @@ def test_deep_nesting_is_refused_with_its_position() -> None:
     depth = 100_000
     with pytest.raises(UserError) as info:
         yamlsrc.parse("x: " + "[" * depth + "]" * depth + "\n", "f.yaml")
-    assert str(info.value) == f"f.yaml:1:{4 + yamlsrc.MAX_DEPTH - 1}: lists and mappings nested more than " \
+    assert str(info.value) == f"f.yaml:1:{4 + yamlsrc.MAX_DEPTH}: lists and mappings nested more than " \
                               f"{yamlsrc.MAX_DEPTH} deep"
 
 

@@ -288,11 +288,32 @@ def _check_characters(text: str, file: str) -> None:
     )
 
 
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _check_flow_depth(text: str, file: str) -> None:
+    """Refuse flow nesting ([[[[...) deeper than MAX_DEPTH before libyaml sees it: its scanner keeps one
+    possible simple key per open bracket and rescans them all per token, so 100,000 brackets cost minutes
+    before the first event arrives. Brackets inside quoted strings count too (no real file has 200)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for match in _BRACKET.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_DEPTH:
+            offset = match.start()
+            line = text.count("\n", 0, offset) + 1
+            column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+            raise UserError(f"lists and mappings nested more than {MAX_DEPTH} deep",
+                            location=Location(file, line, column))
+
+
 def parse(text: str, file: str) -> Document:
     """Parse ``text`` (bounded in size, depth and alias expansion); every problem is a located UserError."""
     if len(text) > MAX_BYTES:
         raise UserError(f"{file}: {len(text):,} characters, over the {MAX_BYTES // 2**20} MiB limit for input files")
     _check_characters(text, file)
+    _check_flow_depth(text, file)
     try:
         try:
             doc = _Builder(text, file).build()

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from buildtool.errors import UserError
 from buildtool.model import Frozen
 from buildtool.versions import major_minor
@@ -33,6 +35,7 @@ PYTHON_MODULES = (
 )
 ENV_VARS = (
     "CUDA_HOME", "CUDA_PATH", "HOME", "USERPROFILE", "CC", "CXX", "CUDAHOSTCXX", "NVCC_PREPEND_FLAGS",
+    "NVCC_APPEND_FLAGS", "TORCH_CUDA_ARCH_LIST",
     "TRITON_LIBCUDA_PATH", "TRITON_CACHE_DIR", "NVIDIA_PYTORCH_VERSION", "NVIDIA_PRODUCT_NAME", "LD_LIBRARY_PATH",
     "CPLUS_INCLUDE_PATH", "CPATH", "INCLUDE", "PIP_CACHE_DIR", "VIRTUAL_ENV",
 )
@@ -206,6 +209,15 @@ class PythonEnv(Frozen):
         return bool(entry and entry.get("origin"))
 
 
+class CompilerInfo(Frozen):
+    """A compiler an environment variable names: as written, where it resolves, its version."""
+
+    named: str
+    path: str | None = None
+    version: str | None = None
+    kind: str | None = None  # "gcc" | "clang" | None (unknown)
+
+
 class HostInfo(Frozen):
     """Tools on the host, outside Python: driver, GPUs, nvcc, gcc."""
 
@@ -219,6 +231,7 @@ class HostInfo(Frozen):
     cuda_home_source: str | None = None
     gcc_path: str | None = None
     gcc_version: str | None = None
+    compilers: dict[str, CompilerInfo] = Field(default_factory=dict)  # what $CC / $CXX name (torch passes -ccbin $CC to nvcc)
     ldconfig: str | None = None
     libcuda_so: tuple[str, ...] = ()
 
@@ -307,6 +320,18 @@ def resolve_cuda_home(env: dict[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def probe_compiler(named: str, env: dict[str, str]) -> CompilerInfo:
+    """Resolve and run a compiler named by CC/CXX (a name on PATH or a path, maybe with arguments)."""
+    first = named.split()[0] if named.split() else named
+    path = shutil.which(first, path=env.get("PATH"))
+    if path is None:
+        return CompilerInfo(named=named)
+    banner = _run([path, "--version"]) or ""
+    kind = "clang" if "clang" in banner.lower() else "gcc" if re.search(r"\b(gcc|g\+\+|GCC)\b", banner) else None
+    version = (_run([path, "-dumpfullversion", "-dumpversion"]) or "").strip().splitlines()
+    return CompilerInfo(named=named, path=path, version=version[0] if version else None, kind=kind)
+
+
 def probe_host(env: dict[str, str] | None = None) -> HostInfo:
     env = dict(os.environ if env is None else env)
     info: dict[str, Any] = {}
@@ -338,6 +363,7 @@ def probe_host(env: dict[str, str] | None = None) -> HostInfo:
         info["gcc_path"] = shutil.which(cxx, path=env.get("PATH"))
         ver = _run([cxx, "-dumpfullversion", "-dumpversion"])
         info["gcc_version"] = ver.strip().splitlines()[0] if ver else None
+    info["compilers"] = {var: probe_compiler(env[var], env) for var in ("CC", "CXX") if env.get(var)}
     ldconfig = shutil.which("ldconfig", path=env.get("PATH")) or ("/sbin/ldconfig" if Path("/sbin/ldconfig").exists() else None)
     info["ldconfig"] = ldconfig
     if ldconfig:

@@ -13,11 +13,14 @@ from packaging.version import Version
 
 from buildtool.binary.elf import ElfInfo
 from buildtool.errors import UserError
+from buildtool.publish.index import WheelRecord
 from buildtool.spec.abitrack import torch_target_version
 from buildtool.spec.kernelspec import KernelSpec, TargetFacts, resolve
 from buildtool.spec.matrix import Cell, Matrix, StableAbiSwitch, load_matrix, parse_filter
 from buildtool.spec.recipe import Recipe, StableAbi
 from buildtool.spec.tracksummary import summarize
+from buildtool.user.resolve import Target
+from buildtool.user.resolve import resolve as resolve_wheel
 from buildtool.verify.stableabi import check_stable_symbols
 from buildtool.verify.static import WheelContents
 from buildtool.wheel.name import LocalLabel, WheelName
@@ -282,3 +285,29 @@ def test_keep_full_selector_is_checked_like_a_profile(tmp_path: Path) -> None:
     (tmp_path / "matrix.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(UserError, match=r'stable_abi\.keep_full\.1\.torch: unknown torch "2\.11\.7"'):
         Matrix.load(tmp_path / "matrix.yaml", load_matrix(REPO).recipes)
+
+
+# ---------------------------------------------------------------- resolver: the CUDA major is the guard
+def _stable_record(cuda_major: str = "13") -> WheelRecord:
+    name = f"causal_conv1d-1.7.0+cu{cuda_major}stable-cp310-abi3-linux_x86_64.whl"
+    return WheelRecord(filename=name, url="files/" + name, package="causal-conv1d", dist="causal_conv1d",
+                       version=f"1.7.0+cu{cuda_major}stable", public_version="1.7.0", python_tag="cp310",
+                       abi_tag="abi3", platform_tag="linux_x86_64", platform="linux-x86_64", torch=None,
+                       cuda=cuda_major, cxx11_abi=None, archs=("9.0",), requires_python=">=3.10",
+                       requires_dist=("torch>=2.10", "packaging"), sha256="0" * 64, size=1)
+
+
+@pytest.mark.parametrize(("torch", "torch_cuda", "python_tag", "chosen", "reason"), [
+    ("2.11.0+cu130", "13.0", "cp312", True, ""),
+    ("2.15.0+cu132", "13.2", "cp314", True, ""),
+    ("2.12.1+cu126", "12.6", "cp312", False, "built for CUDA 13, torch uses CUDA 12.6"),
+    ("2.9.1+cu130", "13.0", "cp312", False, "needs torch>=2.10"),
+])
+def test_resolver_serves_a_stable_wheel_to_every_torch_of_its_cuda_major_only(
+        torch: str, torch_cuda: str, python_tag: str, chosen: bool, reason: str) -> None:
+    target = Target(python_tag=python_tag, platform="linux-x86_64", torch=torch, torch_cuda=torch_cuda,
+                    cxx11_abi=True, gpu_archs=("9.0",))
+    res = resolve_wheel("causal-conv1d", [_stable_record()], target)
+    assert (res.chosen is not None) is chosen
+    if not chosen:
+        assert reason in res.rejected[0].reason

@@ -93,7 +93,7 @@ def test_ids_table_and_profiles() -> None:
 
 
 def test_explain_json() -> None:
-    proc = run_matrix("--explain", "windows-x86_64-cp311-cu126-torch2.7-mamba-ssm-2.3.2.post1", "--format", "json")
+    proc = run_matrix("--explain", "windows-x86_64-cp311-cu130-torch2.15-mamba-ssm-2.3.2.post1", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["built"] is False and "exclude[1]" in data["reasons"][0]

@@ -65,12 +65,17 @@ def _torch_dist(python: Path) -> str:
 
 
 def _last_error(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for key in ("ERROR: ", "error: ", "× ", "╰─▶", "Because "):
-        hit = [ln for ln in lines if ln.startswith(key) or key in ln[:8]]
+    """The line that says why: pip's ERROR, uv's `Because ...` explanation, buildtool's reason line."""
+    lines = [ln.strip().lstrip("╰─▶ ").strip() for ln in text.splitlines() if ln.strip()]
+    for key in ("Because ", "ERROR: Cannot install", "ERROR: Could not find", "ERROR: ", "error: "):
+        hit = [ln for ln in lines if ln.startswith(key)]
         if hit:
-            return hit[0][:160]
-    return (lines[-1] if lines else "?")[:160]
+            reason = hit[0]
+            if reason.startswith("error: no wheel of"):   # buildtool: the first rejection reason follows
+                idx = lines.index(reason)
+                reason += " " + (lines[idx + 1] if idx + 1 < len(lines) else "")
+            return reason[:200]
+    return (lines[-1] if lines else "?")[:200]
 
 
 def build_site(work: Path) -> Path:
@@ -138,8 +143,12 @@ def main() -> int:
                     cases.append((installer, cmd.line().replace(url, "URL"), with_pypi, list(cmd.argv)))
             cases.append(("buildtool", f"buildtool install {PKG} --index URL", True,
                           [sys.executable, "-m", "buildtool", "install", PKG, "--index", url, "--no-host"]))
-            for torch_minor, case in (("2.14", "matching"), ("2.13", "one minor off")):
-                for installer, shown, with_pypi, argv in cases:
+            own = f"{url}/channels/cu130-torch2.13/"
+            own_cases = [(i, channel_command(i, PKG, own, torch=None, pypi=args.pypi).line().replace(url, "URL"), True,
+                          list(channel_command(i, PKG, own, torch=None, pypi=args.pypi).argv)) for i in ("pip", "uv")]
+            for torch_minor, case, todo in (("2.14", "matching", cases), ("2.13", "one minor off", cases),
+                                            ("2.13", "2.13, its own channel", own_cases)):
+                for installer, shown, with_pypi, argv in todo:
                     venv = work / f"venv-{len(rows)}"
                     python = make_venv(venv, sites[torch_minor], with_pip=installer == "pip")
                     torch_version = _torch_dist(python)
@@ -176,7 +185,10 @@ def write(rows: list[dict[str, object]], out: Path, json_out: Path) -> None:
         "kernel package (`tiny-kernel` 1.0.0, a compiled CPython extension; `+cu130torch2.13cxx11abiTRUE` and",
         "`+cu130torch2.14cxx11abiTRUE`, each `Requires-Dist: torch==A.B.*`, `einops`) served on 127.0.0.1.",
         "Every command is run as documented, with the channel of torch 2.14 (`URL/channels/cu130-torch2.14/`),",
-        "in a fresh venv whose torch is 2.14.1+cu130 (matching) or 2.13.0+cpu (one minor off);",
+        "in a fresh venv whose torch is 2.14.1+cu130 (matching) or 2.13.0+cpu (one minor off); the last rows",
+        "give the 2.13 environment the channel `buildtool resolve --explain` prints for it (`cu130-torch2.13`).",
+        "The CPU build of torch 2.13.0 stands in for the CUDA one (only the CPU build is on this machine's disk;",
+        "pip and uv compare versions, and the fixture extension needs no CUDA).",
         "`\"torch==$(python ...)\"` is the installed torch distribution's version.",
         "",
         "| command | installer | indexes | torch | exit | torch before | torch after | installed | import |",

@@ -193,3 +193,10 @@ def install_matrix(session: nox.Session) -> None:
     python = session.run("python", "-c", _TORCH_ENV, silent=True).strip().splitlines()[-1]
     session.env.update(BUILDTOOL_TEST_TORCH_ENV=str(Path(python).parent.parent))
     session.run("python", "benchmarks/install_matrix.py", *session.posargs)
+
+
+@nox.session(name="env-create-measure")
+def env_create_measure(session: nox.Session) -> None:
+    """`buildtool env create` measured: time, disk, output, every failure path (writes docs/env-create.md)."""
+    session.install("-e", DEV)
+    session.run("python", "benchmarks/envcreate_measure.py", *session.posargs)

@@ -46,8 +46,10 @@ def du(path: Path) -> int:
 
 def run(argv: list[str], env: dict[str, str], *, interrupt_on: str | None = None) -> dict[str, object]:
     t0 = time.monotonic()
+    # A terminal's Ctrl-C: SIGINT to the whole process group. The child gets SIGINT's default disposition back
+    # (a harness started in the background would otherwise pass SIG_IGN down and the signal would do nothing).
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     lines: list[tuple[float, str]] = []
     sent = False
@@ -64,7 +66,11 @@ def run(argv: list[str], env: dict[str, str], *, interrupt_on: str | None = None
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "env-create.md")
+    ap.add_argument("--from-json", type=Path, help="rewrite the table from a previous run's JSON (no measuring)")
     args = ap.parse_args()
+    if args.from_json:
+        write(json.loads(args.from_json.read_text())["rows"], args.out)
+        return 0
     if not list(TORCH_WHEELS.glob("torch-2.13.0*-cp311-*.whl")) or not LOCAL_PYPI.is_dir():
         print(f"needs torch 2.13.0 in {TORCH_WHEELS} and a PyPI mirror at {LOCAL_PYPI}", file=sys.stderr)
         return 2
@@ -131,7 +137,8 @@ def write(rows: list[dict[str, object]], out: Path) -> None:
         "other packages from a local PyPI mirror, the kernel from a loopback `buildtool index`. The profile asks",
         "for causal-conv1d and mamba-ssm; the index has causal-conv1d only, so runs that get past the plan use",
         "`--allow-missing` (and end with exit 1: created with problems). Ctrl-C is a real SIGINT to the process",
-        "group 3 s into the torch step.",
+        "group 3 s into the torch step. \"DIR after: exists\" in the two DIR cases is the user's own file or",
+        "directory, left untouched.",
         "",
         "| case | exit | seconds | first output (s) | longest silence (s) | DIR after | DIR size | uv cache | last lines the user sees |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -138,7 +138,9 @@ def write(rows: list[dict[str, object]], out: Path) -> None:
         "for causal-conv1d and mamba-ssm; the index has causal-conv1d only, so runs that get past the plan use",
         "`--allow-missing` (and end with exit 1: created with problems). Ctrl-C is a real SIGINT to the process",
         "group 3 s into the torch step. \"DIR after: exists\" in the two DIR cases is the user's own file or",
-        "directory, left untouched.",
+        "directory, left untouched. The harness reads the output through a pipe, where uv prints nothing while it",
+        "installs torch (the \"longest silence\"); on a terminal env create passes the installer's own progress",
+        "bar (bytes, rate) straight through, and a pipe gets each line the installer prints as it comes.",
         "",
         "| case | exit | seconds | first output (s) | longest silence (s) | DIR after | DIR size | uv cache | last lines the user sees |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -146,7 +148,7 @@ def write(rows: list[dict[str, object]], out: Path) -> None:
     for r in rows:
         seen = "<br>".join(str(x).replace("|", "\\|")[:160] for x in r["output"])  # type: ignore[attr-defined]
         size = f"{int(r['dir_bytes']) / 1e6:.0f} MB" if r["dir_bytes"] else "-"  # type: ignore[call-overload]
-        lines.append(f"| {r['case']} | {r['exit']} | {r['seconds']} | {r['first_output_s']} | {r['longest_silence_s']} | "
+        lines.append(f"| {r['case']} | {r['exit']} | {r['seconds']} | {float(r['first_output_s'] or 0):.1f} | {r['longest_silence_s']} | "
                      f"{r['dir_after']} | {size} | {int(r['cache_bytes']) / 1e6:.0f} MB | {seen} |")  # type: ignore[call-overload]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n", encoding="utf-8")

@@ -31,7 +31,12 @@ def _online() -> bool:
         return False
 
 
-network = pytest.mark.skipif(not _online(), reason="PyPI is not reachable from here")
+_ONLINE = _online()
+
+
+def network(fn):  # type: ignore[no-untyped-def]
+    """The `network` marker (select or deselect with -m) plus a skip, with the reason, where PyPI is unreachable."""
+    return pytest.mark.network(pytest.mark.skipif(not _ONLINE, reason="PyPI is not reachable from here")(fn))
 
 
 def test_public_modules() -> None:

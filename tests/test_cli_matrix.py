@@ -171,3 +171,17 @@ def test_empty_matrix_selection(tmp_path: Path) -> None:
     )
     assert_user_error(run_matrix("--file", str(path)), "m.yaml:2:1", "empty selection: the matrix produces no cell",
                       "torch 2.14.1 has no CUDA 12.4 build")
+
+
+def test_reader_closing_the_pipe_is_no_traceback(tmp_path: Path) -> None:
+    """`buildtool matrix --format ids | head -1`: a real pipe whose reader exits after one line."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        f"{sys.executable} -m buildtool matrix --profile release --format ids | head -1",
+        shell=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120,
+    )
+    assert proc.returncode == 0
+    assert len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -48,4 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_went_away()
     return int(code or 0)
+
+
+def _reader_went_away() -> int:
+    """`buildtool matrix --format ids | head`: the reader closed the pipe. Like a shell tool, stop quietly
+    with 128 + SIGPIPE; stdout goes to /dev/null so the interpreter's own flush at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141

@@ -151,7 +151,7 @@ def slowest_alone(cell_id: str, run: Run, env: dict[str, str]) -> None:
     if target is None:
         return
     Path(target).unlink(missing_ok=True)
-    from buildtool.compile.modules import ninja_binary
+    from buildtool.compile.ninja import ninja_binary
 
     t0 = time.perf_counter()
     proc = subprocess.run([ninja_binary(env), "-C", str(objdir), target], env=env, capture_output=True, text=True)

@@ -48,13 +48,14 @@ def _xy(arch: str) -> str:
 
 def nvcc_argv(tree: Path, spec_name: str, unit: str, buildenv: dict[str, Any], cuda_home: str) -> list[str]:
     """The spec's nvcc flags for a CUDA 13 linux cell, without -gencode and --threads (set per target)."""
+    from buildtool.compile.units import resolve
     from buildtool.spec import kernelspec
 
     spec = next(s for s in kernelspec.load_kernel_specs(tree / ".buildtool" / "kernels", [spec_name]))
     facts = kernelspec.TargetFacts(platform="linux-x86_64", torch=buildenv["torch_version"].split("+")[0],
                                    cuda="13.0", cxx_std="20", cxx11_abi=bool(buildenv["cxx11_abi"]),
                                    archs=("9.0",), ptx=False, compiler="gcc", cuda_home=cuda_home)
-    resolved = kernelspec.resolve(spec.model_copy(update={"split": ()}), facts)
+    resolved = resolve(spec.model_copy(update={"split": ()}), facts)
     cu = next(u for u in resolved.units if u.source == unit)
     flags, skip = [], False
     for f in cu.flags:

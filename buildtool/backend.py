@@ -207,7 +207,7 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
                 metadata_directory: str | None = None) -> str:
     from buildtool.build import buildenv
     from buildtool.build.cell import CellLog, build_tree
-    from buildtool.compile.modules import CompileSettings
+    from buildtool.compile.models import CompileSettings
     from buildtool.toolchain import resolve
 
     root = Path.cwd()

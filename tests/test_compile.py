@@ -16,8 +16,24 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.compile import modules as cs
+from buildtool.compile.drivers import compile_argv, link_argv
+from buildtool.compile.modules import compile_modules
+from buildtool.compile.ninja import _ninja_path, ninja_binary, read_ninja_log, write_build_ninja
+from buildtool.compile.plan import BuildContext, cache_key, plan_modules
 from buildtool.compile.progress import STATUS_MARK, NinjaProgress
+from buildtool.compile.schedule import (
+    UNIT_COST_BASE,
+    UNIT_SECONDS_FILE,
+    estimate_unit_seconds,
+    nice_levels,
+    order_by_cost,
+    read_unit_history,
+    unit_costs,
+    unit_history_key,
+    write_unit_history,
+)
+from buildtool.compile.sizing import GIB, default_jobs, default_split_compile, honours_split_compile
+from buildtool.compile.target import HostCompiler, PythonFacts
 from buildtool.errors import BuildError
 from buildtool.spec.kernelspec import TargetFacts, load_kernel_spec
 from buildtool.spec.matrix import Cell
@@ -114,7 +130,7 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     tc, env = real_target
     spec = load_kernel_spec(TINY_SPEC)
     cache = tmp_path / "cache"
-    result = cs.compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / "b1", tmp_path / "b1.log",  # type: ignore[arg-type]
+    result = compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / "b1", tmp_path / "b1.log",  # type: ignore[arg-type]
                                 cache_dir=cache, use_ccache=False, quiet=True)
     # the .cpp binding, tiny_add.cu split in 2 parts, tiny_square.cu fanned out in 3: all compiled
     assert (result.cache_hits, result.cache_misses) == (0, 6)
@@ -157,14 +173,14 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     assert "-Xfatbin=-compress-mode=size" in log
     assert result.bound is not None and result.bound.cpu_seconds > 0 and result.bound.ratio
     # every TU's seconds are remembered next to the object cache and order the next cold build
-    history = cs.read_unit_history(cache)
+    history = read_unit_history(cache)
     assert len(history) == 6 and all(v >= 0 for v in history.values())
 
     # The same sources from another place (as another Python version's prepared tree would be): every
     # object comes from the cache, only the link runs.
     tree2 = tmp_path / "tree2"
     shutil.copytree(TINY, tree2)
-    again = cs.compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b2.log",  # type: ignore[arg-type]
+    again = compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b2.log",  # type: ignore[arg-type]
                                cache_dir=cache, use_ccache=False, quiet=True)
     assert (again.cache_hits, again.cache_misses) == (6, 0)
     assert all(t.cached for t in again.timings)
@@ -173,7 +189,7 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     # An edited kernel misses only its own TUs (both split parts read the same file).
     kernel = tree2 / "csrc" / "tiny_add.cu"
     kernel.write_text(kernel.read_text().replace("kThreads = 256", "kThreads = 128"))
-    third = cs.compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b3.log",  # type: ignore[arg-type]
+    third = compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b3.log",  # type: ignore[arg-type]
                                cache_dir=cache, use_ccache=False, quiet=True)
     assert (third.cache_hits, third.cache_misses) == (4, 2)
 
@@ -188,7 +204,7 @@ def test_compile_error_is_a_build_error_with_the_compiler_message(real_target: t
     kernel.write_text(kernel.read_text().replace("if (i < n) {", "if (i < n) { undeclared_thing();"))
     spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_add.cu",), "split": ()})
     with pytest.raises(BuildError) as info:
-        cs.compile_modules(tree, [spec], _cell(), tc, env, tmp_path / "b", tmp_path / "b.log",  # type: ignore[arg-type]
+        compile_modules(tree, [spec], _cell(), tc, env, tmp_path / "b", tmp_path / "b.log",  # type: ignore[arg-type]
                            cache_dir=tmp_path / "cache", use_ccache=False, quiet=True)
     text = str(info.value)
     assert "tiny_add.cu" in text and "undeclared_thing" in text
@@ -199,11 +215,11 @@ def test_compile_error_is_a_build_error_with_the_compiler_message(real_target: t
 # ---------------------------------------------------------------------------------------- pure parts
 def test_jobs_sized_to_cores_and_memory() -> None:
     gib = 1024**3
-    assert cs.default_jobs(1, cores=2, memory=22 * gib) == 2
-    assert cs.default_jobs(1, cores=16, memory=22 * gib) == 5  # 4 GiB per nvcc
-    assert cs.default_jobs(4, cores=16, memory=64 * gib) == 4  # --threads 4 multiplies memory
-    assert cs.default_jobs(4, cores=16, memory=3 * gib) == 1
-    assert cs.default_jobs(1, cores=8, memory=None) == 8
+    assert default_jobs(1, cores=2, memory=22 * gib) == 2
+    assert default_jobs(1, cores=16, memory=22 * gib) == 5  # 4 GiB per nvcc
+    assert default_jobs(4, cores=16, memory=64 * gib) == 4  # --threads 4 multiplies memory
+    assert default_jobs(4, cores=16, memory=3 * gib) == 1
+    assert default_jobs(1, cores=8, memory=None) == 8
 
 
 @dataclass
@@ -236,7 +252,7 @@ class FakeEnv:
     cuda_library_include_dirs: tuple[Path, ...] = ()
 
 
-def _windows_context(tmp_path: Path) -> cs.BuildContext:
+def _windows_context(tmp_path: Path) -> BuildContext:
     cuda = "C:/Program Files/NVIDIA GPU Computing Toolkit/CUDA/v13.2"
     tc = FakeToolchain(Path(cuda), Path(cuda + "/bin/nvcc.exe"), "13.2.51",
                        FakeHost("msvc", Path("C:/VS/VC/Tools/MSVC/14.44.35207/bin/Hostx64/x64/cl.exe")))
@@ -247,9 +263,9 @@ def _windows_context(tmp_path: Path) -> cs.BuildContext:
     cell = _cell(platform="windows-x86_64", python="3.12", cuda="13.2", torch="2.13.0", cxx11_abi=False,
                  archs=("8.0", "9.0", "12.0"), ptx=True)
     facts = TargetFacts.from_cell(cell, cuda="13.2", compiler="msvc", cuda_home=cuda)
-    py = cs.PythonFacts("3.12", env.ext_suffix, ("C:/py/Include",), ("C:/py/libs",))
-    return cs.BuildContext(tmp_path / "tree", tmp_path / "build", facts, tc, env,  # type: ignore[arg-type]
-                           cs.HostCompiler(str(tc.host.path), "msvc"), py, (str(torch / "include"),), None,
+    py = PythonFacts("3.12", env.ext_suffix, ("C:/py/Include",), ("C:/py/libs",))
+    return BuildContext(tmp_path / "tree", tmp_path / "build", facts, tc, env,  # type: ignore[arg-type]
+                           HostCompiler(str(tc.host.path), "msvc"), py, (str(torch / "include"),), None,
                            nvcc_identity="Cuda compilation tools, release 13.2, V13.2.51", host_identity="cl 14.44")
 
 
@@ -258,11 +274,11 @@ def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None
     (ctx.tree / "csrc").mkdir(parents=True)
     for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
         shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
-    modules = cs.plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
     (module,) = modules
     assert module.output.name == "tiny_cuda.cp312-win_amd64.pyd"
     assert all(u.object_path.suffix == ".obj" for u in module.units)
-    link = cs.link_argv(ctx, module)
+    link = link_argv(ctx, module)
     assert link[:3] == ["link.exe", "/nologo", "/DLL"]
     assert f"/OUT:{module.output}" in link and "/EXPORT:PyInit_tiny_cuda" in link
     assert "cudart.lib" in link and "torch_cuda.lib" in link and "c10_cuda.lib" in link
@@ -270,21 +286,21 @@ def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None
     assert "/LIBPATH:C:/py/libs" in [a.replace("\\", "/") for a in link]
     assert any(a.replace("\\", "/").endswith("CUDA/v13.2/lib/x64") for a in link if a.startswith("/LIBPATH:"))
     cpp = next(u for u in module.units if u.unit.language == "cxx")
-    argv = cs.compile_argv(ctx, cpp)
+    argv = compile_argv(ctx, cpp)
     assert argv[:2] == [str(ctx.toolchain.host.path), "/nologo"]  # type: ignore[attr-defined]
     assert "/std:c++20" in argv and "/Zc:preprocessor" in argv and "/DWIN32_LEAN_AND_MEAN" in argv
     assert argv[-2] == "/c" or argv[-3] == "/c"
     assert argv[-1].startswith("/Fo") and argv[-1].endswith(".obj")
     cu = next(u for u in module.units if u.unit.language == "cuda")
-    nvcc = cs.compile_argv(ctx, cu)
+    nvcc = compile_argv(ctx, cu)
     assert "-ccbin" not in nvcc  # vcvars' cl.exe on PATH is nvcc's host compiler
     assert "-Xcompiler=/Zc:preprocessor" in nvcc and "--use-local-env" in nvcc
     assert "-DWIN32_LEAN_AND_MEAN" in nvcc
     assert nvcc[nvcc.index("--threads") + 1] == "4"
     assert "arch=compute_120,code=compute_120" in nvcc
     for m in modules:
-        m.link_command = cs.link_argv(ctx, m)
-    text = cs.write_build_ninja(ctx, modules, launcher="sccache").read_text()
+        m.link_command = link_argv(ctx, m)
+    text = write_build_ninja(ctx, modules, launcher="sccache").read_text()
     assert 'command = cmd /s /c "type nul > $out.start && sccache $cmd /showIncludes"' in text
     assert "deps = msvc" in text
     # list2cmdline quoting: the toolkit path has spaces
@@ -295,20 +311,20 @@ def test_cache_key_ignores_python_for_cuda_units_and_not_for_the_binding(tmp_pat
     """CUDA objects are shared across Python versions of a cell; the .cpp binding is per Python."""
     import dataclasses
 
-    from buildtool.spec.kernelspec import resolve
+    from buildtool.compile.units import resolve
 
     ctx = _windows_context(tmp_path)
 
     resolved = resolve(load_kernel_spec(TINY_SPEC), ctx.facts)
     cu = next(u for u in resolved.units if u.language == "cuda")
     cpp = next(u for u in resolved.units if u.language == "cxx")
-    other = dataclasses.replace(ctx, python=cs.PythonFacts("3.13", ".cp313-win_amd64.pyd", ("C:/py313/Include",)),
+    other = dataclasses.replace(ctx, python=PythonFacts("3.13", ".cp313-win_amd64.pyd", ("C:/py313/Include",)),
                                 tree=tmp_path / "elsewhere", build_dir=tmp_path / "b313")
     newer_nvcc = dataclasses.replace(ctx, nvcc_identity="Cuda compilation tools, release 13.2, V13.2.78")
 
-    def key(c: cs.BuildContext, u: object, text: bytes = b"text", tree: str = "tree", torch: str = "torch",
+    def key(c: BuildContext, u: object, text: bytes = b"text", tree: str = "tree", torch: str = "torch",
             py: str = "py-headers") -> str:
-        return cs.cache_key(c, u, text, tree, torch, py)  # type: ignore[arg-type]
+        return cache_key(c, u, text, tree, torch, py)  # type: ignore[arg-type]
 
     assert key(ctx, cu, py="py311") == key(other, cu, py="py313")
     assert key(ctx, cpp, py="py311") != key(other, cpp, py="py313")
@@ -321,7 +337,7 @@ def test_cache_key_ignores_python_for_cuda_units_and_not_for_the_binding(tmp_pat
 
 def test_progress_heartbeat_names_running_units_with_real_ninja(tmp_path: Path) -> None:
     """A unit that runs long without finishing is named in the log while it runs (no silent hang)."""
-    ninja = cs.ninja_binary(dict(os.environ))
+    ninja = ninja_binary(dict(os.environ))
     (tmp_path / "build.ninja").write_text(textwrap.dedent("""\
         rule slow
           command = : > $out.start && sleep 2 && : > $out
@@ -344,7 +360,7 @@ def test_progress_heartbeat_names_running_units_with_real_ninja(tmp_path: Path) 
 
 def test_read_ninja_log(tmp_path: Path) -> None:
     (tmp_path / ".ninja_log").write_text("# ninja log v5\n0\t1500\t0\tobj/a.o\tabc\n10\t30\t0\tobj/a.o\tdef\n")
-    assert cs.read_ninja_log(tmp_path) == {os.path.normpath("obj/a.o"): 0.02}
+    assert read_ninja_log(tmp_path) == {os.path.normpath("obj/a.o"): 0.02}
 
 
 @pytest.mark.slow
@@ -356,7 +372,7 @@ def test_cold_compiles_are_byte_identical_across_build_dirs(real_target: tuple[o
     spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_add.cu",), "split": ()})
     objects = []
     for name in ("one", "two"):
-        result = cs.compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / name, tmp_path / f"{name}.log",  # type: ignore[arg-type]
+        result = compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / name, tmp_path / f"{name}.log",  # type: ignore[arg-type]
                                     use_object_cache=False, use_ccache=False, quiet=True)
         assert result.cache_misses == 1
         obj_dir = result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc"
@@ -376,7 +392,7 @@ def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_targe
     spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",), "split": ()})
     sass = []
     for threads in (1, 4):
-        result = cs.compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / f"t{threads}", tmp_path / f"t{threads}.log",  # type: ignore[arg-type]
+        result = compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / f"t{threads}", tmp_path / f"t{threads}.log",  # type: ignore[arg-type]
                                     use_object_cache=False, use_ccache=False, split_compile=threads, quiet=True)
         assert result.split_compile == threads
         ninja = result.build_ninja.read_text()
@@ -390,13 +406,13 @@ def test_split_compile_default_is_every_core_where_nvcc_honours_it() -> None:
     from buildtool.spec.kernelspec import load_common_flags
 
     assert load_common_flags().split_compile_min_cuda == "13.0"  # measured: 12.4.131 ignores it, 13.0.88 splits
-    assert cs.default_split_compile("13.0.88", cores=16) == 16
-    assert cs.default_split_compile("13.2", cores=2) == 2
-    assert cs.default_split_compile("12.4.131", cores=16) == 1  # llc: Unknown command line argument '-split-compile=16'
-    assert cs.default_split_compile("11.2", cores=16) == 1
-    assert cs.default_split_compile("13.0", cores=1) == 1
-    assert cs.default_split_compile("not-a-version", cores=8) == 1
-    assert cs.honours_split_compile("13.0.88") and not cs.honours_split_compile("12.9.86")
+    assert default_split_compile("13.0.88", cores=16) == 16
+    assert default_split_compile("13.2", cores=2) == 2
+    assert default_split_compile("12.4.131", cores=16) == 1  # llc: Unknown command line argument '-split-compile=16'
+    assert default_split_compile("11.2", cores=16) == 1
+    assert default_split_compile("13.0", cores=1) == 1
+    assert default_split_compile("not-a-version", cores=8) == 1
+    assert honours_split_compile("13.0.88") and not honours_split_compile("12.9.86")
 
 
 @pytest.mark.slow
@@ -425,69 +441,69 @@ def test_build_ninja_starts_the_costliest_units_first(tmp_path: Path) -> None:
     (ctx.tree / "csrc").mkdir(parents=True)
     for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
         shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
-    modules = cs.plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
     units = [u for m in modules for u in m.units]
-    estimated = cs.unit_costs(ctx, units, {})
+    estimated = unit_costs(ctx, units, {})
     # never timed: estimated from size; every CUDA TU here costs more than the start-up alone, per target
-    assert all(estimated[u.label] > cs.UNIT_COST_BASE[u.unit.language] for u in units)
+    assert all(estimated[u.label] > UNIT_COST_BASE[u.unit.language] for u in units)
     last = units[-1]
-    measured = cs.unit_costs(ctx, units, {cs.unit_history_key(last, 4): 999.0})
+    measured = unit_costs(ctx, units, {unit_history_key(last, 4): 999.0})
     assert measured[last.label] == 999.0  # a measured time wins over the estimate (3 archs + PTX = 4 targets)
-    ninja = cs.write_build_ninja(ctx, modules, None, measured).read_text()
+    ninja = write_build_ninja(ctx, modules, None, measured).read_text()
     edges = [line for line in ninja.splitlines() if line.startswith("build ") and ": link " not in line]
-    expected = [u.object_path for u in cs.order_by_cost(units, measured)]
+    expected = [u.object_path for u in order_by_cost(units, measured)]
     assert expected[0] == last.object_path and len(edges) == len(expected) == len(units)
     for edge, obj in zip(edges, expected, strict=True):
-        assert edge.startswith(f"build {cs._ninja_path(obj)}: ")
-    costs = [measured[u.label] for u in cs.order_by_cost(units, measured)]
+        assert edge.startswith(f"build {_ninja_path(obj)}: ")
+    costs = [measured[u.label] for u in order_by_cost(units, measured)]
     assert costs == sorted(costs, reverse=True)
-    assert ninja.index(" link ") > ninja.index(cs._ninja_path(expected[-1]))  # links after every compile edge
-    assert cs.estimate_unit_seconds("cuda", 70 * 1024, 1) == pytest.approx(38.0)
+    assert ninja.index(" link ") > ninja.index(_ninja_path(expected[-1]))  # links after every compile edge
+    assert estimate_unit_seconds("cuda", 70 * 1024, 1) == pytest.approx(38.0)
 
 
 def test_priorities_nice_cheaper_units_in_proportion_and_only_on_posix(tmp_path: Path) -> None:
-    assert cs.nice_levels({"a": 40.0, "b": 20.0, "c": 4.0, "d": 0.001}) == {"a": 0, "b": 3, "c": 10, "d": 19}
+    assert nice_levels({"a": 40.0, "b": 20.0, "c": 4.0, "d": 0.001}) == {"a": 0, "b": 3, "c": 10, "d": 19}
     ctx = _windows_context(tmp_path)
     (ctx.tree / "csrc").mkdir(parents=True)
     for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
         shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
-    modules = cs.plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
     units = [u for m in modules for u in m.units]
-    nice = cs.nice_levels(cs.unit_costs(ctx, units, {}))
-    assert "nice -n" not in cs.write_build_ninja(ctx, modules, None, None, nice).read_text()  # Windows: no nice
+    nice = nice_levels(unit_costs(ctx, units, {}))
+    assert "nice -n" not in write_build_ninja(ctx, modules, None, None, nice).read_text()  # Windows: no nice
     posix = dataclasses.replace(ctx, facts=ctx.facts.model_copy(update={"platform": "linux-x86_64"}))
-    text = cs.write_build_ninja(posix, modules, None, None, nice).read_text()
+    text = write_build_ninja(posix, modules, None, None, nice).read_text()
     assert "nice -n $nice " in text and text.count("  nice = ") == len(units)
-    plain = cs.write_build_ninja(posix, modules, None, None, None).read_text()
+    plain = write_build_ninja(posix, modules, None, None, None).read_text()
     assert "nice -n" not in plain and "  nice = " not in plain
 
 
 def test_unit_history_survives_a_broken_file(tmp_path: Path) -> None:
-    (tmp_path / cs.UNIT_SECONDS_FILE).write_text("{not json")
-    assert cs.read_unit_history(tmp_path) == {}
-    cs.write_unit_history(tmp_path, {"spec|a.cu|1": 12.345})
-    cs.write_unit_history(tmp_path, {"spec|b.cu|1": 3.0})
-    assert cs.read_unit_history(tmp_path) == {"spec|a.cu|1": 12.35, "spec|b.cu|1": 3.0}
-    assert cs.read_unit_history(None) == {}
+    (tmp_path / UNIT_SECONDS_FILE).write_text("{not json")
+    assert read_unit_history(tmp_path) == {}
+    write_unit_history(tmp_path, {"spec|a.cu|1": 12.345})
+    write_unit_history(tmp_path, {"spec|b.cu|1": 3.0})
+    assert read_unit_history(tmp_path) == {"spec|a.cu|1": 12.35, "spec|b.cu|1": 3.0}
+    assert read_unit_history(None) == {}
 
 
 def test_split_compile_leaves_cache_keys_alone_and_only_touches_nvcc_commands(tmp_path: Path) -> None:
     ctx = dataclasses.replace(_windows_context(tmp_path), tree=TINY)
     spec = load_kernel_spec(TINY_SPEC)
-    planned = cs.plan_modules(ctx, [spec])
+    planned = plan_modules(ctx, [spec])
     split_ctx = dataclasses.replace(ctx, split_compile=8)
-    again = cs.plan_modules(split_ctx, [spec])
+    again = plan_modules(split_ctx, [spec])
     assert [u.cache_key for m in planned for u in m.units] == [u.cache_key for m in again for u in m.units]
     for unit in again[0].units:
-        argv = cs.compile_argv(split_ctx, unit)
+        argv = compile_argv(split_ctx, unit)
         assert ("-split-compile=8" in argv) == (unit.unit.language == "cuda")
-    assert not any("-split-compile" in a for u in planned[0].units for a in cs.compile_argv(ctx, u))
+    assert not any("-split-compile" in a for u in planned[0].units for a in compile_argv(ctx, u))
 
 
 def test_split_compile_memory_lowers_the_default_job_count() -> None:
-    gib = cs.GIB
-    assert cs.default_jobs(1, cores=16, memory=40 * gib) == 10
-    assert cs.default_jobs(1, cores=16, memory=40 * gib, split_compile=16) == 7
+    gib = GIB
+    assert default_jobs(1, cores=16, memory=40 * gib) == 10
+    assert default_jobs(1, cores=16, memory=40 * gib, split_compile=16) == 7
 
 
 @pytest.mark.slow
@@ -511,7 +527,7 @@ def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real
     }
     wheels = {}
     for name, (sp, kw) in variants.items():
-        result = cs.compile_modules(TINY, [sp], _cell(), tc, env, tmp_path / name, tmp_path / f"{name}.log",  # type: ignore[arg-type]
+        result = compile_modules(TINY, [sp], _cell(), tc, env, tmp_path / name, tmp_path / f"{name}.log",  # type: ignore[arg-type]
                                     use_object_cache=False, use_ccache=False, quiet=True, **kw)  # type: ignore[arg-type]
         wheels[name] = tmp_path / f"tiny-{name}.whl"
         with zipfile.ZipFile(wheels[name], "w") as zf:

@@ -11,22 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from buildtool.compile.split import SplitError, link_hazards, split_source, split_summary, split_text
+from buildtool.compile.units import arch_flags, nvcc_threads, resolve
 from buildtool.errors import UserError
-from buildtool.spec.kernelspec import (
-    KernelSpec,
-    SplitError,
-    SplitRule,
-    TargetFacts,
-    arch_flags,
-    link_hazards,
-    load_kernel_spec,
-    load_kernel_specs,
-    nvcc_threads,
-    resolve,
-    split_source,
-    split_summary,
-    split_text,
-)
+from buildtool.spec.kernelspec import KernelSpec, SplitRule, TargetFacts, load_kernel_spec, load_kernel_specs
 from buildtool.spec.recipe import load_recipes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -45,7 +45,7 @@ DRIVER = """
 import os, sys
 from pathlib import Path
 from buildtool.build.cell import CellLock
-from buildtool.compile.modules import ninja_binary
+from buildtool.compile.ninja import ninja_binary
 from buildtool.compile.progress import NinjaProgress
 work, marker, slowcc = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 lock = CellLock(work)

@@ -64,7 +64,7 @@ def test_summary_lists_every_cell() -> None:
 
 
 def test_summary_reports_the_compile_against_its_bound() -> None:
-    from buildtool.compile.modules import CompileBound
+    from buildtool.compile.models import CompileBound
 
     bound = CompileBound(cores=2, wall_seconds=110.0, cpu_seconds=200.0).summary()
     assert bound["bound_seconds"] == 100.0 and bound["ratio"] == 1.1

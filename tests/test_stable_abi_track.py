@@ -12,10 +12,11 @@ import pytest
 from packaging.version import Version
 
 from buildtool.binary.elf import ElfInfo
+from buildtool.compile.units import resolve
 from buildtool.errors import UserError
 from buildtool.publish.index import WheelRecord
 from buildtool.spec.abitrack import torch_target_version
-from buildtool.spec.kernelspec import KernelSpec, TargetFacts, resolve
+from buildtool.spec.kernelspec import KernelSpec, TargetFacts
 from buildtool.spec.matrix import Cell, Matrix, StableAbiSwitch, load_matrix, parse_filter
 from buildtool.spec.recipe import Recipe, StableAbi
 from buildtool.spec.tracksummary import summarize

@@ -26,7 +26,7 @@ from packaging.version import Version
 from pydantic import BaseModel, Field
 
 from buildtool import __version__
-from buildtool.compile.modules import CompileSettings
+from buildtool.compile.models import CompileSettings
 from buildtool.errors import BuildError, UserError
 from buildtool.host import host_platform
 from buildtool.model import Frozen
@@ -147,7 +147,7 @@ def _portable(value: Any, roots: Mapping[str, str]) -> Any:
 
 
 def module_flags(resolved: Sequence[Any]) -> list[dict[str, Any]]:
-    """Per module: name, flags per translation unit language, link flags (from kernelspec.ResolvedKernel)."""
+    """Per module: name, flags per translation unit language, link flags (from compile.units.ResolvedKernel)."""
     modules = []
     for kernel in resolved:
         by_lang: dict[str, list[str]] = {}
@@ -251,6 +251,7 @@ def without_bad_sass(cell: Cell, nvcc_version: str, log: CellLog | None = None) 
 
 def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain) -> list[Any]:
     """The recipe's kernel specs (copied into the tree by prepare) resolved for the cell and toolchain."""
+    from buildtool.compile.units import resolve
     from buildtool.spec import kernelspec
 
     specs_dir = tree / ".buildtool" / "kernels"
@@ -260,7 +261,7 @@ def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain
     facts = kernelspec.TargetFacts.from_cell(cell, cuda=toolchain.cuda_minor,
                                              compiler="msvc" if toolchain.host.kind == "msvc" else "gcc",
                                              cuda_home=str(toolchain.cuda_home))
-    return [kernelspec.resolve(spec, facts) for spec in specs]
+    return [resolve(spec, facts) for spec in specs]
 
 
 def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe, cell: Cell,

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from buildtool.build.cell import BuildOptions
 from buildtool.build.runner import exit_code, run_cells, summary_json, summary_table
-from buildtool.compile.modules import CompileSettings
+from buildtool.compile.models import CompileSettings
 from buildtool.console import err, out, print_json
 from buildtool.errors import UserError, allowed_list, did_you_mean
 from buildtool.spec.compat import Compat

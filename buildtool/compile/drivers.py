@@ -1,0 +1,102 @@
+"""Compiler and linker command lines: nvcc for CUDA TUs, gcc/clang or MSVC (cl, link.exe) for C++ TUs
+and the link, full-ABI and stable-ABI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from buildtool.compile.plan import BuildContext, PlannedModule, PlannedUnit, torch_include_dir
+from buildtool.compile.units import CompileUnit
+
+
+def _abs_includes(ctx: BuildContext, unit: CompileUnit, source_dir: Path) -> list[str]:
+    """Spec dirs, the source's own dir, the toolkit's (host TUs; nvcc knows its own), torch's, Python's
+    (binding TUs only), then the CUDA library wheels' headers last so the toolkit's own headers win."""
+    dirs = [str(ctx.tree / d) if not Path(d).is_absolute() else d for d in unit.include_dirs]
+    dirs.append(str(source_dir))  # split parts live elsewhere; their quoted includes resolve here
+    if unit.language == "cxx":
+        dirs += [str(d) for d in getattr(ctx.toolchain, "include_dirs", ())]
+    else:
+        # nvcc searches its own include dir only after every -I: name it before the CUDA library wheels'
+        # headers (nvidia/cu13/include holds a cuda_runtime.h too) so the toolkit's headers win.
+        dirs.append(str(Path(ctx.toolchain.cuda_home) / "include"))
+    dirs += ctx.torch_includes
+    if unit.uses_python:
+        dirs += list(ctx.python.include_dirs)
+    dirs += [str(d) for d in getattr(ctx.env, "cuda_library_include_dirs", ())]
+    return list(dict.fromkeys(dirs))
+
+
+def compile_argv(ctx: BuildContext, planned: PlannedUnit) -> list[str]:
+    """The full compiler command for one TU (without depfile options, which the ninja rule adds)."""
+    unit = planned.unit
+    includes = _abs_includes(ctx, unit, (ctx.tree / unit.source).parent)
+    if unit.language == "cuda":
+        argv = [str(ctx.toolchain.nvcc)]
+        if not ctx.windows and ctx.cxx.kind == "gcc":
+            argv += ["-ccbin", ctx.cxx.path]
+        argv += [f"-I{d}" for d in includes] + list(unit.flags)
+        if ctx.split_compile > 1:
+            argv.append(f"-split-compile={ctx.split_compile}")
+        return [*argv, "-c", str(planned.source_path), "-o", str(planned.object_path)]
+    if ctx.cxx.kind == "msvc":
+        return [ctx.cxx.path, "/nologo", *(f"/I{d}" for d in includes), *unit.flags,
+                "/c", str(planned.source_path), f"/Fo{planned.object_path}"]
+    return [ctx.cxx.path, *(f"-I{d}" for d in includes), *unit.flags,
+            "-c", str(planned.source_path), "-o", str(planned.object_path)]
+
+
+# ------------------------------------------------------------------------------------------------ link
+def link_argv(ctx: BuildContext, module: PlannedModule) -> list[str]:
+    """Host link into ``<module><EXT_SUFFIX>``: torch's libraries and cudart, no rpath (torch is imported
+    first at runtime and has loaded them), no host debug info."""
+    objects = [str(u.object_path) for u in module.units]
+    lib_dirs = [str(d) for d in ctx.env.library_dirs]
+    torch_lib = _torch_lib_dir(ctx)
+    if torch_lib and torch_lib not in lib_dirs:
+        lib_dirs.insert(0, torch_lib)
+    cuda_home = Path(ctx.toolchain.cuda_home)
+    lib_dirs += [str(d) for d in getattr(ctx.toolchain, "library_dirs", ())]
+    stable = module.resolved.libraries
+    if stable is not None:
+        return _link_stable_argv(ctx, module, objects, lib_dirs, stable, cuda_home)
+    libraries = list(dict.fromkeys([*ctx.env.libraries, "c10", "torch", "torch_cpu", "torch_python",
+                                    "c10_cuda", "torch_cuda"]))
+    if ctx.windows:
+        lib_dirs += [str(cuda_home / "lib" / "x64"), *ctx.python.lib_dirs]
+        return [
+            "link.exe", "/nologo", "/DLL", "/INCREMENTAL:NO", "/DEBUG:NONE", f"/OUT:{module.output}",
+            f"/EXPORT:PyInit_{module.spec.module}", *objects, *(f"/LIBPATH:{d}" for d in lib_dirs),
+            *(f"{lib}.lib" for lib in libraries), "cudart.lib",
+            # keep torch_cuda linked although nothing names it directly (pytorch/pytorch#31611)
+            "-INCLUDE:?warp_size@cuda@at@@YAHXZ", *module.resolved.link_flags,
+        ]
+    cuda_lib = cuda_home / "lib64" if (cuda_home / "lib64").is_dir() else cuda_home / "lib"
+    lib_dirs = list(dict.fromkeys([*lib_dirs, str(cuda_lib)]))
+    return [
+        ctx.cxx.path, "-shared", "-s", "-o", str(module.output), *objects,
+        *(f"-L{d}" for d in lib_dirs), *(f"-l{lib}" for lib in libraries), "-lcudart",
+        *module.resolved.link_flags,
+    ]
+
+
+def _link_stable_argv(ctx: BuildContext, module: PlannedModule, objects: list[str], lib_dirs: list[str],
+                      libraries: Sequence[str], cuda_home: Path) -> list[str]:
+    """A library the spec's libraries only (stable ABI: torch_cpu, torch_cuda, c10, cudart): no Python
+    library, no libtorch_python, no PyInit export (it is loaded with torch.ops.load_library)."""
+    if ctx.windows:
+        lib_dirs = [*lib_dirs, str(cuda_home / "lib" / "x64")]
+        return ["link.exe", "/nologo", "/DLL", "/INCREMENTAL:NO", "/DEBUG:NONE", f"/OUT:{module.output}", *objects,
+                *(f"/LIBPATH:{d}" for d in lib_dirs), *(f"{lib}.lib" for lib in libraries), *module.resolved.link_flags]
+    cuda_lib = cuda_home / "lib64" if (cuda_home / "lib64").is_dir() else cuda_home / "lib"
+    lib_dirs = list(dict.fromkeys([*lib_dirs, str(cuda_lib)]))
+    return [ctx.cxx.path, "-shared", "-s", "-o", str(module.output), *objects, *(f"-L{d}" for d in lib_dirs),
+            *(f"-l{lib}" for lib in libraries), *module.resolved.link_flags]
+
+
+def _torch_lib_dir(ctx: BuildContext) -> str | None:
+    inc = torch_include_dir(ctx.env)
+    if inc and (inc.parent / "lib").is_dir():
+        return str(inc.parent / "lib")
+    return None

@@ -1,0 +1,72 @@
+"""Facts about what a compile targets, asked once: the host C++ compiler, the target Python's EXT_SUFFIX and
+headers, a compiler's identity (part of every cache key)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from buildtool.errors import BuildError
+
+
+# -------------------------------------------------------------------------------------------- host facts
+@dataclass(frozen=True)
+class HostCompiler:
+    path: str
+    kind: Literal["gcc", "msvc"]
+
+
+@dataclass(frozen=True)
+class PythonFacts:
+    version: str
+    ext_suffix: str
+    include_dirs: tuple[str, ...]
+    lib_dirs: tuple[str, ...] = ()
+
+
+def host_compiler(toolchain: Any, platform: str) -> HostCompiler:
+    """The host C++ compiler the toolchain chose (``Toolchain.host``; clang is driven like gcc)."""
+    windows = platform.startswith("windows")
+    for attr in ("host", "host_cxx", "host_compiler"):
+        value = getattr(toolchain, attr, None)
+        if value is None:
+            continue
+        path = getattr(value, "path", value)
+        declared = getattr(value, "kind", None)
+        kind: Literal["gcc", "msvc"] = "msvc" if declared == "msvc" else "gcc"
+        if declared not in ("gcc", "msvc") and Path(str(path)).name.lower() in ("cl", "cl.exe"):
+            kind = "msvc"
+        return HostCompiler(str(path), kind)
+    return HostCompiler("cl.exe" if windows else (shutil.which("g++") or "c++"), "msvc" if windows else "gcc")
+
+
+def query_python(python: Path) -> PythonFacts:
+    """EXT_SUFFIX and include dirs of the *target* interpreter (not necessarily the one running us)."""
+    code = (
+        "import json, sys, sysconfig; p = sysconfig.get_paths(); "
+        "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], "
+        "'ext_suffix': sysconfig.get_config_var('EXT_SUFFIX'), "
+        "'include_dirs': sorted({p['include'], p['platinclude']}), "
+        "'lib_dirs': [sys.base_exec_prefix + '/libs']}))"
+    )
+    try:
+        out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BuildError(f"cannot query the target Python {python}: {exc}") from None
+    data = json.loads(out.stdout)
+    return PythonFacts(data["version"], data["ext_suffix"], tuple(data["include_dirs"]), tuple(data["lib_dirs"]))
+
+
+@cache
+def tool_identity(argv: tuple[str, ...]) -> str:
+    """The version banner of a compiler: part of every cache key (a new nvcc or g++ invalidates objects)."""
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BuildError(f"cannot run {argv[0]}: {exc}") from None
+    return (out.stdout + out.stderr).strip()

@@ -62,10 +62,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(name="tests-fast")
 def tests_fast(session: nox.Session) -> None:
-    """The suite without provisioning the default cell's torch build env (the Windows CI job, quick local
-    runs): tests that need that torch skip. `nox -s tests-fast -- -k matrix`"""
+    """The fast lane for local work: no real CUDA compiles or torch installs (`-m "not slow"`; a `-m` in the
+    arguments replaces it) and no provisioning of the default cell's torch build env, so tests that need
+    that torch skip (the Windows CI job runs this). `nox -s tests-fast -- -k matrix`"""
     session.install("-e", DEV)
-    session.run("pytest", *session.posargs, success_codes=[0, 5])
+    session.run("pytest", "-m", "not slow", *session.posargs, success_codes=[0, 5])
 
 
 @nox.session

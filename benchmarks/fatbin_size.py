@@ -182,21 +182,33 @@ def _dryrun_fatbinary(cuda_home: str) -> str:
 
 def extrapolate(measured: dict[str, Any], wheel: dict[str, Any], sass: list[str], ptx: list[str]) -> dict[str, Any]:
     """A wheel with ``sass`` + ``ptx`` targets: its per-target device code (measured, default mode) scaled by the
-    measured size/default ratio of each target; PTX scaled from sm_<same arch> by the measured PTX/SASS ratio."""
+    measured size/default ratio of each target; a SASS target not measured takes the mean of the measured
+    ones (listed under ``assumed``); PTX is scaled from sm_<same arch> by the measured PTX/SASS ratio."""
     dev = wheel["device_code_compressed"]
     host = wheel["so_bytes"] - sum(dev.values())
     zip_ratio = wheel["wheel_bytes"] / wheel["so_bytes"]
     t = measured["targets"]
-    out: dict[str, Any] = {"host_bytes": host, "zip_ratio": round(zip_ratio, 4), "targets": {}}
+    sass_ratios = [v["size"] / v["default"] for k, v in t.items() if k.startswith("sm_")]
+    mean = sum(sass_ratios) / len(sass_ratios)
+    out: dict[str, Any] = {"host_bytes": host, "zip_ratio": round(zip_ratio, 4), "targets": {}, "assumed": []}
     for mode in ("default", "size"):
         total = host
         for arch in sass:
             name = f"sm_{_xy(arch)}"
-            b = dev[name] * (t[name][mode] / t[name]["default"])
+            if name in t:
+                ratio = t[name][mode] / t[name]["default"]
+            else:
+                ratio = 1.0 if mode == "default" else mean
+                if mode == "size":
+                    out["assumed"].append(f"{name}: size/default {mean:.4f}, the mean of the measured targets")
+            b = dev[name] * ratio
             out["targets"].setdefault(name, {})[mode] = round(b)
             total += b
         for arch in ptx:
             name, ref = f"compute_{_xy(arch)}", f"sm_{_xy(arch)}"
+            if name not in t or ref not in t:
+                out["assumed"].append(f"{name}: not measured, left out")
+                continue
             b = dev[ref] * (t[name][mode] / t[ref]["default"])
             out["targets"].setdefault(name, {})[mode] = round(b)
             total += b
@@ -225,7 +237,9 @@ def main() -> int:
     global CUOBJDUMP
     CUOBJDUMP = find_cuobjdump(args.cuda_home)
     measured = json.loads(args.measured.read_text())["measured"] if args.measured else measure(args)
-    result: dict[str, Any] = {"measured": measured, "tree_units": args.unit, "spec": args.spec}
+    result: dict[str, Any] = {"measured": measured, "tree_units": args.unit, "spec": args.spec,
+                              "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+                              "machine": {"cores": len(os.sched_getaffinity(0)), "load": os.getloadavg()[0]}}
     if args.extrapolate:
         wheel = json.loads(args.extrapolate.read_text())
         result["wheel_basis"] = str(args.extrapolate.relative_to(REPO) if args.extrapolate.is_relative_to(REPO)

@@ -19,7 +19,8 @@ import pytest
 import tinyproj
 from test_wheel import _verify_record
 
-from buildtool.build.cell import provenance_matches, publish
+from buildtool.build.dist import publish
+from buildtool.build.provenance import provenance_matches
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(tinyproj.available() is not None,
                                                    reason=str(tinyproj.available()))]
@@ -214,7 +215,7 @@ def test_default_cell_wheel_in_dist_if_built(tmp_path: Path) -> None:
 
 
 def test_second_build_of_the_same_cell_is_refused_while_the_first_runs(tmp_path: Path) -> None:
-    from buildtool.build.cell import _lock_cell
+    from buildtool.build.lock import _lock_cell
 
     held = _lock_cell(tmp_path / "cell")
     try:
@@ -231,7 +232,7 @@ def test_second_build_of_the_same_cell_is_refused_while_the_first_runs(tmp_path:
 def test_resume_ignores_how_finely_sources_were_split_but_not_flags() -> None:
     """A wheel built with 37 bwd parts on a 16-core host and one built with 4 parts on 2 cores contain the
     same kernels with the same flags: --resume accepts either; a flag change is refused."""
-    from buildtool.build.cell import provenance_matches
+    from buildtool.build.provenance import provenance_matches
 
     def prov(units: list[str], flags: list[str]) -> dict[str, object]:
         return {"cell": {"id": "c"}, "source": {"sha256": "s"}, "patches": [],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.build.cell import CellLock
+from buildtool.build.lock import CellLock
 from buildtool.errors import BuildError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; POSIX process groups")
@@ -44,7 +44,7 @@ with open(marker + ".calls", "a") as f:
 DRIVER = """
 import os, sys
 from pathlib import Path
-from buildtool.build.cell import CellLock
+from buildtool.build.lock import CellLock
 from buildtool.compile.ninja import ninja_binary
 from buildtool.compile.progress import NinjaProgress
 work, marker, slowcc = Path(sys.argv[1]), sys.argv[2], sys.argv[3]

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,16 @@ from packaging.version import Version
 from pydantic import BaseModel, Field
 
 from buildtool import __version__
+from buildtool.build.dist import _sweep_partials, existing_wheels, publish
+from buildtool.build.lock import _lock_cell
+from buildtool.build.provenance import (
+    _env_summary,
+    _portable,
+    make_provenance,
+    module_flags,
+    provenance_matches,
+    stable_source,
+)
 from buildtool.compile.models import CompileSettings
 from buildtool.errors import BuildError, UserError
 from buildtool.host import host_platform
@@ -50,6 +59,7 @@ if TYPE_CHECKING:
     from buildtool.build.buildenv import BuildEnv
     from buildtool.toolchain.models import Toolchain
 
+
 __all__ = [
     "BuildOptions",
     "CellPaths",
@@ -57,13 +67,10 @@ __all__ = [
     "build_cell",
     "build_tree",
     "cell_paths",
-    "provenance_matches",
 ]
 
+
 Status = Literal["built", "resumed", "skipped", "failed"]
-PROVENANCE_SCHEMA = 1
-# The parts of a provenance that decide whether an existing wheel is still the one we would build.
-RESUME_KEYS = ("cell", "source", "patches", "modules")
 
 
 class BuildOptions(Frozen):
@@ -129,102 +136,6 @@ def _step(name: str, timings: dict[str, float], log: CellLog) -> Iterator[None]:
     finally:
         timings[name] = round(time.monotonic() - start, 2)
         log.line(f"== {name}: {timings[name]:.1f} s")
-
-
-# ---------------------------------------------------------------- provenance
-def _portable(value: Any, roots: Mapping[str, str]) -> Any:
-    """Replace machine-specific prefixes (the tree, torch, CUDA) with symbolic names such as {torch}, recursively."""
-    if isinstance(value, str):
-        for symbol, root in roots.items():
-            if root and root in value:
-                value = value.replace(root, symbol)
-        return value
-    if isinstance(value, list | tuple):
-        return [_portable(v, roots) for v in value]
-    if isinstance(value, dict):
-        return {k: _portable(v, roots) for k, v in value.items()}
-    return value
-
-
-def module_flags(resolved: Sequence[Any]) -> list[dict[str, Any]]:
-    """Per module: name, flags per translation unit language, link flags (from compile.units.ResolvedKernel)."""
-    modules = []
-    for kernel in resolved:
-        by_lang: dict[str, list[str]] = {}
-        for unit in kernel.units:
-            by_lang.setdefault(unit.language, [])
-            for flag in unit.flags:
-                if flag not in by_lang[unit.language]:
-                    by_lang[unit.language].append(flag)
-        modules.append({
-            "module": kernel.module, "spec": kernel.spec_name, "flags": by_lang,
-            "link_flags": list(kernel.link_flags), "units": sorted(u.name for u in kernel.units),
-        })
-    return modules
-
-
-def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain: Toolchain, env: BuildEnv,
-                    modules: list[dict[str, Any]], tree_root: Path, min_driver_cuda: str | None = None) -> dict[str, Any]:
-    roots = {"{tree}": str(tree_root), "{cuda_home}": str(toolchain.cuda_home)}
-    return _portable({
-        "schema": PROVENANCE_SCHEMA,
-        "buildtool_version": __version__,
-        "cell": cell.summary(),
-        "source": stable_source(tree_provenance),
-        "patches": tree_provenance.get("patches", []),
-        "toolchain": {
-            "provider": toolchain.provider, "cuda_version": toolchain.cuda_version,
-            "host_compiler": {"kind": toolchain.host.kind, "version": toolchain.host.version},
-        },
-        "build_env": _env_summary(env),
-        "archs": cell.arch_list,
-        # the oldest driver that loads the modules (index page, `doctor`): CUDA X.0 for a X.y toolkit, 12.4 for
-        # size-compressed fatbins (buildtool/data/compile_flags.yaml)
-        "min_driver_cuda": min_driver_cuda,
-        "modules": modules,
-        **({"stable_abi": stable_abi_provenance(cell, tree_provenance)} if cell.abi == "stable" else {}),
-    }, roots)
-
-
-def stable_abi_provenance(cell: Cell, tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """What a stable-ABI wheel promises and how: the floor, the TORCH_TARGET_VERSION it was compiled with,
-    the torch whose headers it was compiled against, the limited API and the shims it installs."""
-    from buildtool.spec.abitrack import LIMITED_API_HEX, torch_target_version
-
-    floor = cell.torch_floor or ""
-    return {"track": "stable", "torch_floor": floor, "torch_target_version": torch_target_version(floor),
-            "built_against_torch": cell.torch, "py_limited_api": LIMITED_API_HEX,
-            "shims": list(tree_provenance.get("shims") or [])}
-
-
-def stable_source(tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """The source block without where the bytes came from this time (download, cache, mirror): the same
-    source fetched two ways is the same source."""
-    return {k: v for k, v in dict(tree_provenance.get("source") or {}).items() if k != "origin"}
-
-
-def _env_summary(env: Any) -> dict[str, Any]:
-    keys = ("python_version", "torch_version", "torch_cuda", "cxx11_abi")
-    return {k: str(getattr(env, k)) for k in keys if getattr(env, k, None) is not None}
-
-
-def provenance_matches(found: Mapping[str, Any] | None, expected: Mapping[str, Any]) -> tuple[bool, str]:
-    """Whether an existing wheel's provenance equals what this build would record (cell, source, patches,
-    flags); the reason when not."""
-    if found is None:
-        return False, "the existing wheel has no readable provenance"
-    for key in RESUME_KEYS:
-        if _resume_view(key, found.get(key)) != _resume_view(key, expected.get(key)):
-            return False, f"{key} changed"
-    return True, "same cell, source, patches and flags"
-
-
-def _resume_view(key: str, value: Any) -> Any:
-    """What must match for --resume: for modules their flags, not the list of generated TUs (how finely
-    heavy sources were split depends on the machine's job count, not on what the wheel contains)."""
-    if key != "modules" or not isinstance(value, list):
-        return value
-    return [{k: v for k, v in m.items() if k != "units"} if isinstance(m, dict) else m for m in value]
 
 
 # ---------------------------------------------------------------- shared core
@@ -360,50 +271,6 @@ def _source_epoch(tree_provenance: Mapping[str, Any]) -> int | None:
         return None
 
 
-# ---------------------------------------------------------------- publishing
-def _sweep_partials(dist: Path) -> None:
-    """Remove .partial-<pid>-* files left by builds that no longer run (e.g. killed with SIGKILL)."""
-    for path in dist.glob(".partial-*"):
-        pid = path.name.split("-")[1] if path.name.count("-") >= 2 else ""
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def publish(wheel: Path, dist: Path) -> Path:
-    """Copy ``wheel`` into ``dist`` atomically: a hidden partial file, fsync, then rename."""
-    dist.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".partial-{os.getpid()}-", suffix=".whl", dir=dist)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as dst, wheel.open("rb") as src:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.chmod(tmp, 0o644)
-        target = dist / wheel.name
-        os.replace(tmp, target)
-        return target
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def existing_wheels(dist: Path, name: WheelName) -> list[Path]:
-    """Wheels in ``dist`` for the same distribution, full version and Python (any platform tag)."""
-    prefix = f"{name.dist}-{name.full_version}-{name.python_tag}-{name.abi_tag}-"
-    return sorted(p for p in dist.glob(f"{prefix}*.whl") if not p.name.startswith("."))
-
-
 # ---------------------------------------------------------------- one cell
 def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
                toolchains: dict[tuple[str, str], Any] | None = None,
@@ -486,54 +353,6 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
     finally:
         if lock is not None:
             lock.close()
-
-
-class CellLock:
-    """An exclusive flock on the cell's work dir (two builds of one cell would clobber each other's tree and
-    objects). The compile tree inherits the locked descriptor (``procgroup.hold_in_children``), so the lock
-    is held until the last compiler is gone, even when buildtool itself was killed; the kernel drops it with
-    the last holder, so a lock left by a dead build is never stale. ``previous`` names the holder of a lock
-    found free but not released cleanly (a killed build), for the log."""
-
-    def __init__(self, work: Path) -> None:
-        work.mkdir(parents=True, exist_ok=True)
-        self.path = work / ".lock"
-        self.handle = self.path.open("a+", encoding="utf-8")
-        self.previous = ""
-        self._held: contextlib.ExitStack = contextlib.ExitStack()
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks through fcntl; CI runs one build per job there
-            return
-        try:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "another process"
-            self.handle.close()
-            raise BuildError(f"{work} is being built by {holder} (or by compilers it started, still running)",
-                             hint="wait for it, or use another build dir") from None
-        self.handle.seek(0)
-        self.previous = self.handle.read().strip()  # a clean release empties the file
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"pid {os.getpid()}\n")
-        self.handle.flush()
-        from buildtool.compile.procgroup import hold_in_children
-
-        self._held.enter_context(hold_in_children(self.handle.fileno()))
-
-    def close(self) -> None:
-        self._held.close()
-        if not self.handle.closed:
-            with contextlib.suppress(OSError):
-                self.handle.seek(0)
-                self.handle.truncate()
-            self.handle.close()
-
-
-def _lock_cell(work: Path) -> CellLock:
-    return CellLock(work)
 
 
 def _toolchain_for(cell: Cell, options: BuildOptions, cache: dict[tuple[str, str], Any] | None,

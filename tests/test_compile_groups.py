@@ -144,8 +144,8 @@ def test_every_job_selects_exactly_its_cells_in_real_cibuildwheel(matrix, tmp_pa
     (tmp_path / "pyproject.toml").write_text(pyproject_text(recipe, recipe.get("1.7.0"), "linux-x86_64",
                                                             torch="2.14.1", cuda="13.0"), encoding="utf-8")
     jobs, expected = [], []
-    for profile in ("release", "seeds"):
-        cells = matrix.select(matrix.expand(), profile)
+    for profile, stable in (("release", False), ("seeds", False), ("release", True)):
+        cells = matrix.select(matrix.expand(stable_abi=stable), profile)
         by_id = {c.id: c for c in cells}
         data = cibuildwheel_matrix(cells, runners=matrix.spec.runners)
         for row in (r for m in data["matrices"] for r in m["include"]):

@@ -98,6 +98,9 @@ def _run_scripts() -> Iterator[tuple[str, str, str]]:
                     yield wf_name, job_name, str(step["run"])
 
 
+_CHOICE_PLACEHOLDERS = {"--abi": "full"}
+
+
 def _commands(script: str) -> Iterator[list[str]]:
     """Each `buildtool ...` / `nox ...` command of a shell script, expressions and $VARS as placeholders."""
     text = script.replace("\\\n", " ")
@@ -110,7 +113,9 @@ def _commands(script: str) -> Iterator[list[str]]:
             except ValueError:
                 continue
             if words and words[0] in ("buildtool", "nox"):
-                yield words
+                # a placeholder after a flag with fixed choices stands for one of them
+                yield [_CHOICE_PLACEHOLDERS.get(prev, w) if w == "X" else w
+                       for prev, w in zip(["", *words], words, strict=False)]
 
 
 def _all_commands() -> list[tuple[str, list[str]]]:
@@ -304,6 +309,7 @@ def test_build_job_runs_cibuildwheel_on_a_prepared_tree() -> None:
     assert "BUILDTOOL_CACHE_DIR=" in env["CIBW_ENVIRONMENT_WINDOWS"]
     prepare = next(s for s in job["steps"] if "buildtool prepare" in str(s.get("run", "")))
     assert "--builder-wheel" in prepare["run"] and "--out tree" in prepare["run"]
+    assert '--abi "$ABI"' in prepare["run"] and prepare["env"]["ABI"] == "${{ matrix.abi }}"
     uses = [s.get("uses", "") for s in job["steps"]]
     assert any(u.startswith("actions/cache/save@") for u in uses)
     assert any(u.startswith("actions/upload-artifact@") for u in uses)

@@ -215,18 +215,18 @@ def test_default_cell_wheel_in_dist_if_built(tmp_path: Path) -> None:
 
 
 def test_second_build_of_the_same_cell_is_refused_while_the_first_runs(tmp_path: Path) -> None:
-    from buildtool.build.lock import _lock_cell
+    from buildtool.build.lock import lock_cell
 
-    held = _lock_cell(tmp_path / "cell")
+    held = lock_cell(tmp_path / "cell")
     try:
-        code = ("import sys; from pathlib import Path; from buildtool.build.cell import _lock_cell\n"
-                "try:\n    _lock_cell(Path(sys.argv[1]))\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+        code = ("import sys; from pathlib import Path; from buildtool.build.lock import lock_cell\n"
+                "try:\n    lock_cell(Path(sys.argv[1]))\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
         proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cell")], capture_output=True, text=True,
                               check=True)
         assert proc.stdout.startswith("BuildError") and f"pid {os.getpid()}" in proc.stdout
     finally:
         held.close()
-    _lock_cell(tmp_path / "cell").close()  # free again once the holder closed it
+    lock_cell(tmp_path / "cell").close()  # free again once the holder closed it
 
 
 def test_resume_ignores_how_finely_sources_were_split_but_not_flags() -> None:

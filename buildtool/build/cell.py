@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from buildtool import __version__
 from buildtool.build.dist import _sweep_partials, existing_wheels, publish
-from buildtool.build.lock import _lock_cell
+from buildtool.build.lock import lock_cell
 from buildtool.build.provenance import (
     _env_summary,
     _portable,
@@ -306,7 +306,7 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
         if host != cell.platform:
             return result("skipped", f"{cell.platform} cells build on {cell.platform} (this machine: {host or 'unknown'})")
         recipe = (recipes or load_recipes(project.recipes_dir))[cell.package]
-        lock = _lock_cell(paths.work)
+        lock = lock_cell(paths.work)
         if lock.previous:
             log.line(f"work dir lock: the previous build ({lock.previous}) ended without releasing it "
                      "(killed); its compilers are gone, since they held the lock too")

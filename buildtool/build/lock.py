@@ -53,5 +53,5 @@ class CellLock:
             self.handle.close()
 
 
-def _lock_cell(work: Path) -> CellLock:
+def lock_cell(work: Path) -> CellLock:
     return CellLock(work)

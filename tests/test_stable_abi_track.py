@@ -121,10 +121,10 @@ def test_track_mismatch_between_spec_and_build_is_refused() -> None:
 def test_stable_cells_one_per_platform_and_cuda_major(matrix: Matrix) -> None:
     cells = [c for c in matrix.expand().cells if c.abi == "stable" and not c.tags]  # the axes' stable cells
     keys = sorted((c.platform, c.cuda_major, c.package) for c in cells)
-    # windows x mamba-ssm stays excluded (its runtime deps have no Windows wheels); no CUDA-11 torch >= 2.10
+    # every platform x CUDA 12 and 13 x package (no CUDA-11 torch >= 2.10)
     assert keys == sorted(
         (p, m, pkg) for p in ("linux-aarch64", "linux-x86_64", "windows-x86_64") for m in ("12", "13")
-        for pkg in ("causal-conv1d", "mamba-ssm") if not (p == "windows-x86_64" and pkg == "mamba-ssm"))
+        for pkg in ("causal-conv1d", "mamba-ssm"))
     lin13 = next(c for c in cells if c.platform == "linux-x86_64" and c.cuda_major == "13" and c.package == "causal-conv1d")
     # newest CUDA-13 toolkit on the axes, newest torch on the axes with a CUDA-13 build, lowest Python >= 3.10
     # (torch 2.15 ships for CPython 3.11-3.15)
@@ -174,7 +174,7 @@ def test_summary_before_after_and_a_new_torch_adds_no_stable_cell(matrix: Matrix
     s = summarize(matrix, "release", "2.16")
     before = [c for c in matrix.select(matrix.expand(stable_abi=False), "release") if c.abi == "full"]
     assert s.full_only.cells == len(before) and s.full_only.compile_groups == len({c.compile_group for c in before})
-    assert s.with_stable.stable_cells == 10 + 4  # the axes' cells + the explicit local-stable / gpu-dev-stable ones
+    assert s.with_stable.stable_cells == 12 + 3  # the axes' cells + the explicit local-stable / gpu-dev-stable ones
     assert s.with_stable.cells < s.full_only.cells and s.with_stable.compile_groups < s.full_only.compile_groups
     assert s.next_torch_adds_full_only > 0
     assert s.next_torch_adds_with_stable == 0
@@ -278,6 +278,16 @@ def test_project_matrix_serves_the_current_line_from_the_stable_track_and_keeps_
     assert {c.id for c in m.select(exp, "local-stable")} == {
         "linux-x86_64-abi3-cu130-torch2.14-causal-conv1d-1.7.0", "linux-x86_64-abi3-cu130-torch2.14-mamba-ssm-2.3.2.post1"}
     assert {c.torch for c in m.select(exp, "gpu-dev-stable")} == {"2.11.0"}
+    # mamba-ssm's port compiles only against torch >= 2.14's headers (recipe build_torch): its CUDA-12 cells
+    # build against torch 2.14 + CUDA 12.6, and the Windows CUDA-13 one against 2.14 (exclude[1] rules out 2.15)
+    mamba = {c.id for c in exp.cells if c.abi == "stable" and c.package == "mamba-ssm" and not c.tags}
+    assert "linux-x86_64-abi3-cu126-torch2.14-mamba-ssm-2.3.2.post1" in mamba
+    assert "windows-x86_64-abi3-cu132-torch2.14-mamba-ssm-2.3.2.post1" in mamba
+    _, why = m.explain("windows-x86_64-cp312-cu130-torch2.15-mamba-ssm-2.3.2.post1", exp)
+    assert "exclude[1]" in why[0]  # an excluded combination is not claimed as served
+    cell, reasons = m._make_cell("linux-x86_64", "3.12", "13.0", "2.11.0", "mamba-ssm", "2.3.2.post1", (), None, "stable")
+    assert cell is None and any("compiles only against torch >= 2.14's headers (stable_abi.build_torch)" in r
+                                for r in reasons)
 
 
 def test_keep_full_selector_is_checked_like_a_profile(tmp_path: Path) -> None:

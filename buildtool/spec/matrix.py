@@ -547,6 +547,10 @@ class Matrix:
             elif Version(torch_minor(torch)) < Version(floor):
                 reasons.append(f"a stable-ABI cell of {package} {version} builds against torch >= its floor {floor}, "
                                f"not {torch}")
+            elif rv.stable_abi and rv.stable_abi.build_floor and \
+                    Version(torch_minor(torch)) < Version(rv.stable_abi.build_floor):
+                reasons.append(f"{package} {version}'s stable-ABI port compiles only against torch >= "
+                               f"{rv.stable_abi.build_floor}'s headers (stable_abi.build_torch), not {torch}")
             if Version(python) < Version(LIMITED_API_PYTHON):
                 reasons.append(f"the stable track's limited API needs CPython >= {LIMITED_API_PYTHON} to build")
         info = self.compat.torch_info(torch)
@@ -577,18 +581,19 @@ class Matrix:
         )
         return cell, []
 
-    def stable_build_target(self, platform: str, major: str, floor: str) -> tuple[str, str, str] | None:
-        """(python, cuda, torch) a stable-ABI cell of ``platform`` x CUDA ``major`` builds against, or None.
+    def stable_build_targets(self, platform: str, major: str, floor: str) -> list[tuple[str, str, str]]:
+        """(python, cuda, torch) a stable-ABI cell of ``platform`` x CUDA ``major`` may build against, best first.
 
         An official torch build, so the build env installs as for any cell: the CUDA is the newest minor of
         that major on the axes that some torch >= the floor on the axes ships for ``platform`` (the newest
         toolkit's arch policy reaches the newest GPUs; within a major the driver runs the SASS by minor-version
         compatibility and libcudart.so.<major> comes with every torch of that major); the torch is the newest
         such one. The Python is the lowest on the axes, >= 3.10, that this torch ships for (the library uses no
-        Python header: any would do)."""
+        Python header: any would do). The expansion takes the first the recipe and the exclude rules allow."""
         axes = self.spec.axes
         toolkits = sorted((c for c in axes.cuda if cuda_major(c) == major), key=Version, reverse=True)
         torches = sorted((t for t in axes.torch if Version(torch_minor(t)) >= Version(floor)), key=Version, reverse=True)
+        out = []
         for toolkit in toolkits:
             for torch in torches:
                 info = self.compat.torch_info(torch)
@@ -597,8 +602,12 @@ class Matrix:
                 pythons = sorted((p for p in axes.python if p in info.python
                                   and Version(p) >= Version(LIMITED_API_PYTHON)), key=Version)
                 if pythons:
-                    return pythons[0], toolkit, torch
-        return None
+                    out.append((pythons[0], toolkit, torch))
+        return out
+
+    def stable_build_target(self, platform: str, major: str, floor: str) -> tuple[str, str, str] | None:
+        targets = self.stable_build_targets(platform, major, floor)
+        return targets[0] if targets else None
 
     def _stable_cells(self, base_pkgs: Sequence[tuple[str, str]], cells: dict[str, Cell],
                       excluded: dict[str, tuple[str, ...]]) -> dict[tuple[str, str, str, str], Cell]:
@@ -607,24 +616,24 @@ class Matrix:
         out: dict[tuple[str, str, str, str], Cell] = {}
         majors = sorted({cuda_major(c) for c in self.spec.axes.cuda}, key=int)
         for (package, version), platform, major in itertools.product(base_pkgs, self.spec.axes.platform, majors):
-            floor = self.recipes[package].get(version).stable_floor
-            if floor is None:
+            rv = self.recipes[package].get(version)
+            if rv.stable_floor is None or rv.stable_abi is None:
                 continue
-            target = self.stable_build_target(platform, major, floor)
-            if target is None:
-                continue
-            python, cuda, torch = target
-            cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, (), None, "stable")
-            cid = f"{platform}-abi3-cu{cuda.replace('.', '')}-torch{torch_minor(torch)}-{package}-{version}"
-            if cell is None:
-                excluded[cid] = tuple(reasons)
-                continue
-            rule = next((k for k, sel in enumerate(self.spec.exclude) if sel.matches(cell)), None)
-            if rule is not None:
-                excluded[cell.id] = (f"excluded by rule exclude[{rule}] at {self.doc.location(('exclude', rule))}",)
-                continue
-            cells[cell.id] = cell
-            out[(platform, major, package, version)] = cell
+            first: tuple[str, tuple[str, ...]] | None = None
+            for python, cuda, torch in self.stable_build_targets(platform, major, rv.stable_abi.build_floor or rv.stable_floor):
+                cid = f"{platform}-abi3-cu{cuda.replace('.', '')}-torch{torch_minor(torch)}-{package}-{version}"
+                cell, reasons = self._make_cell(platform, python, cuda, torch, package, version, (), None, "stable")
+                if cell is not None:
+                    rule = next((k for k, sel in enumerate(self.spec.exclude) if sel.matches(cell)), None)
+                    if rule is None:
+                        cells[cell.id] = cell
+                        out[(platform, major, package, version)] = cell
+                        first = None
+                        break
+                    reasons = [f"excluded by rule exclude[{rule}] at {self.doc.location(('exclude', rule))}"]
+                first = first or (cid, tuple(reasons))  # the best target's reason, if no target works
+            if first is not None:
+                excluded[first[0]] = first[1]
         return out
 
     def expand(self, *, stable_abi: bool | None = None) -> Expansion:
@@ -644,16 +653,6 @@ class Matrix:
             if cell is None:  # no such torch build (or the recipe rules it out): nothing to serve either
                 excluded[cid] = tuple(reasons)
                 continue
-            served = stable.get((platform, cuda_major(cuda), package, version))
-            floor = served.torch_floor if served else None
-            kept = self._kept_full(platform, python, cuda, torch, package, version) if served else None
-            if served is not None and floor is not None and Version(torch_minor(torch)) >= Version(floor) and kept is None:
-                excluded[cid] = (
-                    f"served by the stable-ABI track: {served.id} (one wheel for torch >= {floor} with CUDA "
-                    f"{served.cuda_major}.x and CPython >= {LIMITED_API_PYTHON}; built against torch {served.torch}, "
-                    f"CUDA {served.cuda})",
-                )
-                continue
             candidates.append(cell)
         rules = first_matching_rules(candidates, self.spec.exclude)
         for n, cell in enumerate(candidates):
@@ -661,6 +660,17 @@ class Matrix:
             if rule is not None:
                 line = self.doc.location(("exclude", rule))
                 excluded[cell.id] = (f"excluded by rule exclude[{rule}] at {line}",)
+                continue
+            served = stable.get((cell.platform, cell.cuda_major, cell.package, cell.version))
+            floor = served.torch_floor if served else None
+            kept = self._kept_full(cell.platform, cell.python, cell.cuda, cell.torch, cell.package, cell.version) \
+                if served else None
+            if served is not None and floor is not None and Version(cell.torch_minor) >= Version(floor) and kept is None:
+                excluded[cell.id] = (
+                    f"served by the stable-ABI track: {served.id} (one wheel for torch >= {floor} with CUDA "
+                    f"{served.cuda_major}.x and CPython >= {LIMITED_API_PYTHON}; built against torch {served.torch}, "
+                    f"CUDA {served.cuda})",
+                )
                 continue
             cells[cell.id] = cell
         for i, entry in enumerate(self.spec.include):

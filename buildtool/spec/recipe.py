@@ -95,10 +95,12 @@ class StableAbi(Frozen):
 
     torch_floor: str | None = Field(None, description="lowest torch minor the port targets (TORCH_TARGET_VERSION)")
     decided_by: str = Field("", description="the stable-ABI API that set the floor")
+    build_torch: str | None = Field(None, description="lowest torch whose headers compile the port (default: the "
+                                    "floor); the library still targets the floor")
     kernels: tuple[str, ...] = Field((), description="kernel specs built on the stable track")
     blocked: str = Field("", description="why the version stays full ABI (e.g. an API the stable ABI lacks)")
 
-    @field_validator("torch_floor", mode="before")
+    @field_validator("torch_floor", "build_torch", mode="before")
     @classmethod
     def _minor(cls, v: object) -> object:
         if v is None:
@@ -123,6 +125,15 @@ class StableAbi(Frozen):
     @property
     def ported(self) -> bool:
         return not self.blocked
+
+    @property
+    def build_floor(self) -> str | None:
+        """The lowest torch a stable cell may be built against."""
+        if self.torch_floor is None:
+            return None
+        if self.build_torch is None:
+            return self.torch_floor
+        return max(self.torch_floor, self.build_torch, key=Version)
 
 
 class RecipeVersion(Frozen):

@@ -60,15 +60,17 @@ def run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: i
         return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
 
 
-def cell(torch: str, python: str, wheels: list[Path], work: Path, logs: Path) -> dict[str, Any]:
+def cell(torch: str, python: str, wheels: list[Path], work: Path, logs: Path, cache: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"torch": torch, "python": python}
     py = interpreter(python)
     if py is None:
         return result | {"ok": False, "stage": "python", "error": f"no CPython {python} under {PYENV}"}
     log = logs / f"torch{torch}-py{python}.log"
     venv = work / f"venv-torch{torch}-py{python}"
-    # /etc/xdg/pip caps torch at 2.14.1 on this machine (a local file): the matrix asks PyPI directly.
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # PyPI as a user gets it: no local pip config (here /etc/xdg/pip caps torch at 2.14.1) and no find-links
+    # (a local torch+cpu wheel there would win over PyPI's CUDA build of the same version).
+    env = {k: v for k, v in os.environ.items() if k not in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_CACHE_DIR": str(cache)}
     start = time.monotonic()
     try:
         if run([str(py), "-m", "venv", str(venv)], log) != 0:
@@ -82,8 +84,8 @@ def cell(torch: str, python: str, wheels: list[Path], work: Path, logs: Path) ->
                                      capture_output=True, text=True)
         version, cuda = [*probe_torch.stdout.split(), "?", "?"][:2]
         result |= {"torch_installed": version, "torch_cuda": cuda}
-        if not version.startswith(torch):
-            return result | {"ok": False, "stage": "torch replaced", "error": f"torch is {version} after the install"}
+        if not version.startswith(torch) or cuda in ("None", "?"):
+            return result | {"ok": False, "stage": "torch", "error": f"torch {version} (CUDA {cuda}) after the install"}
         reports = {}
         for shim in shims_of(wheels):
             proc = subprocess.run([vpy, str(CHECK), "probe", "--path", str(work / "empty"), "--shim", shim],
@@ -118,6 +120,7 @@ def main() -> int:
     ap.add_argument("--pivot-python", default="3.11")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path, help="where the venvs go (default: a temporary directory)")
+    ap.add_argument("--pip-cache", type=Path, help="pip's cache, kept (default: one inside the work dir, deleted)")
     args = ap.parse_args()
     wheels = [w.resolve() for w in args.wheels]
     missing = [str(w) for w in wheels if not w.is_file()]
@@ -134,17 +137,17 @@ def main() -> int:
     try:
         for torch, python in cells:
             print(f"[{len(results) + 1}/{len(cells)}] torch {torch} x Python {python} ...", flush=True)
-            results.append(cell(torch, python, wheels, work, logs))
+            results.append(cell(torch, python, wheels, work, logs, args.pip_cache or work / "pip-cache"))
             print(f"    {verdict(results[-1])} ({results[-1]['seconds']} s)", flush=True)
     finally:
         report = {"wheels": [{"file": w.name, "sha256": sha256(w)} for w in wheels], "cells": results,
                   "machine": "CPU-only (no GPU): ops are checked up to the dispatcher, not run"}
         if args.json:
             args.json.write_text(json.dumps(report, indent=1) + "\n")
-        for p in logs.glob("*.log"):
-            if any(not r.get("ok") and str(p) == r.get("log") for r in results):
-                continue
-            p.unlink()
+        shutil.rmtree(work / "pip-cache", ignore_errors=True)
+        kept = [p for p in logs.glob("*.log") if any(not r.get("ok") and str(p) == r.get("log") for r in results)]
+        if not kept:
+            shutil.rmtree(work, ignore_errors=True)
     width = max(len(t) for t, _ in cells)
     print(f"\n{'torch':<{width}}  Python  result")
     for r in results:

@@ -23,7 +23,7 @@ from buildtool.spec.tracksummary import summarize
 from buildtool.user.resolve import Target
 from buildtool.user.resolve import resolve as resolve_wheel
 from buildtool.verify.stableabi import check_stable_symbols
-from buildtool.verify.static import WheelContents
+from buildtool.verify.static import OpenedWheel
 from buildtool.wheel.name import LocalLabel, WheelName
 from buildtool.wheel.write import metadata_text, requirements, wheel_name_for
 
@@ -227,9 +227,9 @@ def test_stable_label_parses_and_keeps_full_labels_working() -> None:
 
 # ---------------------------------------------------------------- static stable-ABI check (pure, on ELF facts)
 def _wheel(undefined: tuple[str, ...], needed: tuple[str, ...] = ("libtorch_cpu.so", "libc10.so", "libcudart.so.13"),
-           lib: str = "pkg/_C_stable.abi3.so") -> WheelContents:
+           lib: str = "pkg/_C_stable.abi3.so") -> OpenedWheel:
     name = WheelName.parse("pkg-1.0+cu13stable-cp310-abi3-linux_x86_64.whl")
-    return WheelContents(path=Path(name.filename), name=name, names=[lib, "pkg_cuda.py"], dist_info=None,
+    return OpenedWheel(path=Path(name.filename), name=name, names=[lib, "pkg_cuda.py"], dist_info=None,
                          elves={lib: ElfInfo(machine="x86_64", needed=needed, soname=None, undefined=undefined)})
 
 

@@ -20,7 +20,7 @@ from packaging.version import Version
 import buildtool
 from buildtool.verify.models import CheckResult, failed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
-from buildtool.verify.static import WheelContents
+from buildtool.verify.static import OpenedWheel
 from buildtool.verify.worker import VIM_REFERENCE_CHECK
 
 # What a GPU run checks per package, listed so that a machine without a GPU can report each as skipped.
@@ -35,7 +35,7 @@ PLANNED = {
 }
 
 
-def kind_of(wc: WheelContents) -> str:
+def kind_of(wc: OpenedWheel) -> str:
     if wc.name.project == "mamba-ssm":
         return "mamba-ssm-vim" if wc.name.label and wc.name.label.prefix == "vim" else "mamba-ssm"
     return wc.name.project
@@ -44,20 +44,20 @@ def kind_of(wc: WheelContents) -> str:
 @dataclass
 class Group:
     label: str
-    wheels: dict[str, WheelContents] = field(default_factory=dict)  # key: causal_conv1d | mamba_ssm | selective_scan
+    wheels: dict[str, OpenedWheel] = field(default_factory=dict)  # key: causal_conv1d | mamba_ssm | selective_scan
 
 
-def _matches(spec: str, wc: WheelContents) -> bool:
+def _matches(spec: str, wc: OpenedWheel) -> bool:
     prefix, _, rng = spec.rpartition(":")
     label_prefix = wc.name.label.prefix if wc.name.label else None
     return (prefix or None) == label_prefix and Version(wc.name.version) in SpecifierSet(rng)
 
 
-def _stable(wc: WheelContents) -> bool:
+def _stable(wc: OpenedWheel) -> bool:
     return bool(wc.name.label and wc.name.label.stable)
 
 
-def group_wheels(wheels: list[WheelContents], policy: VerifyPolicy | None = None) -> tuple[list[Group], list[CheckResult]]:
+def group_wheels(wheels: list[OpenedWheel], policy: VerifyPolicy | None = None) -> tuple[list[Group], list[CheckResult]]:
     """mamba-ssm wheels get the newest causal-conv1d wheel their pairing rule allows; leftover causal-conv1d
     wheels and selective-scan wheels form groups of their own. Unknown packages are reported as skipped."""
     policy = policy or load_policy()
@@ -94,7 +94,7 @@ def group_wheels(wheels: list[WheelContents], policy: VerifyPolicy | None = None
     return groups, notes
 
 
-def no_gpu_results(wheels: list[WheelContents], reason: str) -> list[CheckResult]:
+def no_gpu_results(wheels: list[OpenedWheel], reason: str) -> list[CheckResult]:
     return [skipped(w.label, check, f"no GPU: {reason}") for w in wheels for check in PLANNED.get(kind_of(w), ["gpu checks"])]
 
 
@@ -117,7 +117,7 @@ def _env(paths: list[str]) -> dict[str, str]:
     return env
 
 
-def compatible_with_interpreter(wc: WheelContents) -> bool:
+def compatible_with_interpreter(wc: OpenedWheel) -> bool:
     tags = {str(t) for t in sys_tags()}
     from packaging.tags import parse_tag
     return any(str(t) in tags for t in parse_tag(f"{wc.name.python_tag}-{wc.name.abi_tag}-{wc.name.platform_tag}"))

@@ -13,7 +13,7 @@ from buildtool.errors import UserError
 from buildtool.verify import gpu, stableabi
 from buildtool.verify import requirements as requirements_check
 from buildtool.verify.models import CheckResult, Environment, Report, failed, skipped
-from buildtool.verify.static import TargetLibs, WheelContents, find_cuobjdump, static_checks
+from buildtool.verify.static import OpenedWheel, TargetLibs, find_cuobjdump, static_checks
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def collect_wheels(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def _declared_requirements(contents: Sequence[WheelContents], options: VerifyOptions) -> list[CheckResult]:
+def _declared_requirements(contents: Sequence[OpenedWheel], options: VerifyOptions) -> list[CheckResult]:
     """The declared-requirements check for each wheel built for the verifying interpreter's torch minor."""
     if not contents:
         return []
@@ -69,7 +69,7 @@ def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Repor
     cuobjdump = find_cuobjdump()
     abi3audit = stableabi.find_abi3audit()
     results: list[CheckResult] = []
-    contents: list[WheelContents] = []
+    contents: list[OpenedWheel] = []
     for w in wheels:
         wc, rows = static_checks(w, target=target, cuobjdump=cuobjdump)
         results.extend(rows)

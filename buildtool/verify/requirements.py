@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from buildtool.verify.models import CheckResult, failed, passed, skipped
-from buildtool.verify.static import WheelContents
+from buildtool.verify.static import OpenedWheel
 from buildtool.wheel import tags as wheeltags
 
 CHECK = "declared requirements"
@@ -112,7 +112,7 @@ def _installed(python: Path) -> dict[str, str]:
     return json.loads(out[-1]) if out else {}
 
 
-def check_declared_requirements(wc: WheelContents, *, python: str = sys.executable, index: str = PYPI,
+def check_declared_requirements(wc: OpenedWheel, *, python: str = sys.executable, index: str = PYPI,
                                 keep: Path | None = None) -> CheckResult:
     label = wc.path.name
     reason = index_unreachable(index)

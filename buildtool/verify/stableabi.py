@@ -18,7 +18,7 @@ from pathlib import Path
 
 from buildtool.spec.abitrack import is_stable_library
 from buildtool.verify.models import CheckResult, failed, passed, skipped
-from buildtool.verify.static import WheelContents
+from buildtool.verify.static import OpenedWheel
 
 #: NEEDED entries a stable-ABI library must not have.
 _FORBIDDEN_NEEDED = re.compile(r"^(libtorch_python\.so|libpython\d.*)")
@@ -29,15 +29,15 @@ _C_SHIM = re.compile(r"^(aoti_torch_|torch_)")
 _PYTHON_API = re.compile(r"^_?Py[A-Z_]")
 
 
-def is_stable_wheel(wc: WheelContents) -> bool:
+def is_stable_wheel(wc: OpenedWheel) -> bool:
     return bool(wc.name.label and wc.name.label.stable) or wc.name.abi_tag == "abi3"
 
 
-def stable_libraries(wc: WheelContents) -> list[str]:
+def stable_libraries(wc: OpenedWheel) -> list[str]:
     return [n for n in wc.elves if is_stable_library(n.rsplit("/", 1)[-1])]
 
 
-def check_stable_symbols(wc: WheelContents) -> CheckResult:
+def check_stable_symbols(wc: OpenedWheel) -> CheckResult:
     check = "stable ABI symbols"
     if not is_stable_wheel(wc):
         return skipped(wc.label, check, "full-ABI wheel")
@@ -73,7 +73,7 @@ def find_abi3audit() -> str | None:
     return str(here) if here.is_file() else shutil.which("abi3audit")
 
 
-def check_abi3audit(wc: WheelContents, tool: str | None) -> CheckResult:
+def check_abi3audit(wc: OpenedWheel, tool: str | None) -> CheckResult:
     check = "abi3audit"
     if not is_stable_wheel(wc):
         return skipped(wc.label, check, "full-ABI wheel")

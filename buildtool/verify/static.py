@@ -34,7 +34,7 @@ from buildtool.wheel.name import WheelName
 
 
 @dataclass
-class WheelContents:
+class OpenedWheel:
     """Everything the static checks read from one wheel, read once."""
 
     path: Path
@@ -83,7 +83,7 @@ def _headers(text: str) -> dict[str, list[str]]:
     return out
 
 
-def open_wheel(path: Path) -> WheelContents:
+def open_wheel(path: Path) -> OpenedWheel:
     """Read a wheel's metadata, provenance and shared libraries. A file that is not a zip is a UserError."""
     name = WheelName.parse(path.name)
     check_wheel_archive(path)   # damaged or truncated: a clear error naming the file and member, never a traceback
@@ -91,7 +91,7 @@ def open_wheel(path: Path) -> WheelContents:
         names = zf.namelist()
         infos = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")})
         dist_info = infos[0] if len(infos) == 1 else None
-        wc = WheelContents(path=path, name=name, names=names, dist_info=dist_info)
+        wc = OpenedWheel(path=path, name=name, names=names, dist_info=dist_info)
         if dist_info:
             for attr, member in (("metadata", "METADATA"), ("wheel_meta", "WHEEL")):
                 if f"{dist_info}/{member}" in names:
@@ -128,7 +128,7 @@ struct_error = __import__("struct").error
 
 
 # ---------------------------------------------------------------- name, METADATA, WHEEL tags
-def check_name_metadata_tags(wc: WheelContents) -> CheckResult:
+def check_name_metadata_tags(wc: OpenedWheel) -> CheckResult:
     check = "name/METADATA/tags"
     if wc.dist_info is None:
         return failed(wc.label, check, "the wheel must contain exactly one .dist-info directory")
@@ -165,7 +165,7 @@ def _digest(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def check_record(wc: WheelContents) -> CheckResult:
+def check_record(wc: OpenedWheel) -> CheckResult:
     check = "RECORD"
     if wc.dist_info is None or f"{wc.dist_info}/RECORD" not in wc.names:
         return failed(wc.label, check, "RECORD is missing")
@@ -224,7 +224,7 @@ def declared_archs(prov: dict[str, Any] | None) -> tuple[list[str], bool] | None
     return [str(a) for a in archs], ptx
 
 
-def check_provenance(wc: WheelContents) -> CheckResult:
+def check_provenance(wc: OpenedWheel) -> CheckResult:
     check = "provenance"
     policy = load_policy()
     file = f"{wc.dist_info}/{policy.provenance.file}"
@@ -294,7 +294,7 @@ class TargetLibs:
         return None
 
 
-def check_shared_libs(wc: WheelContents, target: TargetLibs | None, policy: VerifyPolicy | None = None) -> CheckResult:
+def check_shared_libs(wc: OpenedWheel, target: TargetLibs | None, policy: VerifyPolicy | None = None) -> CheckResult:
     check = "shared libs"
     policy = policy or load_policy()
     if wc.elf_errors:
@@ -340,7 +340,7 @@ def _max_version(e: ElfInfo, prefix: str) -> Version | None:
     return Version(found) if found else None
 
 
-def check_glibc(wc: WheelContents, policy: VerifyPolicy | None = None) -> CheckResult:
+def check_glibc(wc: OpenedWheel, policy: VerifyPolicy | None = None) -> CheckResult:
     check = "glibc symbols"
     policy = policy or load_policy()
     if not wc.elves:
@@ -435,7 +435,7 @@ def _arch_num(arch: str) -> int:
     return int(major) * 10 + int(minor)
 
 
-def check_cuda_archs(wc: WheelContents, cuobjdump: str | None) -> CheckResult:
+def check_cuda_archs(wc: OpenedWheel, cuobjdump: str | None) -> CheckResult:
     check = "cuda archs"
     libs = {n: e for n, e in wc.elves.items() if e.has_fatbin_section}
     if not wc.elves:
@@ -475,7 +475,7 @@ def check_cuda_archs(wc: WheelContents, cuobjdump: str | None) -> CheckResult:
     return passed(wc.label, check, f"{summary} (by {tool})", **numbers)
 
 
-def static_checks(path: Path, *, target: TargetLibs | None = None, cuobjdump: str | None = None) -> tuple[WheelContents | None, list[CheckResult]]:
+def static_checks(path: Path, *, target: TargetLibs | None = None, cuobjdump: str | None = None) -> tuple[OpenedWheel | None, list[CheckResult]]:
     """All static checks of one wheel (stable-ABI wheels: verify.stableabi adds its own). A wheel that cannot
     be opened yields one failed row."""
     try:

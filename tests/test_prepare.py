@@ -122,7 +122,7 @@ GIT = [
     ("causal-conv1d", "1.4.0", ["CC-1", "CC-2"]),
     ("causal-conv1d", "1.1.1", []),
     ("mamba-ssm", "2.2.2", ["MS-4", "MS-1", "MS-3", "MS-2", "TF-1"]),
-    ("mamba-ssm-vim", "1.1.1", ["VIM-1 (MS-4)", "VIM-3", "VIM-1 (MS-1)", "VIM-1 (MS-2)", "TF-1"]),
+    ("mamba-ssm-vim", "1.1.1", ["VIM-5", "VIM-1 (MS-4)", "VIM-3", "VIM-1 (MS-1)", "VIM-1 (MS-2)", "VIM-4", "TF-1"]),
     ("selective-scan", "0.0.2", ["VM-4", "VM-1", "VM-2"]),
 ]
 

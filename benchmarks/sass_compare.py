@@ -1,10 +1,11 @@
 """Machine code of buildtool's wheel against upstream's: the same kernels, instruction for instruction?
 
-    python benchmarks/sass_compare.py OURS.whl UPSTREAM.whl [--json FILE]
+    python benchmarks/sass_compare.py OURS.whl UPSTREAM.whl [--json FILE] [--pair OURS_SO=UPSTREAM_SO]
 
 Each extension module (the same file name in both wheels) is disassembled with ``cuobjdump -sass`` (the
 toolkit's, or triton's copy) and compared per arch and kernel, the address comments and fatbin headers
-left out. Identical SASS means identical kernel speed whatever a timing run says, so this backs the
+left out. `--pair` compares modules of different names (a stable-ABI wheel's `_C_stable.abi3.so` against
+the full-ABI `selective_scan_cuda.cpython-312-x86_64-linux-gnu.so`). Identical SASS means identical kernel speed whatever a timing run says, so this backs the
 kernel speed comparison (benchmarks/kernel_speed.py) where timings are noisy. No GPU needed.
 """
 
@@ -32,10 +33,13 @@ def _modules(wheel: Path, into: Path) -> dict[str, Path]:
     return {Path(n).name: into / n for n in names}
 
 
-def compare(ours: Path, upstream: Path, cuobjdump: str) -> dict[str, Any]:
+def compare(ours: Path, upstream: Path, cuobjdump: str, pairs: dict[str, str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"ours": ours.name, "upstream": upstream.name, "modules": {}}
     with tempfile.TemporaryDirectory() as tmp:
         mine, theirs = _modules(ours, Path(tmp) / "ours"), _modules(upstream, Path(tmp) / "upstream")
+        for our_name, their_name in (pairs or {}).items():
+            if our_name in mine and their_name in theirs:  # compared under the upstream module's name
+                mine[their_name] = mine.pop(our_name)
         for name in sorted(set(mine) | set(theirs)):
             if name not in mine or name not in theirs:
                 report["modules"][name] = {"only_in": "ours" if name in mine else "upstream"}
@@ -56,13 +60,16 @@ def main() -> int:
     ap.add_argument("ours", type=Path)
     ap.add_argument("upstream", type=Path)
     ap.add_argument("--json", type=Path, metavar="FILE")
+    ap.add_argument("--pair", action="append", default=[], metavar="OURS_SO=UPSTREAM_SO",
+                    help="compare two extension modules of different file names (repeatable)")
     args = ap.parse_args()
+    pairs = dict(p.split("=", 1) for p in args.pair)
     tool = find_cuobjdump()
     if tool is None:
         print("no cuobjdump: set BUILDTOOL_CUOBJDUMP, put the CUDA toolkit's bin/ on PATH or install triton",
               file=sys.stderr)
         return 2
-    report = compare(args.ours, args.upstream, tool)
+    report = compare(args.ours, args.upstream, tool, pairs)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     same = True

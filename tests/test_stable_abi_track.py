@@ -174,7 +174,7 @@ def test_summary_before_after_and_a_new_torch_adds_no_stable_cell(matrix: Matrix
     s = summarize(matrix, "release", "2.16")
     before = [c for c in matrix.select(matrix.expand(stable_abi=False), "release") if c.abi == "full"]
     assert s.full_only.cells == len(before) and s.full_only.compile_groups == len({c.compile_group for c in before})
-    assert s.with_stable.stable_cells == 12 + 3  # the axes' cells + the explicit local-stable / gpu-dev-stable ones
+    assert s.with_stable.stable_cells == 12 + 4  # the axes' cells + the explicit local-stable / gpu-dev-stable ones
     assert s.with_stable.cells < s.full_only.cells and s.with_stable.compile_groups < s.full_only.compile_groups
     assert s.next_torch_adds_full_only > 0
     assert s.next_torch_adds_with_stable == 0
@@ -278,13 +278,36 @@ def test_project_matrix_serves_the_current_line_from_the_stable_track_and_keeps_
     assert {c.id for c in m.select(exp, "local-stable")} == {
         "linux-x86_64-abi3-cu130-torch2.14-causal-conv1d-1.7.0", "linux-x86_64-abi3-cu130-torch2.14-mamba-ssm-2.3.2.post1"}
     assert {c.torch for c in m.select(exp, "gpu-dev-stable")} == {"2.11.0"}
-    # mamba-ssm's port compiles only against torch >= 2.14's headers (recipe build_torch): its CUDA-12 cells
-    # build against torch 2.14 + CUDA 12.6, and the Windows CUDA-13 one against 2.14 (exclude[1] rules out 2.15)
+    assert {c.package for c in m.select(exp, "gpu-dev-stable")} == {"causal-conv1d", "mamba-ssm"}
+    # both ports build against every torch >= 2.10: the CUDA-12 cells of both packages build against the newest
+    # torch of CUDA 12.8, the Windows CUDA-13 mamba-ssm cell against 2.14 (exclude[1] rules out 2.15 there)
     mamba = {c.id for c in exp.cells if c.abi == "stable" and c.package == "mamba-ssm" and not c.tags}
-    assert "linux-x86_64-abi3-cu126-torch2.14-mamba-ssm-2.3.2.post1" in mamba
+    assert "linux-x86_64-abi3-cu128-torch2.11-mamba-ssm-2.3.2.post1" in mamba
     assert "windows-x86_64-abi3-cu132-torch2.14-mamba-ssm-2.3.2.post1" in mamba
     _, why = m.explain("windows-x86_64-cp312-cu130-torch2.15-mamba-ssm-2.3.2.post1", exp)
     assert "exclude[1]" in why[0]  # an excluded combination is not claimed as served
+
+
+def test_recipe_build_torch_raises_the_torch_a_stable_cell_builds_against(tmp_path: Path) -> None:
+    (tmp_path / "recipes").mkdir()
+    for recipe in (REPO / "recipes").glob("*.yaml"):
+        text = recipe.read_text(encoding="utf-8")
+        if recipe.name == "mamba-ssm.yaml":
+            text = text.replace("      kernels: [selective_scan_stable-2.3]\n",
+                                '      kernels: [selective_scan_stable-2.3]\n      build_torch: "2.14"\n')
+            assert 'build_torch: "2.14"' in text
+        (tmp_path / "recipes" / recipe.name).write_text(text, encoding="utf-8")
+    gpu_dev_stable = '    packages: [causal-conv1d==1.7.0, mamba-ssm==2.3.2.post1]\n    abi: stable\n    archs: ["9.0"]\n    tags: [gpu-dev-stable]'
+    matrix_text = (REPO / "matrix.yaml").read_text(encoding="utf-8")
+    assert gpu_dev_stable in matrix_text
+    with pytest.raises(UserError, match=r"matrix\.yaml:\d+:\d+: include\[\d\]: impossible stable-ABI cell "
+                       r"linux-x86_64-cp312-cu130-torch2\.11-mamba-ssm-2\.3\.2\.post1: .*stable_abi\.build_torch"):
+        load_matrix(tmp_path, REPO / "matrix.yaml").expand()
+    (tmp_path / "matrix.yaml").write_text(matrix_text.replace(gpu_dev_stable, gpu_dev_stable.replace(", mamba-ssm==2.3.2.post1", "")), encoding="utf-8")
+    m = load_matrix(tmp_path)
+    exp = m.expand()
+    mamba = {c.id for c in exp.cells if c.abi == "stable" and c.package == "mamba-ssm" and not c.tags}
+    assert "linux-x86_64-abi3-cu126-torch2.14-mamba-ssm-2.3.2.post1" in mamba  # CUDA 12.8 has no torch >= 2.14
     cell, reasons = m._make_cell("linux-x86_64", "3.12", "13.0", "2.11.0", "mamba-ssm", "2.3.2.post1", (), None, "stable")
     assert cell is None and any("compiles only against torch >= 2.14's headers (stable_abi.build_torch)" in r
                                 for r in reasons)

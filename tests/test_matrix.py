@@ -12,15 +12,10 @@ import pytest
 
 from buildtool.errors import UserError
 from buildtool.spec.compat import load_compat
-from buildtool.spec.matrix import (
-    GITHUB_CHUNK,
-    Cell,
-    Expansion,
-    Matrix,
-    github_matrix,
-    load_matrix,
-    parse_filter,
-)
+from buildtool.spec.matrix import Cell, Matrix, load_matrix
+from buildtool.spec.matrix.expand import Expansion
+from buildtool.spec.matrix.github import GITHUB_CHUNK, github_matrix
+from buildtool.spec.matrix.rules import parse_filter
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"

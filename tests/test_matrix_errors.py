@@ -290,11 +290,12 @@ def test_first_matching_rules_agrees_with_a_scan_over_every_rule() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from buildtool.spec.matrix import Selector, _axis_values, first_matching_rules
+    from buildtool.spec.matrix.rules import axis_values, first_matching_rules
+    from buildtool.spec.matrix.schema import Selector
 
     matrix = load_matrix(REPO)
     cells = list(matrix.expand().cells)
-    values = {axis: sorted({v for c in cells for v in _axis_values(c, axis)}) for axis in
+    values = {axis: sorted({v for c in cells for v in axis_values(c, axis)}) for axis in
               ("platform", "python", "cuda", "torch", "package", "tags")}
     rule = st.fixed_dictionaries({}, optional={
         axis: st.lists(st.sampled_from(vals), min_size=1, max_size=3).map(tuple) for axis, vals in values.items() if vals

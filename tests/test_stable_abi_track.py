@@ -17,7 +17,10 @@ from buildtool.errors import UserError
 from buildtool.publish.index import WheelRecord
 from buildtool.spec.abitrack import torch_target_version
 from buildtool.spec.kernelspec import KernelSpec, TargetFacts
-from buildtool.spec.matrix import Cell, Matrix, StableAbiSwitch, load_matrix, parse_filter
+from buildtool.spec.matrix import Cell, Matrix, load_matrix
+from buildtool.spec.matrix.expand import make_cell
+from buildtool.spec.matrix.rules import parse_filter
+from buildtool.spec.matrix.schema import StableAbiSwitch
 from buildtool.spec.recipe import Recipe, StableAbi
 from buildtool.spec.tracksummary import summarize
 from buildtool.user.resolve import Target
@@ -188,9 +191,9 @@ def test_filter_by_abi_and_a_bad_track_is_a_clear_error(matrix: Matrix) -> None:
 
 
 def test_include_stable_cell_below_the_floor_is_refused(matrix: Matrix) -> None:
-    cell, reasons = matrix._make_cell("linux-x86_64", "3.11", "12.6", "2.9.1", "causal-conv1d", "1.7.0", (), None, "stable")
+    cell, reasons = make_cell(matrix, "linux-x86_64", "3.11", "12.6", "2.9.1", "causal-conv1d", "1.7.0", (), None, "stable")
     assert cell is None and any("builds against torch >= its floor 2.10, not 2.9.1" in r for r in reasons)
-    cell, reasons = matrix._make_cell("linux-x86_64", "3.11", "13.0", "2.13.0", "causal-conv1d", "1.4.0", (), None, "stable")
+    cell, reasons = make_cell(matrix, "linux-x86_64", "3.11", "13.0", "2.13.0", "causal-conv1d", "1.4.0", (), None, "stable")
     assert cell is None and any("has no stable-ABI track" in r for r in reasons)
 
 
@@ -308,7 +311,7 @@ def test_recipe_build_torch_raises_the_torch_a_stable_cell_builds_against(tmp_pa
     exp = m.expand()
     mamba = {c.id for c in exp.cells if c.abi == "stable" and c.package == "mamba-ssm" and not c.tags}
     assert "linux-x86_64-abi3-cu126-torch2.14-mamba-ssm-2.3.2.post1" in mamba  # CUDA 12.8 has no torch >= 2.14
-    cell, reasons = m._make_cell("linux-x86_64", "3.12", "13.0", "2.11.0", "mamba-ssm", "2.3.2.post1", (), None, "stable")
+    cell, reasons = make_cell(m, "linux-x86_64", "3.12", "13.0", "2.11.0", "mamba-ssm", "2.3.2.post1", (), None, "stable")
     assert cell is None and any("compiles only against torch >= 2.14's headers (stable_abi.build_torch)" in r
                                 for r in reasons)
 

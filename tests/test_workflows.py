@@ -22,7 +22,8 @@ import pytest
 from buildtool.build.groups import cibuildwheel_matrix
 from buildtool.cli import build_parser
 from buildtool.spec import yamlsrc
-from buildtool.spec.matrix import github_matrix, load_matrix
+from buildtool.spec.matrix import load_matrix
+from buildtool.spec.matrix.github import github_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"

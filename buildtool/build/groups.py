@@ -24,7 +24,9 @@ from buildtool.errors import UserError, allowed_list
 from buildtool.model import Frozen
 from buildtool.spec.abitrack import AbiTrack
 from buildtool.spec.compat import load_compat
-from buildtool.spec.matrix import DEFAULT_RUNNERS, GITHUB_CHUNK, Cell, Runner, github_matrix
+from buildtool.spec.matrix import Cell
+from buildtool.spec.matrix.github import GITHUB_CHUNK, github_matrix
+from buildtool.spec.matrix.schema import DEFAULT_RUNNERS, Runner
 
 __all__ = [
     "BUILDER_DIST",

@@ -12,7 +12,8 @@ from rich.table import Table
 from buildtool.build.groups import cibuildwheel_matrix
 from buildtool.console import out, print_json
 from buildtool.errors import UserError
-from buildtool.spec.matrix import GITHUB_CHUNK, github_matrix, load_matrix
+from buildtool.spec.matrix import load_matrix
+from buildtool.spec.matrix.github import GITHUB_CHUNK, github_matrix
 from buildtool.spec.project import find_project
 
 

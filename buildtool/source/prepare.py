@@ -147,7 +147,7 @@ def _check_kernel_sources(tree: Path, spec_paths: list[Path], what: str) -> None
 def arch_policy_table(project: Project) -> dict[str, str]:
     """The project's matrix.yaml arch policy as TORCH_CUDA_ARCH_LIST strings per CUDA ({} without a matrix)."""
     from buildtool.spec import yamlsrc
-    from buildtool.spec.matrix import MatrixFile
+    from buildtool.spec.matrix.schema import MatrixFile
 
     path = project.root / "matrix.yaml"
     if not path.is_file():

@@ -18,37 +18,30 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-# Undefined symbols a stable-ABI library may need besides libc/libstdc++/libgcc and the CUDA runtime: the C shim.
-_C_SHIM = re.compile(r"^(aoti_torch_|torch_)\w+$")
-# What it must not need: C++ ATen/c10/torch (mangled), CPython, pybind11.
-_FORBIDDEN = re.compile(r"^(_Z(N[KVr]*|T[VIS]N)(2at|3c10|5torch|8pybind11)|Py[A-Z_]|_Py)")
-_RUNTIME = re.compile(r"^(cuda\w+|__cuda\w+|_Z\w*St\w*|_ZNSt\w+|_ZNKSt\w+|_ZSt\w+|_Unwind_\w+|__cxa_\w+|__gxx_\w+|"
-                      r"_ITM_\w+|__gmon_start__|_ZdlPv\w*|_Znwm|_Znam|_ZdaPv\w*|_ZTV\w+|_ZTI\w+|_ZTS\w+)$")
+
+def _load_rules() -> Any:
+    """buildtool/verify/stable_symbols.py, the one owner of what a stable-ABI library may import, loaded by
+    path: it is standard library only, so this runs next to any torch without buildtool installed (and
+    without putting the checkout on sys.path)."""
+    path = Path(__file__).resolve().parents[1] / "buildtool" / "verify" / "stable_symbols.py"
+    spec = importlib.util.spec_from_file_location("_buildtool_stable_symbols", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+classify = _load_rules().classify
 
 
 def undefined_symbols(lib: Path) -> list[str]:
     out = subprocess.run(["nm", "-D", "--undefined-only", str(lib)], capture_output=True, text=True, check=True)
     return sorted({line.split()[-1].split("@")[0] for line in out.stdout.splitlines() if line.strip()})
-
-
-def classify(symbols: list[str]) -> dict[str, list[str]]:
-    """Split undefined symbols into the C shim, forbidden (ATen/c10/torch C++, Python, pybind11) and the rest
-    (libc, libstdc++, CUDA runtime)."""
-    groups: dict[str, list[str]] = {"c_shim": [], "forbidden": [], "other": []}
-    for s in symbols:
-        if _FORBIDDEN.match(s):
-            groups["forbidden"].append(s)
-        elif _C_SHIM.match(s):
-            groups["c_shim"].append(s)
-        else:
-            groups["other"].append(s)
-    return groups
 
 
 # ------------------------------------------------------------------------------------------------ probe

@@ -106,6 +106,21 @@ def test_classify_flags_aten_c10_python_and_pybind11() -> None:
     assert groups["c_shim"] == ["aoti_torch_get_sizes", "torch_call_dispatcher"]
 
 
+def test_the_script_and_the_wheel_check_share_one_set_of_rules() -> None:
+    """scripts/stable_abi_check.py loads buildtool.verify.stable_symbols by path: the same answers, no copy."""
+    from buildtool.verify import stable_symbols
+
+    symbols = ["_ZN6caffe28TypeMeta3fooEv", "_ZTIN8pybind1117builtin_exceptionE", "_ZNKR3c106SymInt4exprEv",
+               "Py_IncRef@Py_3.10", "aoti_torch_empty_strided", "torch_library_impl", "cudaGetLastError", "free"]
+    assert stable_abi_check.classify(symbols) == stable_symbols.classify(symbols) == {
+        "c_shim": ["aoti_torch_empty_strided", "torch_library_impl"],
+        "forbidden": ["_ZN6caffe28TypeMeta3fooEv", "_ZTIN8pybind1117builtin_exceptionE", "_ZNKR3c106SymInt4exprEv",
+                      "Py_IncRef"],
+        "other": ["cudaGetLastError", "free"]}
+    text = (REPO / "scripts" / "stable_abi_check.py").read_text()
+    assert "re.compile" not in text and "stable_symbols.py" in text
+
+
 _TINY_PROBE = textwrap.dedent("""
     import json, sys, torch
     torch.ops.load_library(sys.argv[1])

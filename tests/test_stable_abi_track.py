@@ -246,6 +246,9 @@ def test_stable_symbols_only_c_shim_passes() -> None:
     (("_ZN3c106detail14torchCheckFailEPKcS2_jS2_",), None, None, "uses 1 torch C++ symbol(s), e.g. _ZN3c106detail"),
     (("_ZNK2at10TensorBase7stridesEv",), None, None, "torch C++ symbol"),
     (("PyLong_FromLong",), None, None, "uses the CPython API (PyLong_FromLong)"),
+    (("_ZTVN3c1011ErrorAlwaysE",), None, None, "uses 1 torch C++ symbol(s), e.g. _ZTVN3c10"),  # a vtable
+    (("_ZN6caffe28TypeMeta3fooEv",), None, None, "torch C++ symbol"),
+    (("_ZN8pybind116detail11get_internalsEv",), None, None, "uses pybind11 (_ZN8pybind116detail"),
     ((), ("libtorch_python.so", "libc10.so"), None, "needs libtorch_python.so"),
     ((), ("libpython3.11.so.1.0",), None, "needs libpython3.11.so.1.0"),
     ((), None, "pkg/_C_stable.cpython-311-x86_64-linux-gnu.so", "is named *.abi3.so"),

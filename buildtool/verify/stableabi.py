@@ -1,16 +1,14 @@
 """Static checks of a stable-ABI wheel (`cp310-abi3`, label `cu<major>stable`): what makes one file serve
 every torch >= the floor and every CPython >= 3.10.
 
-- no NEEDED libtorch_python or libpython (they would tie the library to one torch / one CPython);
-- every symbol the library takes from torch is a C-shim function (``aoti_torch_*``, ``torch_*``): no
-  mangled ``c10::`` / ``at::`` / ``torch::`` symbol (those change between torch minors) and no CPython API;
+- torch only through the C shim, no pybind11, no CPython API, no NEEDED libtorch_python / libpython
+  (the rules: ``buildtool.verify.stable_symbols``);
 - ``abi3audit`` (PyPI) finds no limited-API violation, where it is installed.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -18,15 +16,8 @@ from pathlib import Path
 
 from buildtool.spec.abitrack import is_stable_library
 from buildtool.verify.models import CheckResult, failed, passed, skipped
+from buildtool.verify.stable_symbols import by_kind, forbidden_needed
 from buildtool.verify.static import OpenedWheel
-
-#: NEEDED entries a stable-ABI library must not have.
-_FORBIDDEN_NEEDED = re.compile(r"^(libtorch_python\.so|libpython\d.*)")
-#: Mangled C++ symbols of torch's own namespaces (c10::, at::, torch::, caffe2::) -- unstable across minors.
-_TORCH_CXX = re.compile(r"^_ZN?K?(?:St)?(?:\d+)?(?:c10|at|torch|caffe2)\d|^_ZN(?:K)?(?:3c10|2at|5torch|6caffe2)")
-#: The C shim: the only torch symbols a stable library may use.
-_C_SHIM = re.compile(r"^(aoti_torch_|torch_)")
-_PYTHON_API = re.compile(r"^_?Py[A-Z_]")
 
 
 def is_stable_wheel(wc: OpenedWheel) -> bool:
@@ -51,17 +42,20 @@ def check_stable_symbols(wc: OpenedWheel) -> CheckResult:
         base = name.rsplit("/", 1)[-1]
         if not base.endswith(".abi3.so"):
             problems.append(f"{base}: a stable-ABI library is named *.abi3.so")
-        bad_needed = [n for n in info.needed if _FORBIDDEN_NEEDED.match(n)]
+        bad_needed = forbidden_needed(info.needed)
         if bad_needed:
             problems.append(f"{base} needs {', '.join(bad_needed)}")
-        plain = [s.split("@", 1)[0] for s in info.undefined]
-        cxx = [s for s in plain if _TORCH_CXX.match(s)]
+        kinds = by_kind(info.undefined)
+        cxx = kinds["torch_cxx"]
         if cxx:
             problems.append(f"{base} uses {len(cxx)} torch C++ symbol(s), e.g. {cxx[0]} (only the C shim is stable)")
-        py = [s for s in plain if _PYTHON_API.match(s)]
-        if py:
-            problems.append(f"{base} uses the CPython API ({', '.join(py[:3])}): it is loaded by torch, not imported")
-        shim_symbols += sum(1 for s in plain if _C_SHIM.match(s))
+        if kinds["pybind11"]:
+            problems.append(f"{base} uses pybind11 ({kinds['pybind11'][0]}): ops are registered with "
+                            "STABLE_TORCH_LIBRARY, not bound")
+        if kinds["python"]:
+            problems.append(f"{base} uses the CPython API ({', '.join(kinds['python'][:3])}): it is loaded by torch, "
+                            "not imported")
+        shim_symbols += len(kinds["c_shim"])
     if problems:
         return failed(wc.label, check, "; ".join(problems))
     return passed(wc.label, check, f"{len(libs)} librar{'y' if len(libs) == 1 else 'ies'}: torch reached only through "

@@ -184,8 +184,9 @@ def test_isolated_python_m_build_gives_buildtool_builds_extension(tmp_path: Path
     """`python -m build` with build isolation, on a prepared tree with no checkout of this project around
     it: the frontend installs the builder from the tree's own wheel (PIP_FIND_LINKS), torch 2.14.1 and ninja
     from get_requires_for_build_wheel, into a fresh env; `buildtool repair` gives the wheel name `buildtool
-    build` gives. Both compiled cold (separate object caches), the extensions are compared byte for byte;
-    while the compile embeds absolute paths the difference is an xfail naming its cause."""
+    build` gives. Both compiled cold (separate object caches), the extensions are the same bytes: the
+    compile records placeholders for the tree, the build dir and the torch env (-ffile-prefix-map), not the
+    isolated env's random /tmp/build-env-* nor the buildenvs cache path."""
     from buildtool.source.prepare import prepare
 
     project = tmp_path / "project"
@@ -218,15 +219,8 @@ def test_isolated_python_m_build_gives_buildtool_builds_extension(tmp_path: Path
     assert main(["repair", str(isolated), "-w", str(tmp_path / "repaired")]) == 0
     (repaired,) = (tmp_path / "repaired").glob("*.whl")
     assert repaired.name == built.name  # the tag `buildtool build` gives
-    if _extension(isolated) != _extension(built):
-        # Measured here (docs/publishing.md): the objects embed absolute paths through __FILE__ in torch's
-        # inline headers (TORCH_INTERNAL_ASSERT in TensorImpl.h, variable.h, ...) and the tree's own sources,
-        # and an isolated env's torch lives under a random /tmp/build-env-*; identical bytes need
-        # -ffile-prefix-map for the torch include dir and the tree in the compile stage.
-        isolated_env = re.search(rb"/tmp/build-env-[a-z0-9_]+/", _extension(isolated))
-        assert isolated_env is not None, "the extensions differ for another reason than the torch include path"
-        pytest.xfail("extension bytes differ only through embedded paths (torch include dir, tree): "
-                     + isolated_env.group(0).decode())
+    assert re.search(rb"/tmp/build-env-[a-z0-9_]+/", _extension(isolated)) is None
+    assert _extension(isolated) == _extension(built)
 
 
 @pytest.fixture(scope="module")

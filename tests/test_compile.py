@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.compile.drivers import compile_argv, link_argv
+from buildtool.compile.drivers import PREFIX_PLACEHOLDERS, compile_argv, link_argv, prefix_maps
 from buildtool.compile.modules import compile_modules
 from buildtool.compile.ninja import _ninja_path, ninja_binary, read_ninja_log, write_build_ninja
 from buildtool.compile.plan import BuildContext, cache_key, plan_modules
@@ -295,6 +295,9 @@ def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None
     nvcc = compile_argv(ctx, cu)
     assert "-ccbin" not in nvcc  # vcvars' cl.exe on PATH is nvcc's host compiler
     assert "-Xcompiler=/Zc:preprocessor" in nvcc and "--use-local-env" in nvcc
+    # cl can only strip a prefix (/d1trimfile), never rewrite it
+    assert f"/d1trimfile:{ctx.tree}" in argv and f"-Xcompiler=/d1trimfile:{ctx.tree}" in nvcc
+    assert not any("-ffile-prefix-map" in a for a in argv + nvcc)
     assert "-DWIN32_LEAN_AND_MEAN" in nvcc
     assert nvcc[nvcc.index("--threads") + 1] == "4"
     assert "arch=compute_120,code=compute_120" in nvcc
@@ -305,6 +308,55 @@ def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None
     assert "deps = msvc" in text
     # list2cmdline quoting: the toolkit path has spaces
     assert '"C:/Program Files/NVIDIA GPU Computing Toolkit/CUDA/v13.2/bin/nvcc.exe"' in text
+
+
+def _linux_context(tmp_path: Path, site: Path, build_dir: Path) -> BuildContext:
+    """A gcc context whose torch lives in ``site`` (torch_include_dir looks for torch/extension.h)."""
+    (site / "torch" / "include" / "torch").mkdir(parents=True, exist_ok=True)
+    (site / "torch" / "include" / "torch" / "extension.h").touch()
+    tc = FakeToolchain(Path("/usr/local/cuda"), Path("/usr/local/cuda/bin/nvcc"), "13.0.88",
+                       FakeHost("gcc", Path("/usr/bin/g++")))
+    env = FakeEnv(site.parent / "bin" / "python", "2.14.1", True, (site / "torch" / "include",),
+                  (site / "torch" / "lib",), ("c10", "torch"), ".cpython-311-x86_64-linux-gnu.so")
+    facts = TargetFacts.from_cell(_cell(), cuda="13.0", compiler="gcc", cuda_home="/usr/local/cuda")
+    py = PythonFacts("3.11", env.ext_suffix, ("/py/include/python3.11",))
+    return BuildContext(tmp_path / "tree", build_dir, facts, tc, env,  # type: ignore[arg-type]
+                        HostCompiler("/usr/bin/g++", "gcc"), py, (str(site / "torch" / "include"),), None)
+
+
+def test_compiles_record_placeholders_for_tree_build_dir_and_torch_env(tmp_path: Path) -> None:
+    """gcc applies the LAST matching -ffile-prefix-map: maps go shortest prefix first, so a build dir inside
+    the tree is recorded as the build dir; nvcc gets them through -Xcompiler (every host pass)."""
+    site = tmp_path / "env" / "lib" / "python3.11" / "site-packages"
+    ctx = _linux_context(tmp_path, site, tmp_path / "tree" / "build" / "buildtool")
+    assert prefix_maps(ctx) == [(str(tmp_path / "tree"), "/buildtool/tree"),
+                                (str(tmp_path / "tree" / "build" / "buildtool"), "/buildtool/build"),
+                                (str(site), "/buildtool/site-packages")]
+    shutil.copytree(TINY, ctx.tree)
+    (module,) = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    for unit in module.units:
+        argv = compile_argv(ctx, unit)
+        maps = [a.removeprefix("-Xcompiler=") for a in argv if "-ffile-prefix-map=" in a]
+        assert maps == [f"-ffile-prefix-map={old}={new}" for old, new in prefix_maps(ctx)]
+        assert all(a.startswith("-Xcompiler=") for a in argv if "-ffile-prefix-map=" in a) == (
+            unit.unit.language == "cuda")
+        assert argv.index(f"-I{site / 'torch' / 'include'}") < argv.index(next(a for a in argv if "prefix-map" in a))
+
+
+def test_prefix_maps_leave_out_prefixes_a_flag_cannot_spell(tmp_path: Path) -> None:
+    """nvcc splits -Xcompiler values at commas and gcc splits a map at its first "=": such a prefix stays
+    absolute (the build still works; only its bytes depend on that path)."""
+    site = tmp_path / "env,1" / "site-packages"
+    ctx = _linux_context(tmp_path, site, tmp_path / "build=a")
+    shutil.copytree(TINY, ctx.tree)
+    (module,) = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    cu = next(u for u in module.units if u.unit.language == "cuda")
+    cpp = next(u for u in module.units if u.unit.language == "cxx")
+    assert [a for a in compile_argv(ctx, cu) if "prefix-map" in a] == [
+        f"-Xcompiler=-ffile-prefix-map={ctx.tree}={PREFIX_PLACEHOLDERS['tree']}"]
+    assert [a for a in compile_argv(ctx, cpp) if "prefix-map" in a] == [
+        f"-ffile-prefix-map={ctx.tree}={PREFIX_PLACEHOLDERS['tree']}",
+        f"-ffile-prefix-map={site}={PREFIX_PLACEHOLDERS['torch_site']}"]
 
 
 def test_cache_key_ignores_python_for_cuda_units_and_not_for_the_binding(tmp_path: Path) -> None:
@@ -378,6 +430,48 @@ def test_cold_compiles_are_byte_identical_across_build_dirs(real_target: tuple[o
         obj_dir = result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc"
         objects.append((obj_dir / "tiny_add.cu.o").read_bytes())
         assert not list(obj_dir.glob("*.keep"))  # removed after a successful compile
+    assert objects[0] == objects[1]
+
+
+_WHERE_CU = textwrap.dedent("""\
+    // __FILE__ three ways: the TU's own (TORCH_INTERNAL_ASSERT), a torch header's inline code (ArrayRef::slice's
+    // TORCH_CHECK) and device code (assert), so the object names the tree and the torch env unless mapped.
+    #include <c10/util/ArrayRef.h>
+    #include <c10/util/Exception.h>
+    #include <cassert>
+    __global__ void twice(float *x, int n) { int i = threadIdx.x; assert(i < n); x[i] *= 2.f; }
+    int64_t second(const int64_t *v, size_t n) { return c10::IntArrayRef(v, n).slice(1, 1)[0]; }
+    void launch(float *x, int n) { TORCH_INTERNAL_ASSERT(n > 0, "n"); twice<<<1, 32>>>(x, n); }
+""")
+
+
+@pytest.mark.slow
+def test_objects_are_byte_identical_across_trees_and_torch_envs_real_nvcc(real_target: tuple[object, object],
+                                                                          tmp_path: Path) -> None:
+    """The same TU in two trees, against the same torch headers at two paths (as an isolated `python -m build`
+    env and `buildtool build`'s env are): -ffile-prefix-map through nvcc's -Xcompiler gives the same object,
+    which records placeholders, not either path (docs/publishing.md)."""
+    tc, env = real_target
+    site = Path(str(env.site_packages))  # type: ignore[attr-defined]
+    other_site = tmp_path / "isolated-env-x1" / "site-packages"
+    shutil.copytree(site / "torch" / "include", other_site / "torch" / "include")
+    other_env = env.model_copy(update={"include_dirs": tuple(  # type: ignore[attr-defined]
+        other_site / Path(d).relative_to(site) if Path(d).is_relative_to(site) else Path(d) for d in env.include_dirs)})  # type: ignore[attr-defined]
+    objects = []
+    for name, target_env in (("tree-one", env), ("t2", other_env)):
+        tree = tmp_path / name
+        (tree / "csrc").mkdir(parents=True)
+        (tree / "csrc" / "where.cu").write_text(_WHERE_CU)
+        (tree / "where.yaml").write_text("module: where_cuda\ndescription: __FILE__ paths\nsources: [csrc/where.cu]\n")
+        result = compile_modules(tree, [load_kernel_spec(tree / "where.yaml")], _cell(), tc, target_env,  # type: ignore[arg-type]
+                                 tree / "build", tmp_path / f"{name}.log", use_object_cache=False, use_ccache=False,
+                                 quiet=True)
+        (obj,) = result.build_ninja.parent.glob("*/obj/csrc/where.cu.o")
+        objects.append(obj.read_bytes())
+    for prefix in (str(tmp_path), str(site)):
+        assert prefix.encode() not in objects[0] + objects[1]
+    for recorded in (b"/buildtool/tree/csrc/where.cu", b"/buildtool/site-packages/torch/include/c10/util/ArrayRef.h"):
+        assert recorded in objects[0]
     assert objects[0] == objects[1]
 
 

@@ -9,6 +9,16 @@ from pathlib import Path
 from buildtool.compile.plan import BuildContext, PlannedModule, PlannedUnit, torch_include_dir
 from buildtool.compile.units import CompileUnit
 
+#: Stable names recorded instead of a build's absolute prefixes (``__FILE__`` in torch's inline headers and
+#: the sources, STD_TORCH_CHECK / TORCH_INTERNAL_ASSERT messages): the same object bytes from any tree, build
+#: dir or torch env, so an isolated ``python -m build`` gives ``buildtool build``'s bytes (the toolkit and
+#: the host compiler are the same on both sides and stay as they are).
+PREFIX_PLACEHOLDERS = {"torch_site": "/buildtool/site-packages", "tree": "/buildtool/tree",
+                       "build_dir": "/buildtool/build"}
+#: One map per compiler: gcc/clang rewrite the prefix (-ffile-prefix-map, GCC >= 8, clang >= 10); MSVC can
+#: only strip it (/d1trimfile, cl 19.2x: paths become relative to the removed prefix).
+_PREFIX_MAP_FLAG = {"gcc": "-ffile-prefix-map={old}={new}", "msvc": "/d1trimfile:{old}"}
+
 
 def _abs_includes(ctx: BuildContext, unit: CompileUnit, source_dir: Path) -> list[str]:
     """Spec dirs, the source's own dir, the toolkit's (host TUs; nvcc knows its own), torch's, Python's
@@ -28,6 +38,27 @@ def _abs_includes(ctx: BuildContext, unit: CompileUnit, source_dir: Path) -> lis
     return list(dict.fromkeys(dirs))
 
 
+def prefix_maps(ctx: BuildContext) -> list[tuple[str, str]]:
+    """(absolute prefix, placeholder) pairs, shortest prefix first: gcc applies the last matching map, so a
+    build dir inside the tree is recorded as the build dir. The torch env's site-packages covers torch's
+    headers and the CUDA library wheels' (nvidia/*/include)."""
+    inc = torch_include_dir(ctx.env)
+    found = {"torch_site": str(inc.parent.parent) if inc else "", "tree": str(ctx.tree),
+             "build_dir": str(ctx.build_dir)}
+    pairs = {old: PREFIX_PLACEHOLDERS[name] for name, old in found.items() if old}
+    return sorted(pairs.items(), key=lambda pair: (len(pair[0]), pair[0]))
+
+
+def prefix_map_flags(ctx: BuildContext, *, nvcc: bool) -> list[str]:
+    """The host compiler's prefix-map flags (through -Xcompiler for nvcc, which hands them to every host
+    pass, device-side preprocessing included). A prefix with "=" (or "," for nvcc, which splits
+    -Xcompiler values at commas) cannot be written as a map and is left absolute."""
+    unsafe = "=," if nvcc else "="
+    flags = [_PREFIX_MAP_FLAG[ctx.cxx.kind].format(old=old, new=new) for old, new in prefix_maps(ctx)
+             if not any(c in old for c in unsafe)]
+    return [f"-Xcompiler={f}" for f in flags] if nvcc else flags
+
+
 def compile_argv(ctx: BuildContext, planned: PlannedUnit) -> list[str]:
     """The full compiler command for one TU (without depfile options, which the ninja rule adds)."""
     unit = planned.unit
@@ -36,14 +67,14 @@ def compile_argv(ctx: BuildContext, planned: PlannedUnit) -> list[str]:
         argv = [str(ctx.toolchain.nvcc)]
         if not ctx.windows and ctx.cxx.kind == "gcc":
             argv += ["-ccbin", ctx.cxx.path]
-        argv += [f"-I{d}" for d in includes] + list(unit.flags)
+        argv += [f"-I{d}" for d in includes] + list(unit.flags) + prefix_map_flags(ctx, nvcc=True)
         if ctx.split_compile > 1:
             argv.append(f"-split-compile={ctx.split_compile}")
         return [*argv, "-c", str(planned.source_path), "-o", str(planned.object_path)]
     if ctx.cxx.kind == "msvc":
         return [ctx.cxx.path, "/nologo", *(f"/I{d}" for d in includes), *unit.flags,
-                "/c", str(planned.source_path), f"/Fo{planned.object_path}"]
-    return [ctx.cxx.path, *(f"-I{d}" for d in includes), *unit.flags,
+                *prefix_map_flags(ctx, nvcc=False), "/c", str(planned.source_path), f"/Fo{planned.object_path}"]
+    return [ctx.cxx.path, *(f"-I{d}" for d in includes), *unit.flags, *prefix_map_flags(ctx, nvcc=False),
             "-c", str(planned.source_path), "-o", str(planned.object_path)]
 
 

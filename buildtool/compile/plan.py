@@ -18,7 +18,8 @@ from buildtool.compile.units import CompileUnit, ResolvedKernel, resolve
 from buildtool.errors import UserError
 from buildtool.spec.kernelspec import KernelSpec, TargetFacts
 
-CACHE_FORMAT = 1
+# 2: objects record placeholders for the tree, build dir and torch env (drivers.prefix_maps), not their paths
+CACHE_FORMAT = 2
 
 
 # Headers only: a TU's own text is hashed separately (none of the packages #includes a .cu/.cpp file).

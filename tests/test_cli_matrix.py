@@ -45,7 +45,7 @@ def test_json_lists_seeds_and_current_line_with_derived_fields() -> None:
     assert seed["tags"] == ["seeds"]
     current = cells["linux-x86_64-cp313-cu128-torch2.8-mamba-ssm-2.3.2.post1"]
     assert current["cxx11_abi"] == "TRUE"
-    assert current["triton_package"] == "triton" and current["triton"] == "triton==3.4.0"
+    assert current["triton_package"] == "triton" and current["triton"] == "triton==3.4.*"
     assert current["arch_list"] == "7.5;8.0;9.0;10.0;12.0+PTX"
     # torch < 2.10 full ABI, torch >= 2.10 from the stable track (+ the full-ABI speed baselines)
     assert sum(1 for c in cells.values() if c["package"] == "mamba-ssm" and c["version"] == "2.3.2.post1") > 60

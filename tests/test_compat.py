@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from buildtool.spec.compat import PLATFORMS, Compat, TorchInfo, load_compat
@@ -103,12 +106,42 @@ def test_platform_entries() -> None:
         assert info.wheel_tag.endswith(info.machine.lower()) or info.wheel_tag == "win_amd64"
 
 
+@pytest.mark.parametrize(("minor", "info"), TORCH, ids=_ids(TORCH))
+def test_triton_requirement_accepts_every_releases_own_pin(minor: str, info: TorchInfo) -> None:
+    """A full-ABI wheel requires torch==MINOR.* and the triton of triton_requirement: every release of that
+    minor must resolve, i.e. the version its METADATA pins is inside our specifier (else pip refuses the pair)."""
+    assert info.triton_by_release, f"torch {minor}: no METADATA evidence for its triton pin"
+    assert info.release in info.triton_by_release
+    (dist, spec) = COMPAT.triton_requirement(info.release, "linux-x86_64") or ("", "")
+    assert dist == "triton"
+    for release, theirs in info.triton_by_release.items():
+        assert torch_minor(release) == minor
+        pinned = Version(re.sub(r"^(==|~=)", "", theirs))
+        assert pinned in SpecifierSet(spec), f"torch {release} requires triton{theirs}, we would require {spec}"
+    newest = max(info.triton_by_release, key=Version)
+    assert Version(info.triton or "0") == Version(re.sub(r"^(==|~=)", "", info.triton_by_release[newest]))
+
+
+def test_every_torch_of_the_matrix_has_a_triton_pin() -> None:
+    """matrix.yaml's torch axes and pinned cells: each release has its minor's triton, with its METADATA."""
+    text = (Path(__file__).resolve().parents[1] / "matrix.yaml").read_text()
+    releases = set(re.findall(r'"(2\.\d+\.\d+)"', text))
+    assert {"2.6.0", "2.14.1", "2.15.0"} <= releases
+    for release in sorted(releases, key=Version):
+        info = COMPAT.torch_info(release)
+        assert info is not None and info.triton is not None, release
+        if release == info.release:
+            assert release in info.triton_by_release, release
+
+
 def test_triton_requirement() -> None:
-    assert COMPAT.triton_requirement("2.14.1", "linux-x86_64") == ("triton", "==3.8.0")
+    assert COMPAT.triton_requirement("2.14.1", "linux-x86_64") == ("triton", "==3.8.*")
     assert COMPAT.triton_requirement("2.14.1", "windows-x86_64") == ("triton-windows", "==3.8.*")
     assert COMPAT.triton_requirement("2.3.1", "windows-x86_64") is None
     # torch-2.15.0 METADATA: triton~=3.9.0; PyPI has no triton-windows 3.9 yet
-    assert COMPAT.triton_requirement("2.15.0", "linux-x86_64") == ("triton", "==3.9.0")
+    assert COMPAT.triton_requirement("2.15.0", "linux-x86_64") == ("triton", "==3.9.*")
+    # 2.12.0 pins triton==3.7.0, 2.12.1 triton==3.7.1: a torch==2.12.* wheel must accept both
+    assert COMPAT.triton_requirement("2.12.0", "linux-x86_64") == ("triton", "==3.7.*")
     assert COMPAT.triton_requirement("2.15.0", "windows-x86_64") is None
     assert COMPAT.triton_requirement("1.13", "linux-x86_64") is None
 

@@ -26,7 +26,7 @@ def test_plan_cu124_linux(matrix) -> None:  # type: ignore[no-untyped-def]
     plan = plan_env(matrix, "cu124", python="3.10", platform="linux-x86_64", with_="mamba")
     assert (plan.torch, plan.cuda, plan.cxx11_abi) == ("2.6.0", "12.4", False)
     assert plan.torch_index == "https://download.pytorch.org/whl/cu124"
-    assert plan.triton == "triton==3.2.0"
+    assert plan.triton == "triton==3.2.*"
     assert plan.packages == ("causal-conv1d==1.7.0", "mamba-ssm==2.3.2.post1")
 
 
@@ -37,7 +37,7 @@ def test_plan_windows_seeds_uses_triton_windows_and_vim_pairing(matrix) -> None:
     # Vim's mamba 1.1.1 takes the pre-1.5.1 causal_conv1d_fwd API (failures.md F15)
     assert "mamba-ssm-vim==1.1.1" in plan.packages and "causal-conv1d==1.4.0" in plan.packages
     linux = plan_env(matrix, "seeds", platform="linux-x86_64", with_="mamba")
-    assert linux.triton == "triton==2.3.1" and linux.packages == ("causal-conv1d==1.4.0", "mamba-ssm==2.2.2")
+    assert linux.triton == "triton==2.3.*" and linux.packages == ("causal-conv1d==1.4.0", "mamba-ssm==2.2.2")
 
 
 def test_plan_errors(matrix) -> None:  # type: ignore[no-untyped-def]

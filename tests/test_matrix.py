@@ -62,7 +62,7 @@ def test_seed_cells(matrix: Matrix, expansion: Expansion) -> None:
     linux = _cell(expansion, "linux-x86_64-cp310-cu118-torch2.3-mamba-ssm-2.2.2")
     assert linux.torch == "2.3.1"
     assert linux.cxx11_abi is False  # torch 2.3 wheels: pre-CXX11 ABI
-    assert linux.triton == "triton==2.3.1"
+    assert linux.triton == "triton==2.3.*"
     assert linux.triton_package == "triton"
 
 
@@ -91,7 +91,7 @@ def test_local_profile_is_the_developer_default(matrix: Matrix, expansion: Expan
     (cell,) = matrix.select(expansion, matrix.spec.default_profile)
     assert cell.id == "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0"
     assert cell.archs == ("9.0",) and cell.ptx is False and cell.arch_list == "9.0"
-    assert cell.cxx_std == "20" and cell.cxx11_abi is True and cell.triton == "triton==3.8.0"
+    assert cell.cxx_std == "20" and cell.cxx11_abi is True and cell.triton == "triton==3.8.*"
 
 
 def test_every_profile_selects_cells(matrix: Matrix, expansion: Expansion) -> None:

@@ -6,7 +6,7 @@ from functools import cache
 from typing import Literal
 
 from packaging.version import Version
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
@@ -25,7 +25,9 @@ class TorchInfo(Frozen):
     aarch64_cuda: tuple[str, ...] | None = None
     cxx11_abi: bool | dict[str, bool]
     cxx_std: str | dict[str, str]
-    triton: str | None
+    triton: str | None  # the newest release's Linux pin
+    #: release -> the triton specifier of its METADATA (Linux), the evidence behind ``triton``
+    triton_by_release: dict[str, str] = Field(default_factory=dict)
     triton_windows: str | None
     glibc: str
 
@@ -80,7 +82,8 @@ class Compat(Frozen):
         return self.torch.get(torch_minor(torch))
 
     def triton_requirement(self, torch: str, platform: str) -> tuple[str, str] | None:
-        """(distribution, specifier) of the triton matched to ``torch`` on ``platform``."""
+        """(distribution, specifier) of the triton matched to ``torch`` on ``platform``: triton's minor series,
+        which every release of the torch minor accepts (their METADATA pin different patch releases)."""
         info = self.torch_info(torch)
         if info is None:
             return None
@@ -90,7 +93,8 @@ class Compat(Frozen):
             return ("triton-windows", f"=={info.triton_windows}.*")
         if info.triton is None:
             return None
-        return ("triton", f"=={info.triton}")
+        pin = Version(info.triton)
+        return ("triton", f"=={pin.major}.{pin.minor}.*")
 
     def violations(self, *, platform: str, python: str, cuda: str, torch: str) -> list[str]:
         """Every reason this combination cannot exist as an official torch build (empty = legal)."""

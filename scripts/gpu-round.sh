@@ -4,13 +4,13 @@
 #   1. issue 12: the stable-ABI wheels built on the CPU machine (torch 2.14.1 headers, Python 3.11), carried
 #      over unchanged, verified here (`buildtool verify`: numerics fwd+bwd in every dtype, shims, Mamba / Mamba2
 #      smoke with the stable causal-conv1d + mamba-ssm pair);
-#   2. issue 18: scripts/gpu-bound.sh on the still quiet machine (cold builds against their bound, fatbin sizes
-#      and load costs);
-#   3. in parallel: the stable wheels built here (profile gpu-dev-stable, torch 2.11), the full-ABI wheels of the
+#   2. in parallel: the stable wheels built here (profile gpu-dev-stable, torch 2.11), the full-ABI wheels of the
 #      same versions (sm_90; the speed and SASS baseline) and the other families (profile gpu-dev: mamba-ssm
 #      2.2.2, Vim's fork, VMamba's selective_scan; issue 14's declared-requirements check runs on them on the CPU
 #      machine);
-#   4. verify of the stable wheels built here, kernel speed stable vs full, SASS stable vs full (every kernel);
+#   3. verify of the stable wheels built here, kernel speed stable vs full, SASS stable vs full (every kernel);
+#   4. issue 18: scripts/gpu-bound.sh once the builds are over (cold builds with a fresh object cache against
+#      their bound, fatbin sizes and load costs);
 #   5. issue 18: the CUDA-13 arch policy's six-target, size-compressed mamba-ssm wheel (its size).
 # Carry (CARRY, default .carry/gpu, git-ignored): whl/ (pure-Python wheels for cp312: pydantic, rich, pyelftools,
 # abi3audit... and einops), cache/sources/ (sdists and git archives of every package above), cpu-wheels/ (the
@@ -35,9 +35,6 @@ job() {
   step "1. verify the stable wheels carried from the CPU machine"
   python3 -m buildtool verify "$C/cpu-wheels" --json "$out/verify-stable-cpu.json" > "$out/verify-stable-cpu.log" 2>&1
   step "1. done rc=$?"
-  step "2. compile bound (scripts/gpu-bound.sh)"
-  bash scripts/gpu-bound.sh "$out/bound" "$C" > "$out/bound.log" 2>&1
-  step "2. done rc=$?"
   step "3. builds: stable (gpu-dev-stable) | full-ABI cc + mamba sm_90 | families (gpu-dev)"
   "${BUILD[@]}" --profile gpu-dev-stable --dist "$out/w/stable-gpu" > "$out/build-stable.json" 2> "$out/build-stable.log" &
   local stable=$!
@@ -64,9 +61,12 @@ job() {
     step "4. SASS $dist rc=$?"
   done
   wait $family; step "3. families built rc=$?"
-  step "5. six-target size-mode mamba-ssm wheel (arch policy of CUDA 13.0)"
-  "${BUILD[@]}" "$MAMBA" --dist "$out/w/six" > "$out/build-six.json" 2> "$out/build-six.log"
+  step "5. compile bound (scripts/gpu-bound.sh)"
+  bash scripts/gpu-bound.sh "$out/bound" "$C" > "$out/bound.log" 2>&1
   step "5. done rc=$?"
+  step "6. six-target size-mode mamba-ssm wheel (arch policy of CUDA 13.0)"
+  "${BUILD[@]}" "$MAMBA" --dist "$out/w/six" > "$out/build-six.json" 2> "$out/build-six.log"
+  step "6. done rc=$?"
   ls -l "$out"/w/*/ > "$out/wheels.txt" 2>&1
   sha256sum "$out"/w/*/*.whl >> "$out/wheels.txt" 2>&1
   step "done"

@@ -35,7 +35,7 @@ job() {
   step "1. verify the stable wheels carried from the CPU machine"
   python3 -m buildtool verify "$C/cpu-wheels" --json "$out/verify-stable-cpu.json" > "$out/verify-stable-cpu.log" 2>&1
   step "1. done rc=$?"
-  step "3. builds: stable (gpu-dev-stable) | full-ABI cc + mamba sm_90 | families (gpu-dev)"
+  step "2. builds: stable (gpu-dev-stable) | full-ABI cc + mamba sm_90 | families (gpu-dev)"
   "${BUILD[@]}" --profile gpu-dev-stable --dist "$out/w/stable-gpu" > "$out/build-stable.json" 2> "$out/build-stable.log" &
   local stable=$!
   "${BUILD[@]}" "$CC" "$MAMBA" --archs 9.0 --dist "$out/w/full-gpu" > "$out/build-full.json" 2> "$out/build-full.log" &
@@ -43,30 +43,30 @@ job() {
   # shellcheck disable=SC2086
   "${BUILD[@]}" $FAMILY --dist "$out/w/family" > "$out/build-family.json" 2> "$out/build-family.log" &
   local family=$!
-  wait $stable; step "3. stable built rc=$?"
-  step "4. verify the stable wheels built here"
+  wait $stable; step "2. stable built rc=$?"
+  step "3. verify the stable wheels built here"
   python3 -m buildtool verify "$out/w/stable-gpu" --json "$out/verify-stable-gpu.json" > "$out/verify-stable-gpu.log" 2>&1
-  step "4. verify done rc=$?"
-  wait $full; step "3. full built rc=$?"
-  step "4. kernel speed: stable (built here) vs full ABI"
+  step "3. verify done rc=$?"
+  wait $full; step "2. full built rc=$?"
+  step "3. kernel speed: stable (built here) vs full ABI"
   python3 benchmarks/kernel_speed.py --ours "$out/w/stable-gpu" --upstream "$out/w/full-gpu" --rounds 5 --reps 100 \
     --out "$out/speed-stable-vs-full.json" > "$out/speed.md" 2> "$out/speed.err"
-  step "4. speed done rc=$?"
+  step "3. speed done rc=$?"
   for pkg in causal_conv1d:causal_conv1d_cuda mamba_ssm:selective_scan_cuda; do
     dist=${pkg%%:*} ext=${pkg##*:}
     full_so=$(unzip -Z1 "$out"/w/full-gpu/"$dist"-*.whl | grep "^$ext\..*\.so$")
     stable_so=$(unzip -Z1 "$out"/w/stable-gpu/"$dist"-*.whl | grep "_C_stable.abi3.so$")
     python3 benchmarks/sass_compare.py "$out"/w/stable-gpu/"$dist"-*.whl "$out"/w/full-gpu/"$dist"-*.whl \
       --pair "$(basename "$stable_so")=$full_so" --json "$out/sass-stable-vs-full-$dist.json" >> "$out/sass.md" 2>&1
-    step "4. SASS $dist rc=$?"
+    step "3. SASS $dist rc=$?"
   done
-  wait $family; step "3. families built rc=$?"
-  step "5. compile bound (scripts/gpu-bound.sh)"
+  wait $family; step "2. families built rc=$?"
+  step "4. compile bound (scripts/gpu-bound.sh)"
   bash scripts/gpu-bound.sh "$out/bound" "$C" > "$out/bound.log" 2>&1
-  step "5. done rc=$?"
-  step "6. six-target size-mode mamba-ssm wheel (arch policy of CUDA 13.0)"
+  step "4. done rc=$?"
+  step "5. six-target size-mode mamba-ssm wheel (arch policy of CUDA 13.0)"
   "${BUILD[@]}" "$MAMBA" --dist "$out/w/six" > "$out/build-six.json" 2> "$out/build-six.log"
-  step "6. done rc=$?"
+  step "5. done rc=$?"
   ls -l "$out"/w/*/ > "$out/wheels.txt" 2>&1
   sha256sum "$out"/w/*/*.whl >> "$out/wheels.txt" 2>&1
   step "done"

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "buildtool"
 
 # lowest first; a unit may import its own layer and every layer listed before it
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("buildtool", "errors", "console", "host", "model", "versions", "data"),
+    ("buildtool", "errors", "console", "host", "interp", "model", "versions", "data"),
     ("spec",),
     ("binary",),
     ("source",),

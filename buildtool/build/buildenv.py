@@ -27,7 +27,6 @@ then `include_dirs`, then `cuda_library_include_dirs` (so the toolkit's own cuda
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+from buildtool import interp
 from buildtool.errors import BuildError, UserError
 from buildtool.model import Frozen
 from buildtool.spec.compat import load_compat
@@ -49,8 +49,8 @@ _SENTINEL_CUDA_HOME = "/nonexistent-buildtool-cuda-home"
 _JSON_PREFIX = "BUILDTOOL_JSON="
 
 # Runs inside the target interpreter (any Python >= 3.8 with torch): prints one JSON line.
-_INTROSPECT = r"""
-import glob, json, os, platform, sys, sysconfig
+_INTROSPECT = interp.FACTS_CODE + r"""
+import glob, json, os, sys
 import torch
 from torch.utils import cpp_extension as ce
 try:
@@ -59,8 +59,9 @@ except TypeError:  # torch < 2.6: include_paths(cuda=True)
     inc = ce.include_paths(cuda=True)
 sentinel = os.environ["CUDA_HOME"]
 inc = [p for p in inc if not p.startswith(sentinel)]
-inc.append(sysconfig.get_paths()["include"])  # Python.h (torch/extension.h includes it)
-site = sysconfig.get_paths()["purelib"]
+facts = _buildtool_facts()
+inc.append(facts["include"])  # Python.h (torch/extension.h includes it)
+site = facts["purelib"]
 libdir = os.path.join(os.path.dirname(torch.__file__), "lib")
 abi = bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", False)) and sys.platform != "win32"
 nv = sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
@@ -69,12 +70,12 @@ present = set(os.listdir(libdir)) if os.path.isdir(libdir) else set()
 libs = [n for n in names if ("lib%s.so" % n) in present or ("%s.lib" % n) in present]
 libdirs = [libdir]
 if sys.platform == "win32":  # python3X.lib for the link
-    libdirs.append(os.path.join(sys.base_exec_prefix, "libs"))
+    libdirs.append(facts["lib_dir"])
 print("BUILDTOOL_JSON=" + json.dumps({
-    "python": sys.executable, "python_version": platform.python_version(),
+    "python": facts["executable"], "python_version": facts["python_version"],
     "torch_version": torch.__version__, "torch_cuda": torch.version.cuda, "cxx11_abi": abi,
     "include_dirs": inc, "cuda_library_include_dirs": nv, "library_dirs": libdirs,
-    "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
+    "ext_suffix": facts["ext_suffix"],
     "libraries": libs, "torch_lib_dir": libdir, "site_packages": site,
 }))
 """
@@ -106,17 +107,16 @@ def introspect(python: Path, origin: Literal["current", "interpreter", "created"
     env["CUDA_HOME"] = _SENTINEL_CUDA_HOME  # keep the toolkit's dirs out: they come from the Toolchain
     env.pop("CUDA_PATH", None)
     try:
-        proc = subprocess.run([str(python), "-c", _INTROSPECT], capture_output=True, text=True, timeout=300, env=env)
+        proc = interp.run_code(python, _INTROSPECT, timeout=300, env=env)
     except OSError as exc:
         raise UserError(f"cannot run {python}: {exc}") from None
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(_JSON_PREFIX)), None)
-    if proc.returncode != 0 or line is None:
+    data = interp.marked_json(proc.stdout, _JSON_PREFIX)
+    if proc.returncode != 0 or data is None:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise UserError(
             f"cannot import torch with {python}: {tail[0]}",
             hint="install the cell's torch into that interpreter, or let buildtool create a build env",
         )
-    data = json.loads(line[len(_JSON_PREFIX):])
     data["origin"] = origin
     result: BuildEnv = BuildEnv.model_validate(data)
     return result
@@ -188,18 +188,13 @@ def install_commands(python: Path, cell: Cell, index: str | None, installer: Ins
 def _runs_as(candidate: str, version: str) -> bool:
     """True when ``candidate`` starts and is Python ``version`` (a pyenv shim for a version that is
     installed but not selected exits 127; a stale link points nowhere)."""
-    try:
-        proc = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0 and proc.stdout.strip() == version
+    return interp.version_of(candidate) == version
 
 
 def find_python(version: str) -> Path:
     """An interpreter for Python ``version`` ("3.11"): the running one, a working pythonX.Y on PATH, a pyenv
     installation of it, `uv python find`."""
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+    if interp.running_version() == version:
         return Path(sys.executable)
     tried: list[str] = []
     candidates = [shutil.which(f"python{version}")]

@@ -3,7 +3,6 @@ headers, a compiler's identity (part of every cache key)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from buildtool import interp
 from buildtool.errors import BuildError
 
 
@@ -47,19 +47,11 @@ def host_compiler(toolchain: Any, platform: str) -> HostCompiler:
 
 def query_python(python: Path) -> PythonFacts:
     """EXT_SUFFIX and include dirs of the *target* interpreter (not necessarily the one running us)."""
-    code = (
-        "import json, sys, sysconfig; p = sysconfig.get_paths(); "
-        "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], "
-        "'ext_suffix': sysconfig.get_config_var('EXT_SUFFIX'), "
-        "'include_dirs': sorted({p['include'], p['platinclude']}), "
-        "'lib_dirs': [sys.base_exec_prefix + '/libs']}))"
-    )
     try:
-        out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, timeout=60)
+        found = interp.facts(python)
     except (OSError, subprocess.SubprocessError) as exc:
         raise BuildError(f"cannot query the target Python {python}: {exc}") from None
-    data = json.loads(out.stdout)
-    return PythonFacts(data["version"], data["ext_suffix"], tuple(data["include_dirs"]), tuple(data["lib_dirs"]))
+    return PythonFacts(found.version, found.ext_suffix, found.include_dirs, (found.lib_dir,))
 
 
 @cache

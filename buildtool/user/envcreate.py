@@ -20,6 +20,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from buildtool import interp
 from buildtool.errors import BuildError, UserError, allowed_list
 from buildtool.host import host_platform
 from buildtool.model import Frozen
@@ -79,7 +80,7 @@ def plan_env(matrix: Matrix, profile: str, *, python: str | None = None, platfor
                         f"{allowed_list(sorted({c.platform for c in cells}))}")
     pythons = sorted({c.python for c in here}, key=Version)
     if python is None:
-        mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        mine = interp.running_version()
         python = mine if mine in pythons else pythons[-1]
     here = [c for c in here if c.python == python]
     if not here:
@@ -205,11 +206,10 @@ def venv_interpreter(python: str, installer: str) -> str:
         if uv is None:
             raise UserError("--installer uv: uv is not installed", hint="pip install uv, or use --installer pip")
         return python   # uv finds (or fetches) the interpreter itself
-    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    interp = sys.executable if mine == python else shutil.which(f"python{python}")
-    if interp is None:
+    found = sys.executable if interp.running_version() == python else shutil.which(f"python{python}")
+    if found is None:
         raise UserError(f"no python{python} on PATH to create the venv with", hint="install it, or use --installer uv")
-    return interp
+    return found
 
 
 def create_venv(directory: Path, python: str, installer: str, log: Log) -> Path:
@@ -374,7 +374,7 @@ def _create(directory: Path, plan: EnvPlan, packages: tuple[str, ...], manifest:
     report = run_doctor(str(python), cwd=directory)
     log("5/5 import check")
     mods = ["torch", *(m for i in (kernels.installed if kernels else ()) for m in i.modules)]
-    proc = subprocess.run([str(python), "-c", "".join(f"import {m}\n" for m in mods)], capture_output=True, text=True)
+    proc = interp.imports(python, mods, torch_first=False)
     problems = tuple(r.model_dump(mode="json") for r in report.results if r.status.value in ("warn", "fail"))
     return EnvReport(
         dir=str(directory), python=str(python), plan=plan, torch=env.torch.version, kernels=kernels,

@@ -8,7 +8,6 @@ crashing or slow torch never takes buildtool down. The *host* half runs here: nv
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,9 +18,10 @@ from typing import Any
 
 from pydantic import Field
 
+from buildtool import interp
 from buildtool.errors import UserError
 from buildtool.model import Frozen
-from buildtool.versions import major_minor
+from buildtool.versions import cuda_major, major_minor
 
 # Distributions and extension modules the doctor and the resolver care about.
 KERNEL_DISTS = ("causal-conv1d", "mamba-ssm", "mamba-ssm-vim", "selective-scan")
@@ -40,9 +40,10 @@ ENV_VARS = (
     "CPLUS_INCLUDE_PATH", "CPATH", "INCLUDE", "PIP_CACHE_DIR", "VIRTUAL_ENV",
 )
 
-# Runs in the target interpreter: stdlib only, never fails as a whole (each part records its own error).
+# Runs in the target interpreter after interp.FACTS_CODE: stdlib only, never fails as a whole (each part
+# records its own error).
 PROBE = r"""
-import importlib.metadata as md, importlib.util, json, os, platform, sys, sysconfig
+import importlib.metadata as md, importlib.util, json, os, platform, sys
 WATCHED = %(watched)r
 EXTS = %(exts)r
 MODS = %(mods)r
@@ -53,17 +54,18 @@ def spec_origin(name):
     except Exception as e:
         return {"error": type(e).__name__ + ": " + str(e)}
     return None if s is None else {"origin": s.origin}
+facts = _buildtool_facts()
 out = {
-  "python_version": "%%d.%%d.%%d" %% sys.version_info[:3],
+  "python_version": facts["release"],
   "implementation": sys.implementation.name,
-  "executable": sys.executable,
+  "executable": facts["executable"],
   "prefix": sys.prefix,
-  "sys_platform": sys.platform,
+  "sys_platform": facts["platform"],
   "machine": platform.machine(),
   "glibc": (os.confstr("CS_GNU_LIBC_VERSION").split()[-1] if hasattr(os, "confstr") and sys.platform.startswith("linux") else None),
-  "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
-  "include_dir": sysconfig.get_paths().get("include"),
-  "purelib": sysconfig.get_paths().get("purelib"),
+  "ext_suffix": facts["ext_suffix"],
+  "include_dir": facts["include"],
+  "purelib": facts["purelib"],
   "base_prefix": sys.base_prefix,
   "env": {k: os.environ[k] for k in ENVS if k in os.environ},
   "cwd": os.getcwd(),
@@ -146,12 +148,11 @@ class TorchInfo(Frozen):
     def minor(self) -> str | None:
         if not self.version:
             return None
-        m = re.match(r"^(\d+)\.(\d+)", self.version)
-        return f"{m[1]}.{m[2]}" if m else None
+        return major_minor(self.version) if re.match(r"^\d+\.\d+", self.version) else None
 
     @property
     def cuda_major(self) -> int | None:
-        return int(self.cuda.split(".")[0]) if self.cuda else None
+        return int(cuda_major(self.cuda)) if self.cuda else None
 
 
 class DistInfo(Frozen):
@@ -279,16 +280,15 @@ def python_of(path: str | Path) -> str:
 def probe_python(python: str | None = None, *, with_torch: bool = True, env: dict[str, str] | None = None,
                  timeout: float = 180) -> PythonEnv:
     exe = python_of(python) if python else default_python()
-    script = PROBE % {"watched": WATCHED_DISTS, "exts": EXTENSION_MODULES, "mods": PYTHON_MODULES,
-                      "envs": ENV_VARS, "with_torch": with_torch}
+    script = interp.FACTS_CODE + PROBE % {"watched": WATCHED_DISTS, "exts": EXTENSION_MODULES,
+                                          "mods": PYTHON_MODULES, "envs": ENV_VARS, "with_torch": with_torch}
     try:
-        proc = subprocess.run([exe, "-c", script], capture_output=True, text=True, timeout=timeout, env=env)
+        proc = interp.run_code(exe, script, timeout=timeout, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"cannot run {exe}: {exc}") from None
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BUILDTOOL-PROBE")), None)
-    if line is None:
+    data = interp.marked_json(proc.stdout, "BUILDTOOL-PROBE")
+    if data is None:
         raise UserError(f"probing {exe} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
-    data = json.loads(line[len("BUILDTOOL-PROBE"):])
     result: PythonEnv = PythonEnv.model_validate(data)
     return result
 

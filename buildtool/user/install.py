@@ -7,7 +7,6 @@ that pins the installed torch, so neither step can replace or upgrade torch (anc
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from buildtool import interp
 from buildtool.errors import BuildError, UserError
 from buildtool.model import Frozen
 from buildtool.publish.index import Manifest, WheelRecord
@@ -142,8 +142,7 @@ def plan(requirements: Sequence[str], manifest: Manifest, target: Target) -> lis
 # ---------------------------------------------------------------- pip
 def pip_command(python: str) -> list[str]:
     """The target's own pip, else this interpreter's pip driving it (`pip --python`, pip >= 22.3)."""
-    probe = subprocess.run([python, "-c", "import pip"], capture_output=True)
-    if probe.returncode == 0:
+    if interp.run_code(python, "import pip").returncode == 0:
         return [python, "-m", "pip"]
     return [sys.executable, "-m", "pip", "--python", python]
 
@@ -151,8 +150,7 @@ def pip_command(python: str) -> list[str]:
 def installed_version(python: str, dist: str) -> str | None:
     code = (f"import importlib.metadata as m\ntry: print(m.version({dist!r}))\n"
             "except m.PackageNotFoundError: print('')")
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
-    return proc.stdout.strip() or None
+    return interp.run_code(python, code).stdout.strip() or None
 
 
 def _run(cmd: list[str], log: Log) -> None:
@@ -166,12 +164,7 @@ def _run(cmd: list[str], log: Log) -> None:
 
 def installed_dists(python: str) -> dict[str, str]:
     """Every distribution in the environment: canonical name -> version."""
-    code = ("import importlib.metadata as m, json\n"
-            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions() if d.metadata['Name']}))")
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {}
-    return {canonicalize_name(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    return {canonicalize_name(k): v for k, v in interp.distributions(python).items()}
 
 
 def rollback(pip: list[str], python: str, before: dict[str, str], log: Log) -> None:
@@ -198,9 +191,7 @@ def rollback(pip: list[str], python: str, before: dict[str, str], log: Log) -> N
 
 
 def import_check(python: str, modules: Sequence[str], with_torch: bool) -> tuple[bool, str]:
-    # Kernel extensions link against libc10/libtorch, which `import torch` loads first.
-    code = ("import torch\n" if with_torch else "") + "".join(f"import {m}\n" for m in modules) + "print('import ok')"
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    proc = interp.imports(python, modules, torch_first=with_torch)
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
 
 

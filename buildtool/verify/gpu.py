@@ -18,6 +18,7 @@ from packaging.tags import sys_tags
 from packaging.version import Version
 
 import buildtool
+from buildtool import interp
 from buildtool.verify.models import CheckResult, failed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
 from buildtool.verify.static import OpenedWheel
@@ -99,11 +100,10 @@ def no_gpu_results(wheels: list[OpenedWheel], reason: str) -> list[CheckResult]:
 
 
 def probe(python: str = sys.executable) -> dict[str, Any]:
-    proc = subprocess.run([python, "-m", "buildtool.verify.worker", "--probe"], capture_output=True, text=True,
-                          env=_env([]), check=False, timeout=300)
+    proc = interp.run(python, "-m", "buildtool.verify.worker", "--probe", env=_env([]), timeout=300)
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"error": f"probe failed: {proc.stderr.strip()[-500:]}"}
-    data: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    data: dict[str, Any] = interp.marked_json(proc.stdout)
     return data
 
 
@@ -177,8 +177,8 @@ def run_group(group: Group, *, skip: list[str], bench: bool, timeout: int, pytho
         job_file = base / "job.json"
         job_file.write_text(json.dumps(job, indent=2))
         try:
-            proc = subprocess.run([python, "-m", "buildtool.verify.worker", str(job_file)], capture_output=True, text=True,
-                                  env=_env([str(target)]), cwd=base, timeout=timeout, check=False)
+            proc = interp.run(python, "-m", "buildtool.verify.worker", str(job_file), env=_env([str(target)]),
+                              cwd=base, timeout=timeout)
         except subprocess.TimeoutExpired:
             return [failed(group.label, "gpu checks", f"the worker ran longer than {timeout} s and was stopped")]
         out = base / "results.json"

@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from buildtool import interp
 from buildtool.verify.models import CheckResult, failed, passed, skipped
 from buildtool.verify.static import OpenedWheel
 from buildtool.wheel import tags as wheeltags
@@ -87,7 +88,7 @@ def torch_site(python: str) -> tuple[Path, str] | None:
     # the distribution's version (PyPI's CUDA torch: 2.14.1, while torch.__version__ is 2.14.1+cu130)
     code = ("import os, torch, importlib.metadata as m; print(os.path.dirname(os.path.dirname(torch.__file__))); "
             "print(m.version('torch'))")
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    proc = interp.run_code(python, code)
     if proc.returncode != 0:
         return None
     site, version = proc.stdout.strip().splitlines()[-2:]
@@ -97,19 +98,12 @@ def torch_site(python: str) -> tuple[Path, str] | None:
 def _venv_with_torch(root: Path, python: str, site: Path) -> Path:
     subprocess.run([python, "-m", "venv", "--without-pip", str(root)], check=True, capture_output=True)
     venv_python = root / "bin" / "python"
-    purelib = Path(subprocess.run([str(venv_python), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
-                                  capture_output=True, text=True, check=True).stdout.strip())
+    purelib = Path(interp.facts(venv_python).purelib)
     (purelib / "zz_buildtool_torch.pth").write_text(f"{site}\n", encoding="utf-8")
     for info in site.glob("*.dist-info"):
         if info.name.split("-")[0].lower() not in ("pip", "setuptools"):
             shutil.copytree(info, purelib / info.name)
     return venv_python
-
-
-def _installed(python: Path) -> dict[str, str]:
-    code = "import importlib.metadata as m, json; print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
-    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.strip().splitlines()
-    return json.loads(out[-1]) if out else {}
 
 
 def check_declared_requirements(wc: OpenedWheel, *, python: str = sys.executable, index: str = PYPI,
@@ -122,13 +116,13 @@ def check_declared_requirements(wc: OpenedWheel, *, python: str = sys.executable
     if found is None:
         return skipped(label, CHECK, f"{python} has no importable torch to install next to")
     site, torch_version = found
-    py_tag = "cp{}{}".format(*sys.version_info[:2]) if python == sys.executable else None
+    py_tag = "cp" + interp.running_version().replace(".", "") if python == sys.executable else None
     if py_tag and not wheeltags.python_fits(wheeltags.wheel_tags(wc.path.name), py_tag):
         return skipped(label, CHECK, f"tags {wc.name.python_tag}-{wc.name.abi_tag} do not fit {py_tag}")
     work = Path(tempfile.mkdtemp(prefix="buildtool-reqs-", dir=keep))
     try:
         venv_python = _venv_with_torch(work / "venv", python, site)
-        before = _installed(venv_python)
+        before = interp.distributions(venv_python)
         constraints = work / "constraints.txt"
         constraints.write_text(f"torch=={torch_version}\n", encoding="utf-8")
         # Sibling wheels of the wheelhouse satisfy kernel requirements (Vim's fork needs causal-conv1d 1.1.x);
@@ -140,15 +134,14 @@ def check_declared_requirements(wc: OpenedWheel, *, python: str = sys.executable
         if proc.returncode != 0:
             return failed(label, CHECK, "pip cannot install it with its requirements next to torch "
                           f"{torch_version}: {(proc.stderr or proc.stdout).strip()[-700:]}")
-        after = _installed(venv_python)
+        after = interp.distributions(venv_python)
         chosen = sorted(f"{k} {v}" for k, v in after.items() if before.get(k) != v and k.lower() != wc.name.project)
         modules = public_modules(wc.names)
-        imp = subprocess.run([str(venv_python), "-c", _IMPORT_ALL, json.dumps(modules)], capture_output=True, text=True)
-        line = next((ln for ln in imp.stdout.splitlines() if ln.startswith("BUILDTOOL-IMPORTS")), None)
-        if line is None:
+        imp = interp.run_code(venv_python, _IMPORT_ALL, json.dumps(modules))
+        errors: dict[str, str] | None = interp.marked_json(imp.stdout, "BUILDTOOL-IMPORTS")
+        if errors is None:
             return failed(label, CHECK, f"the import run crashed (exit {imp.returncode}): {imp.stderr.strip()[-500:]}",
                           modules=len(modules))
-        errors: dict[str, str] = json.loads(line[len("BUILDTOOL-IMPORTS"):])
         resolved = ", ".join(chosen) or "nothing beyond what torch brought"
         if errors:
             first = next(iter(errors.items()))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
+from buildtool import interp
 from buildtool.binary.elf import torch_symbols
 from buildtool.spec.abitrack import is_stable_library
 from buildtool.user.doctor.checks.base import check, fail, no_extensions, no_torch, ok, skip
@@ -107,8 +107,7 @@ def extensions_import(ctx: Context) -> Finding:
     failures = []
     for m in [*modules, *libraries]:
         code = f"import torch\ntorch.ops.load_library({m!r})" if m in libraries else f"import torch\nimport {m}"
-        proc = subprocess.run([ctx.py.executable, "-c", code], capture_output=True, text=True,
-                              timeout=300, cwd=ctx.cwd)
+        proc = interp.run_code(ctx.py.executable, code, timeout=300, cwd=ctx.cwd)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             failures.append(f"{m}: {last[:300]}")

@@ -165,7 +165,7 @@ def _stable_groups(cells: Sequence[Cell], tu_counts: Callable[[Cell], TuCounts],
     cells it replaces), one binding TU, one abi3 wheel."""
     buckets: dict[tuple[str, str, str, str], list[Cell]] = {}
     for c in cells:
-        buckets.setdefault((c.platform, c.cuda.split(".")[0], c.package, c.version), []).append(c)
+        buckets.setdefault((c.platform, c.cuda_major, c.package, c.version), []).append(c)
     jobs = []
     for members in buckets.values():
         cell = max(members, key=_archs)

@@ -24,7 +24,7 @@ from buildtool.model import Frozen
 from buildtool.publish.index import Manifest, WheelRecord, load_manifest_text
 from buildtool.spec.archcover import code_for
 from buildtool.user.envinfo import Environment
-from buildtool.versions import torch_minor
+from buildtool.versions import cuda_major, torch_minor
 from buildtool.wheel import tags as wheeltags
 
 
@@ -141,7 +141,7 @@ def _cuda(w: WheelRecord, t: Target) -> str | None:
         return None
     if t.torch_cuda is None:
         return f"built for CUDA {w.cuda}, installed torch {t.torch} is a CPU-only build (pass --cuda to target a CUDA torch)"
-    if w.cuda_major != int(t.torch_cuda.split(".")[0]):
+    if w.cuda_major != int(cuda_major(t.torch_cuda)):
         return f"built for CUDA {w.cuda_major}, torch uses CUDA {t.torch_cuda} (libcudart major differs)"
     return None
 

@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from buildtool.errors import UserError
-from buildtool.versions import cuda_from_tag
+from buildtool.versions import cuda_from_tag, cuda_major
 
 _LABEL = re.compile(
     r"^(?:(?P<prefix>[a-z][a-z0-9]*)\.)?cu(?P<cuda>\d{2,4})torch(?P<torch>\d+\.\d+)cxx11abi(?P<abi>true|false)$",
@@ -57,7 +57,7 @@ class LocalLabel:
 
     @property
     def cuda_major(self) -> int:
-        return int(self.cuda.split(".")[0])
+        return int(cuda_major(self.cuda))
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class WheelName:
     def for_cell(cls, dist: str, version: str, *, cuda: str, torch_minor: str, cxx11_abi: bool,
                  python_tag: str, platform_tag: str, prefix: str | None = None, stable: bool = False) -> WheelName:
         """Full ABI: ``cp311-cp311`` and the full label; ``stable``: ``<python_tag>-abi3`` and ``cu<major>stable``."""
-        label = LocalLabel(cuda=cuda.split(".")[0], torch=None, cxx11_abi=None, prefix=prefix or None, stable=True) \
+        label = LocalLabel(cuda=cuda_major(cuda), torch=None, cxx11_abi=None, prefix=prefix or None, stable=True) \
             if stable else LocalLabel(cuda=cuda, torch=torch_minor, cxx11_abi=cxx11_abi, prefix=prefix or None)
         return cls(
             dist=re.sub(r"[-_.]+", "_", dist).lower(), version=version, label=label,

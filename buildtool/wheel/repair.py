@@ -29,6 +29,7 @@ from buildtool.errors import BuildError
 from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 from buildtool.spec.compat import load_compat
+from buildtool.versions import cuda_major
 from buildtool.wheel.write import rewrite_wheel
 
 __all__ = [
@@ -59,7 +60,7 @@ class RepairPolicy(Frozen):
     windows: WindowsPolicy
 
     def windows_exclusions(self, cuda: str) -> list[str]:
-        major = cuda.split(".")[0]
+        major = cuda_major(cuda)
         return [name.replace("{cuda_major}", major) for name in self.windows.exclude]
 
 

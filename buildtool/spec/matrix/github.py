@@ -31,7 +31,7 @@ def github_matrix(
         for c in cells
     ]
     chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)] or [[]]
-    groups = sorted({(c.platform, c.cuda.split(".")[0]) for c in cells})
+    groups = sorted({(c.platform, c.cuda_major) for c in cells})
     verify = [
         {"platform": p, "os": p.split("-")[0], "cuda-major": major, "runs-on": list(table[p].gpu_runs_on)}
         for p, major in groups

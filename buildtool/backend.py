@@ -44,6 +44,7 @@ from buildtool.errors import UserError
 from buildtool.source.tree_config import TreeConfig, read_tree_config
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
+from buildtool.spec.matrix.cell import new_cell
 from buildtool.spec.recipe import Recipe, load_recipe
 from buildtool.wheel.write import source_date_epoch
 
@@ -173,17 +174,15 @@ def cell_for_current_env(package: str, version: str, env: Any, config_settings: 
     if info is None:
         raise UserError(f"torch {torch_public} is not in the compatibility table")
     archs, ptx = _archs(env.torch_cuda, config_settings, arch_policy)
-    triton = compat.triton_requirement(torch_public, platform)
     stable = abi == "stable"
     if stable and not torch_floor:
         raise UserError("the prepared tree is for the stable-ABI track but its provenance names no torch_floor",
                         hint="prepare the tree again with this buildtool")
-    return Cell(
-        platform=platform, python=env.python_minor, cuda=env.torch_cuda, torch=torch_public, package=package,
-        version=version, cxx11_abi=bool(env.cxx11_abi) if not platform.startswith("windows") else False,
-        cxx_std=info.std_for(platform), archs=archs, ptx=ptx,
-        triton=(triton[0] if stable else f"{triton[0]}{triton[1]}") if triton else None,
-        abi="stable" if stable else "full", torch_floor=torch_floor if stable else None,
+    return new_cell(
+        compat, platform=platform, python=env.python_minor, cuda=env.torch_cuda, torch=torch_public,
+        package=package, version=version, archs=archs, ptx=ptx, abi="stable" if stable else "full",
+        torch_floor=torch_floor if stable else None,
+        cxx11_abi=bool(env.cxx11_abi) if not platform.startswith("windows") else False,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from buildtool.model import Frozen
 from buildtool.spec.abitrack import AbiTrack, limited_api_python_tag
+from buildtool.spec.compat import Compat
 from buildtool.versions import cuda_major, torch_minor
 
 
@@ -95,3 +96,26 @@ class Cell(Frozen):
         if self.triton is None:
             return None
         return re.split(r"[=<>~!]", self.triton, maxsplit=1)[0]
+
+
+def new_cell(
+    compat: Compat, *, platform: str, python: str, cuda: str, torch: str, package: str, version: str,
+    archs: tuple[str, ...], ptx: bool, abi: AbiTrack = "full", torch_floor: str | None = None,
+    tags: tuple[str, ...] = (), cxx11_abi: bool | None = None,
+) -> Cell:
+    """The one cell factory (the matrix's expansion and the PEP 517 backend's running interpreter): the torch
+    release, C++ standard, C++11 ABI (``cxx11_abi`` when the build env's torch says) and triton requirement
+    come from the compatibility data. ``torch`` must be in it (the callers check first, with their own errors)."""
+    info = compat.torch_info(torch)
+    if info is None:
+        raise ValueError(f"torch {torch} is not in the compatibility data")
+    req = compat.triton_requirement(torch, platform)
+    # stable track: one wheel for every torch >= the floor, so triton by OS marker, never pinned to one torch's
+    triton = (req[0] if abi == "stable" else f"{req[0]}{req[1]}") if req else None
+    return Cell(
+        platform=platform, python=python, cuda=cuda, torch=torch if torch.count(".") == 2 else info.release,
+        package=package, version=version,
+        cxx11_abi=info.abi_for(platform, cuda) if cxx11_abi is None else cxx11_abi,
+        cxx_std=info.std_for(platform), archs=archs, ptx=ptx, triton=triton, tags=tags, abi=abi,
+        torch_floor=torch_floor,
+    )

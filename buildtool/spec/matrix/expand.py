@@ -13,7 +13,7 @@ from packaging.version import Version
 from buildtool.errors import UserError
 from buildtool.spec.abitrack import LIMITED_API_PYTHON, AbiTrack
 from buildtool.spec.matrix.base import MatrixBase
-from buildtool.spec.matrix.cell import Cell
+from buildtool.spec.matrix.cell import Cell, new_cell
 from buildtool.spec.matrix.rules import first_matching_rules
 from buildtool.versions import cuda_major, torch_minor
 
@@ -57,24 +57,14 @@ def make_cell(
                        f"{', '.join(m.spec.arch_policy) or 'nothing'})")
     if reasons or info is None:
         return None, reasons
-    release = torch if torch.count(".") == 2 else info.release
     cuda_info = m.compat.cuda[cuda]
     chosen = archs if archs is not None else policy.archs if policy else ()
     bad = [a for a in chosen if not cuda_info.can_compile(a.rstrip("a"))]
     if bad:
         return None, [f"CUDA {cuda} cannot compile {', '.join('sm_' + b.replace('.', '') for b in bad)}"]
-    if abi == "stable":
-        # One wheel for every torch >= the floor: triton by OS marker, never pinned to one torch's triton.
-        triton_req = m.compat.triton_requirement(torch, platform)
-        triton = triton_req[0] if triton_req else None
-    else:
-        pinned = m.compat.triton_requirement(torch, platform)
-        triton = f"{pinned[0]}{pinned[1]}" if pinned else None
-    cell = Cell(
-        platform=platform, python=python, cuda=cuda, torch=release, package=package, version=version,
-        cxx11_abi=info.abi_for(platform, cuda), cxx_std=info.std_for(platform),
-        archs=tuple(chosen), ptx=bool(policy and policy.ptx and archs is None),
-        triton=triton, tags=tags, abi=abi, torch_floor=floor,
+    cell = new_cell(
+        m.compat, platform=platform, python=python, cuda=cuda, torch=torch, package=package, version=version,
+        archs=tuple(chosen), ptx=bool(policy and policy.ptx and archs is None), abi=abi, torch_floor=floor, tags=tags,
     )
     return cell, []
 

@@ -31,11 +31,10 @@ from pathlib import Path
 
 from buildtool.errors import BuildError
 from buildtool.toolchain.models import DebianFacts, DebianRelease, ProviderFacts, os_of
-from buildtool.toolchain.pypi import verify_compile
+from buildtool.toolchain.pypi import MARKER, publish_toolkit, verify_compile
 from buildtool.toolchain.system import nvcc_version
 from buildtool.versions import split_cuda
 
-MARKER = "buildtool-toolchain.json"
 OS_RELEASE = Path("/etc/os-release")
 
 
@@ -261,22 +260,13 @@ def provision(
         version = nvcc_version(home / "bin" / "nvcc")
         if split_cuda(version) != split_cuda(cuda):
             raise BuildError(f"Debian {release.suite}'s nvidia-cuda-toolkit is nvcc {version}, not {cuda}")
-        probe_env = dict(base_env)
-        if host_cxx is not None:
-            probe_env["NVCC_CCBIN"] = str(host_cxx)
-        verify_compile(home / "bin" / "nvcc", tmp, probe_env)
+        verify_compile(home / "bin" / "nvcc", tmp, base_env, host_cxx)
         t3 = time.monotonic()
         seconds = {"download": round(t1 - t0, 1), "unpack": round(t2 - t1, 1), "test_compile": round(t3 - t2, 1)}
-        (tmp / MARKER).write_text(json.dumps({
+        publish_toolkit(tmp, final, {
             "suite": release.suite, "packages": [d.name for d in debs], "version": version, "cuda_home": "cuda",
             "downloaded_bytes": fetched, "pruned_bytes": freed, "seconds": seconds,
-        }, indent=2), encoding="utf-8")
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / MARKER).is_file():  # someone else's half-built dir: replace it
-                shutil.rmtree(final, ignore_errors=True)
-                tmp.rename(final)
+        })
         for d in debs:  # the unpacked tree is the cache; the .debs (1 GB for 12.4) are not kept
             d.unlink(missing_ok=True)
         detail = (f"assembled Debian {release.suite} nvidia-cuda-toolkit {version} into {final / 'cuda'} "

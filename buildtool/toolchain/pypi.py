@@ -90,8 +90,25 @@ def assemble(cuda_home: Path, platform: str) -> None:
         _link(plain, soname.name)
 
 
-def verify_compile(nvcc: Path, workdir: Path, env: Mapping[str, str] | None = None) -> None:
-    """Compile a tiny kernel (with CCCL) to an object: proves nvcc, cicc, ptxas, headers all work."""
+def publish_toolkit(tmp: Path, final: Path, record: Mapping[str, object]) -> None:
+    """Mark a provisioned toolkit complete (``MARKER``, with ``record``) and move it from ``tmp`` into place;
+    another process may have published the same toolkit meanwhile (its copy stays), or left a half-built
+    directory without the marker (it is replaced)."""
+    (tmp / MARKER).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    try:
+        tmp.rename(final)
+    except OSError:
+        if not (final / MARKER).is_file():  # someone else's half-built dir: replace it
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+
+
+def verify_compile(nvcc: Path, workdir: Path, env: Mapping[str, str] | None = None,
+                   host_cxx: Path | None = None) -> None:
+    """Compile a tiny kernel (with CCCL) to an object: proves nvcc, cicc, ptxas, headers all work (with
+    ``host_cxx`` as nvcc's host compiler when given)."""
+    if host_cxx is not None:
+        env = {**(env if env is not None else os.environ), "NVCC_CCBIN": str(host_cxx)}
     src = workdir / "probe.cu"
     src.write_text(_PROBE, encoding="utf-8")
     obj = workdir / "probe.o"
@@ -139,23 +156,11 @@ def provision(
         version = nvcc_version(nvcc)
         if split_cuda(version) != split_cuda(cuda):
             raise BuildError(f"{requirement(cuda, facts)} installed nvcc {version}, not {cuda}")
-        probe_env = dict(env if env is not None else os.environ)
-        if host_cxx is not None:
-            probe_env["NVCC_CCBIN"] = str(host_cxx)
-        verify_compile(nvcc, tmp, probe_env)
+        verify_compile(nvcc, tmp, dict(env if env is not None else os.environ), host_cxx)
         rel = home.relative_to(tmp).as_posix()
         seconds = round(time.monotonic() - started, 1)
-        (tmp / MARKER).write_text(
-            json.dumps({"requirement": requirement(cuda, facts), "version": version, "cuda_home": rel,
-                        "install_seconds": seconds}, indent=2),
-            encoding="utf-8",
-        )
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not (final / MARKER).is_file():  # someone else's half-built dir: replace it
-                shutil.rmtree(final, ignore_errors=True)
-                tmp.rename(final)
+        publish_toolkit(tmp, final, {"requirement": requirement(cuda, facts), "version": version, "cuda_home": rel,
+                                     "install_seconds": seconds})
         return final / rel, version, f"installed {requirement(cuda, facts)} into {final / rel} in {seconds} s"
     finally:
         if tmp.exists():

@@ -90,19 +90,11 @@ class VerifyPolicy(Frozen):
         return any(re.search(p, path) for p in self.forbidden_bundled)
 
 
-def _load(name: str, model: type[Frozen]) -> Frozen:
-    return yamlsrc.load_packaged(model, name)
-
-
 @cache
 def load_tolerances() -> Tolerances:
-    result = _load("tolerances.yaml", Tolerances)
-    assert isinstance(result, Tolerances)
-    return result
+    return yamlsrc.load_packaged(Tolerances, "tolerances.yaml")
 
 
 @cache
 def load_policy() -> VerifyPolicy:
-    result = _load("verify.yaml", VerifyPolicy)
-    assert isinstance(result, VerifyPolicy)
-    return result
+    return yamlsrc.load_packaged(VerifyPolicy, "verify.yaml")

@@ -50,6 +50,11 @@ class Context:
     def is_windows(self) -> bool:
         return self.py.sys_platform == "win32"
 
+    @property
+    def triton_dist(self) -> str:
+        """The distribution that provides ``import triton`` here."""
+        return "triton-windows" if self.is_windows else "triton"
+
     def dist(self, name: str) -> DistInfo | None:
         return self.py.dists.get(name)
 

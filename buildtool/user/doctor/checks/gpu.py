@@ -107,7 +107,7 @@ def libcuda_for_triton(ctx: Context) -> Finding:
 
 @check
 def triton_supports_gpu(ctx: Context) -> Finding:
-    dist = "triton-windows" if ctx.is_windows else "triton"
+    dist = ctx.triton_dist
     tv = ctx.version(dist)
     gpus = _gpus(ctx)
     if tv is None or not gpus:

@@ -96,7 +96,7 @@ def triton_for_mamba(ctx: Context) -> Finding:
     mamba = ctx.version("mamba-ssm") or ctx.version("mamba-ssm-vim")
     if mamba is None:
         return skip("mamba-ssm is not installed")
-    triton_dist = "triton-windows" if ctx.is_windows else "triton"
+    triton_dist = ctx.triton_dist
     if not ctx.py.has_module("triton"):
         return fail(f"mamba-ssm {mamba} is installed but `import triton` finds nothing: Mamba2/RMSNorm kernels "
                     "(mamba_ssm.ops.triton) become None",
@@ -110,7 +110,7 @@ def triton_for_mamba(ctx: Context) -> Finding:
 def triton_matches_torch(ctx: Context) -> Finding:
     if (early := no_torch(ctx)) is not None:
         return early
-    dist_name = "triton-windows" if ctx.is_windows else "triton"
+    dist_name = ctx.triton_dist
     installed = ctx.version(dist_name)
     info_ = load_compat().torch_info(ctx.torch.version or "0.0")
     if info_ is None:

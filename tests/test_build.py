@@ -14,13 +14,16 @@ import time
 import zipfile
 from email.parser import Parser
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tinyproj
+from provenance_samples import legacy_provenance
 from test_wheel import _verify_record
 
 from buildtool.build.dist import publish
-from buildtool.build.provenance import provenance_matches
+from buildtool.build.provenance import ResumeKey, provenance_matches
+from buildtool.wheel.provenance import Provenance
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(tinyproj.available() is not None,
                                                    reason=str(tinyproj.available()))]
@@ -62,6 +65,7 @@ def test_tiny_wheel_name_metadata_record_provenance(tiny: dict) -> None:
     assert "tiny/__init__.py" in names and "tiny_cuda.cpython-311-x86_64-linux-gnu.so" in names
     assert not any(n.startswith(("tiny/tests/", "csrc/")) for n in names)
     prov = json.loads(entries[f"{info}/buildtool_provenance.json"])
+    assert prov["schema_version"] == 2 and Provenance.model_validate(prov).cell.archs == ("9.0",)
     assert prov["cell"]["id"] == tinyproj.CELL_ID and prov["archs"] == "9.0"
     assert prov["source"]["kind"] == "pypi-sdist" and "origin" not in prov["source"]
     assert prov["toolchain"]["provider"] == "system" and prov["toolchain"]["host_compiler"]["kind"] == "gcc"
@@ -169,14 +173,21 @@ def test_publish_interrupted_mid_copy_leaves_nothing(tmp_path: Path, monkeypatch
     assert [p.name for p in dist.iterdir()] == [src.name]
 
 
+def _typed(data: dict[str, Any]) -> Provenance:
+    return Provenance.model_validate(data)
+
+
 def test_provenance_match_rules() -> None:
-    base = {"cell": {"id": "c"}, "source": {"sha256": "a"}, "patches": [], "modules": [{"flags": ["-O3"]}],
-            "toolchain": {"provider": "system"}}
-    assert provenance_matches(base, dict(base))[0]
-    assert provenance_matches({**base, "toolchain": {"provider": "pypi"}}, base)[0]  # same flags: same wheel
-    assert provenance_matches({**base, "modules": [{"flags": ["-O2"]}]}, base) == (False, "modules changed")
-    assert provenance_matches({**base, "source": {"sha256": "b"}}, base) == (False, "source changed")
-    assert provenance_matches(None, base)[0] is False
+    base = legacy_provenance()
+    expected = ResumeKey.of(_typed(base))
+    assert provenance_matches(_typed(base), expected)[0]
+    other_toolchain = {**base, "toolchain": {**base["toolchain"], "provider": "pypi"}}
+    assert provenance_matches(_typed(other_toolchain), expected)[0]  # same flags: same wheel
+    other_flags = {**base, "modules": [{**base["modules"][0], "flags": {"cuda": ["-O2"]}}]}
+    assert provenance_matches(_typed(other_flags), expected) == (False, "modules changed")
+    other_source = {**base, "source": {**base["source"], "sha256": "b" * 64}}
+    assert provenance_matches(_typed(other_source), expected) == (False, "source changed")
+    assert provenance_matches(None, expected)[0] is False
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -232,16 +243,14 @@ def test_second_build_of_the_same_cell_is_refused_while_the_first_runs(tmp_path:
 def test_resume_ignores_how_finely_sources_were_split_but_not_flags() -> None:
     """A wheel built with 37 bwd parts on a 16-core host and one built with 4 parts on 2 cores contain the
     same kernels with the same flags: --resume accepts either; a flag change is refused."""
-    from buildtool.build.provenance import provenance_matches
-
-    def prov(units: list[str], flags: list[str]) -> dict[str, object]:
-        return {"cell": {"id": "c"}, "source": {"sha256": "s"}, "patches": [],
-                "modules": [{"module": "m", "spec": "m-1", "flags": {"cuda": flags}, "link_flags": [], "units": units}]}
+    def prov(units: list[str], flags: list[str]) -> Provenance:
+        return _typed({**legacy_provenance(),
+                       "modules": [{"module": "m", "spec": "m-1", "flags": {"cuda": flags}, "link_flags": [], "units": units}]})
 
     coarse = prov(["bwd.part1of4.cu", "bwd.part2of4.cu"], ["-O3"])
     fine = prov([f"bwd.part{i}of37.cu" for i in range(1, 38)], ["-O3"])
-    assert provenance_matches(coarse, fine) == (True, "same cell, source, patches and flags")
-    assert provenance_matches(coarse, prov(["bwd.part1of4.cu"], ["-O2"])) == (False, "modules changed")
+    assert provenance_matches(coarse, ResumeKey.of(fine)) == (True, "same cell, source, patches and flags")
+    assert provenance_matches(coarse, ResumeKey.of(prov(["bwd.part1of4.cu"], ["-O2"]))) == (False, "modules changed")
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -30,6 +30,7 @@ from fixture_wheels import (
     make_wheel,
     pip_install,
 )
+from provenance_samples import current_provenance, legacy_provenance
 
 from buildtool.user.doctor import Context, diagnose, load_catalogue
 from buildtool.user.doctor.checks import CHECKS
@@ -212,12 +213,12 @@ def _dist(version: str, provenance: dict[str, object] | None = None) -> DistInfo
 
 def test_gpu_arch_missing_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
     host = HostInfo(gpus=({"name": "NVIDIA GeForce RTX 5090", "cc": "12.0"},), driver_version="580.1", driver_cuda="13.0")
-    prov = {"cell": {"archs": ["8.0", "9.0"], "ptx": False}}
+    prov = legacy_provenance(["8.0", "9.0"], ptx=False)
     ctx = ctx_of(base_python, tmp_path, host=host, dists={"causal-conv1d": _dist("1.7.0", prov)})
     status, ev = one(ctx, "gpu-arch")
     assert status == Status.fail and "sm_120" in ev
     ctx = ctx_of(base_python, tmp_path, host=host,
-                 dists={"causal-conv1d": _dist("1.7.0", {"cell": {"archs": ["8.0", "9.0"], "ptx": True}})})
+                 dists={"causal-conv1d": _dist("1.7.0", current_provenance(["8.0", "9.0"], ptx=True))})
     assert one(ctx, "gpu-arch")[0] == Status.ok
 
 
@@ -226,9 +227,8 @@ def test_b300_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
     host = HostInfo(gpus=({"name": "NVIDIA B300", "cc": "10.3"},))
 
     def status(version: str, archs: list[str], nvcc: str | None) -> tuple[Status, str]:
-        prov: dict[str, object] = {"cell": {"archs": archs}}
-        if nvcc:
-            prov["toolchain"] = {"cuda_version": nvcc}
+        # a wheel built elsewhere may record no nvcc; buildtool's always does
+        prov = legacy_provenance(archs, nvcc=nvcc or "unknown")
         return one(ctx_of(base_python, tmp_path, host=host, dists={"causal-conv1d": _dist(version, prov)}), "b300")
 
     bad = status("1.7.0+cu130torch2.14cxx11abiTRUE", ["10.0", "10.3"], "13.0.88")
@@ -240,7 +240,7 @@ def test_b300_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
     no_prov = one(ctx_of(base_python, tmp_path, host=host, dists={"causal-conv1d": _dist("1.7.0")}), "b300")
     assert no_prov[0] == Status.info and "source build with CUDA >= 13" in no_prov[1]
     h100 = HostInfo(gpus=({"name": "NVIDIA H100", "cc": "9.0"},))
-    assert one(ctx_of(base_python, tmp_path, host=h100, dists={"causal-conv1d": _dist("1.7.0", {"cell": {"archs": ["10.3"]}})}),
+    assert one(ctx_of(base_python, tmp_path, host=h100, dists={"causal-conv1d": _dist("1.7.0", legacy_provenance(["10.3"]))}),
                "b300")[0] == Status.skip
 
 
@@ -253,14 +253,15 @@ def test_driver_too_old_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
 def test_driver_below_a_wheels_floor_fixture(base_python: PythonEnv, tmp_path: Path) -> None:
     # a cu12.8 torch runs on a 12.2 driver (minor-version compatibility), but a wheel with size-compressed
     # fatbins records 12.4 as its floor
-    wheels = {"causal-conv1d": _dist("1.7.0", {"min_driver_cuda": "12.4"}), "mamba-ssm": _dist("2.3.2", {"min_driver_cuda": "12.0"})}
+    wheels = {"causal-conv1d": _dist("1.7.0", legacy_provenance(min_driver_cuda="12.4")),
+              "mamba-ssm": _dist("2.3.2", legacy_provenance(package="mamba-ssm", version="2.3.2", min_driver_cuda="12.0"))}
     ctx = ctx_of(base_python, tmp_path, host=HostInfo(driver_version="535.1", driver_cuda="12.2"), dists=wheels)
     status, ev = one(ctx, "driver-wheels")
     assert status == Status.fail and "causal-conv1d needs CUDA >= 12.4" in ev and "mamba-ssm" not in ev
     ctx = ctx_of(base_python, tmp_path, host=HostInfo(driver_version="550.54", driver_cuda="12.4"), dists=wheels)
     assert one(ctx, "driver-wheels")[0] == Status.ok
     ctx = ctx_of(base_python, tmp_path, host=HostInfo(driver_version="550.54", driver_cuda="12.4"),
-                 dists={"causal-conv1d": _dist("1.7.0", {"cell": {}})})
+                 dists={"causal-conv1d": _dist("1.7.0", legacy_provenance(min_driver_cuda=None))})
     assert one(ctx, "driver-wheels")[0] == Status.skip
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from fixture_wheels import PY, buildtool, clean_env, compile_extension, label, make_wheel, serve
+from provenance_samples import legacy_provenance
 
 from buildtool.errors import UserError
 from buildtool.publish.index import build_index, read_wheel
 
-PROV = {"cell": {"archs": ["8.0", "9.0"], "ptx": True, "torch": "2.14.1", "cuda": "13.0"}, "source": {"kind": "test"}}
+PROV = legacy_provenance(["8.0", "9.0"], ptx=True)  # a wheel of the untyped schema-1 layout: read through the migration
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_manifest_fields(site: Path) -> None:
     assert w["platform"] == "linux-x86_64" and w["python_tag"] == "cp311"
     assert w["url"].startswith("https://wheels.example/mamba/files/") and "%2B" in w["url"]
     assert w["size"] == (site / "files" / w["filename"]).stat().st_size
-    assert w["provenance"]["source"] == {"kind": "test"}
+    assert w["provenance"]["source"]["kind"] == "pypi-sdist" and w["provenance"]["schema_version"] == 2
     assert w["min_glibc"]  # read from the compiled .so's GLIBC_ version needs
     assert "torch==2.14.*" in w["requires_dist"]
     win = next(w for n, w in by_name.items() if "win_amd64" in n)

@@ -24,6 +24,7 @@ from fixture_wheels import (
     torch_facts,
     uv_bin,
 )
+from provenance_samples import current_provenance
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     make_wheel(dist, "tiny-kernel", version,
                files={"tiny_kernel/__init__.py": "from tiny_kernel_ext import touch\nVALUE = 42\n", so_name: so},
                requires=(f"torch=={minor}.*", "tiny-helper>=0.1"),
-               provenance={"cell": {"archs": ["9.0"], "ptx": True}})
+               provenance=current_provenance(["9.0"], ptx=True))
     # decoys: same package for other torch minors / CUDA / ABI; the resolver must skip them
     for other in (label("2.6", "12.4", False), label("2.8", cuda, abi), label(minor, "11.8", abi)):
         make_wheel(dist, "tiny-kernel", f"1.0.0+{other}", files={"tiny_kernel/__init__.py": "VALUE = 0\n"},

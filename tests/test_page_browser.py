@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fixture_wheels import PY, buildtool, clean_env, label, make_wheel, serve
+from provenance_samples import current_provenance
 
 from buildtool.publish.commands import TORCH_OF_THIS_PYTHON
 
@@ -48,7 +49,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     dist = tmp_path_factory.mktemp("dist")
     make_wheel(dist, "tiny-kernel", f"1.0.0+{label('2.14')}", files={"tiny_kernel/__init__.py": ""},
-               requires=("torch==2.14.*",), provenance={"cell": {"archs": ["8.0", "9.0"], "ptx": True}})
+               requires=("torch==2.14.*",), provenance=current_provenance(["8.0", "9.0"], ptx=True))
     make_wheel(dist, "tiny-kernel", f"1.0.0+{label('2.6', '12.4', False)}", python_tag="cp310",
                files={"tiny_kernel/__init__.py": ""}, requires=("torch==2.6.*",))
     make_wheel(dist, "tiny-kernel", f"1.0.0+{label('2.8', '12.8')}", platform_tag="win_amd64",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from packaging.version import Version
+from provenance_samples import legacy_provenance, without
 from verify_fixtures import compile_c_so, compile_cuda_so, make_wheel, provenance
 
 from buildtool.binary.elf import ElfInfo, read_elf_bytes
@@ -100,22 +101,22 @@ def test_missing_provenance_fails(tmp_path: Path) -> None:
 
 
 def test_incomplete_provenance_names_missing_keys(tmp_path: Path) -> None:
-    prov = provenance(["9.0"])
-    del prov["toolchain"]
+    prov = without(provenance(["9.0"]), "toolchain")
     r = check_provenance(open_wheel(make_wheel(tmp_path, prov=prov)))
-    assert r.result == "fail" and "lacks toolchain" in r.detail
+    assert r.result == "fail" and "toolchain: Field required" in r.detail
+    r = check_provenance(open_wheel(make_wheel(tmp_path, prov=without(provenance(["9.0"]), "cell", "archs"))))
+    assert r.result == "fail" and "cell.archs: Field required" in r.detail
 
 
-def test_provenance_in_the_wheel_stage_layout_passes(tmp_path: Path) -> None:
-    """buildtool/build/cell.py writes flags per module and the cell summary with arch_list."""
-    prov = {"schema": 1, "cell": {"archs": ["9.0"], "ptx": False, "arch_list": "9.0"}, "source": {}, "patches": [],
-            "toolchain": {"provider": "system"}, "archs": "9.0",
-            "modules": [{"module": "tinyk_cuda", "flags": {"nvcc": ["-O3"]}}]}
+def test_provenance_in_the_legacy_layout_passes(tmp_path: Path) -> None:
+    """Wheels built before the typed provenance carry the untyped schema-1 layout: read through the migration."""
+    prov = legacy_provenance(["9.0"])
     r = check_provenance(open_wheel(make_wheel(tmp_path, prov=prov)))
     assert r.result == "pass" and r.numbers["archs"] == ["9.0"]
-    del prov["modules"]
-    r = check_provenance(open_wheel(make_wheel(tmp_path, prov=prov)))
-    assert r.result == "fail" and "flags (top-level or per module)" in r.detail
+    r = check_provenance(open_wheel(make_wheel(tmp_path, prov={**prov, "modules": []})))
+    assert r.result == "fail" and "lists no modules" in r.detail
+    r = check_provenance(open_wheel(make_wheel(tmp_path, prov={**prov, "schema": 7})))
+    assert r.result == "fail" and "provenance schema 7 is unknown" in r.detail
 
 
 @needs_nvcc

@@ -14,11 +14,13 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
+from provenance_samples import legacy_provenance
 
 from buildtool.binary.elf import max_versions, read_elf
 from buildtool.errors import BuildError
 from buildtool.spec.matrix import load_matrix
 from buildtool.spec.recipe import load_recipes
+from buildtool.wheel.provenance import Provenance, read_wheel_provenance
 from buildtool.wheel.repair import (
     auditwheel_command,
     bundled_forbidden,
@@ -31,7 +33,6 @@ from buildtool.wheel.write import (
     WheelContents,
     collect_python_files,
     metadata_text,
-    read_provenance,
     rewrite_wheel,
     source_date_epoch,
     wheel_name_for,
@@ -81,7 +82,9 @@ def _contents(repo_root: Path, tmp_path: Path, package: str = "causal-conv1d", p
     files[f"{recipe.dist}_cuda.cpython-311-x86_64-linux-gnu.so"] = b"\x7fELF fake"
     name = wheel_name_for(recipe, cell, "linux_x86_64")
     contents = WheelContents(name=name, files=files, metadata=metadata_text(recipe, version, cell, name.full_version),
-                             provenance={"cell": cell.summary(), "source": {"sha256": "ab" * 32}})
+                             provenance=Provenance.model_validate({
+                                 **legacy_provenance(), "cell": cell.summary(),
+                                 "source": {"kind": "pypi-sdist", "sha256": "ab" * 32}}))
     return cell, contents
 
 
@@ -136,7 +139,8 @@ def test_wheel_layout_record_and_reproducible_bytes(repo_root: Path, tmp_path: P
             assert zi.date_time == (1980, 1, 1, 0, 0, 0)
             mode = (zi.external_attr >> 16) & 0o777
             assert mode == (0o755 if zi.filename.endswith(".so") else 0o644), zi.filename
-    assert read_provenance(a)["source"]["sha256"] == "ab" * 32
+    prov = read_wheel_provenance(a)
+    assert prov is not None and prov.source.sha256 == "ab" * 32 and prov == contents.provenance
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     c = write_wheel(contents, tmp_path / "c")
     assert c.read_bytes() != a.read_bytes()

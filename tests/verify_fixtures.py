@@ -10,6 +10,8 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+from provenance_samples import current_provenance
+
 KERNEL_CU = r"""
 __global__ void add_one(float* x) { x[threadIdx.x] += 1.0f; }
 extern "C" void launch_add_one(float* x) { add_one<<<1, 32>>>(x); }
@@ -49,11 +51,8 @@ def _digest(data: bytes) -> str:
 
 
 def provenance(archs: list[str], ptx: bool = False) -> dict[str, object]:
-    return {
-        "cell": {"id": "test-cell", "archs": archs, "ptx": ptx,
-                 "arch_list": ";".join(archs) + ("+PTX" if ptx else "")},
-        "source": {"kind": "test"}, "patches": [], "toolchain": {"nvcc": "test"}, "flags": {"nvcc": []},
-    }
+    """The provenance the wheel stage writes for these archs (the current typed layout)."""
+    return current_provenance(archs, ptx)
 
 
 def make_wheel(

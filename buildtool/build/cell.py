@@ -28,8 +28,8 @@ from buildtool import __version__
 from buildtool.build.dist import _sweep_partials, existing_wheels, publish
 from buildtool.build.lock import lock_cell
 from buildtool.build.provenance import (
+    ResumeKey,
     _env_summary,
-    _portable,
     make_provenance,
     module_flags,
     provenance_matches,
@@ -44,12 +44,12 @@ from buildtool.spec.matrix import Cell
 from buildtool.spec.project import Project
 from buildtool.spec.recipe import Recipe, load_recipes
 from buildtool.wheel.name import WheelName
+from buildtool.wheel.provenance import Provenance, read_wheel_provenance
 from buildtool.wheel.repair import RepairResult, repair_wheel
 from buildtool.wheel.write import (
     WheelContents,
     collect_python_files,
     metadata_text,
-    read_provenance,
     source_date_epoch,
     wheel_name_for,
     write_wheel,
@@ -142,7 +142,7 @@ def _step(name: str, timings: dict[str, float], log: CellLog) -> Iterator[None]:
 class BuiltWheel(Frozen):
     wheel: Path
     repair: RepairResult | None  # None: left as built (the PEP 517 backend; `buildtool repair` follows)
-    provenance: dict[str, Any]
+    provenance: Provenance
     compile_seconds: dict[str, float] = Field(default_factory=dict)
     notes: tuple[str, ...] = ()
     compile_bound: dict[str, Any] | None = None
@@ -436,10 +436,15 @@ def _try_resume(project: Project, cell: Cell, recipe: Recipe, toolchain: Toolcha
         return None
     resolved = resolve_kernels(paths.tree, recipe, cell, toolchain)
     roots = {"{tree}": str(paths.tree), "{cuda_home}": str(toolchain.cuda_home)}
-    expected = _portable({"cell": cell.summary(), "source": stable_source(tree_provenance),
-                          "patches": tree_provenance.get("patches", []), "modules": module_flags(resolved)}, roots)
+    expected = ResumeKey.expected(cell=cell, tree_provenance=tree_provenance, modules=module_flags(resolved),
+                                  roots=roots)
     for wheel in candidates:
-        ok, why = provenance_matches(read_provenance(wheel), expected)
+        try:
+            found = read_wheel_provenance(wheel)
+        except UserError as exc:
+            log.line(f"resume: {wheel.name}: {exc}")
+            continue
+        ok, why = provenance_matches(found, expected)
         log.line(f"resume: {wheel.name}: {why}")
         if ok:
             return wheel

@@ -1,5 +1,5 @@
-"""The provenance a cell records in its wheel (buildtool_provenance.json): what was built, from which
-source and patches, with which flags and toolchain; and whether an earlier build can be resumed."""
+"""Filling the provenance a cell records in its wheel (the model: buildtool.wheel.provenance) from the cell,
+the prepared tree, the toolchain and the build env; and whether an earlier build can be resumed."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildtool import __version__
+from buildtool.model import Frozen
+from buildtool.source.patching import AppliedPatch
 from buildtool.spec.matrix import Cell
+from buildtool.wheel.provenance import SCHEMA_VERSION, CellRecord, ModuleRecord, Provenance, SourceRecord
 
 if TYPE_CHECKING:
     from buildtool.build.buildenv import BuildEnv
     from buildtool.toolchain.models import Toolchain
-
-PROVENANCE_SCHEMA = 1
-
-
-# The parts of a provenance that decide whether an existing wheel is still the one we would build.
-RESUME_KEYS = ("cell", "source", "patches", "modules")
 
 
 # ---------------------------------------------------------------- provenance
@@ -54,10 +51,11 @@ def module_flags(resolved: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain: Toolchain, env: BuildEnv,
-                    modules: list[dict[str, Any]], tree_root: Path, min_driver_cuda: str | None = None) -> dict[str, Any]:
+                    modules: list[dict[str, Any]], tree_root: Path, min_driver_cuda: str | None = None) -> Provenance:
+    """The wheel's provenance (buildtool.wheel.provenance owns the schema), with machine paths made symbolic."""
     roots = {"{tree}": str(tree_root), "{cuda_home}": str(toolchain.cuda_home)}
-    return _portable({
-        "schema": PROVENANCE_SCHEMA,
+    return Provenance.model_validate(_portable({
+        "schema_version": SCHEMA_VERSION,
         "buildtool_version": __version__,
         "cell": cell.summary(),
         "source": stable_source(tree_provenance),
@@ -68,12 +66,10 @@ def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain
         },
         "build_env": _env_summary(env),
         "archs": cell.arch_list,
-        # the oldest driver that loads the modules (index page, `doctor`): CUDA X.0 for a X.y toolkit, 12.4 for
-        # size-compressed fatbins (buildtool/data/compile_flags.yaml)
         "min_driver_cuda": min_driver_cuda,
         "modules": modules,
-        **({"stable_abi": stable_abi_provenance(cell, tree_provenance)} if cell.abi == "stable" else {}),
-    }, roots)
+        "stable_abi": stable_abi_provenance(cell, tree_provenance) if cell.abi == "stable" else None,
+    }, roots))
 
 
 def stable_abi_provenance(cell: Cell, tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,20 +94,37 @@ def _env_summary(env: Any) -> dict[str, Any]:
     return {k: str(getattr(env, k)) for k in keys if getattr(env, k, None) is not None}
 
 
-def provenance_matches(found: Mapping[str, Any] | None, expected: Mapping[str, Any]) -> tuple[bool, str]:
+class ResumeKey(Frozen):
+    """The parts of a provenance that decide whether an existing wheel is still the one we would build:
+    cell, source, patches and per module its flags - not the list of generated TUs (how finely heavy
+    sources were split depends on the machine's job count, not on what the wheel contains)."""
+
+    cell: CellRecord
+    source: SourceRecord
+    patches: tuple[AppliedPatch, ...]
+    modules: tuple[ModuleRecord, ...]
+
+    @classmethod
+    def of(cls, prov: Provenance) -> ResumeKey:
+        return cls(cell=prov.cell, source=prov.source, patches=prov.patches,
+                   modules=tuple(m.model_copy(update={"units": ()}) for m in prov.modules))
+
+    @classmethod
+    def expected(cls, *, cell: Cell, tree_provenance: Mapping[str, Any], modules: list[dict[str, Any]],
+                 roots: Mapping[str, str]) -> ResumeKey:
+        data = _portable({"cell": cell.summary(), "source": stable_source(tree_provenance),
+                          "patches": tree_provenance.get("patches", []),
+                          "modules": [{**m, "units": []} for m in modules]}, roots)
+        return cls.model_validate(data)
+
+
+def provenance_matches(found: Provenance | None, expected: ResumeKey) -> tuple[bool, str]:
     """Whether an existing wheel's provenance equals what this build would record (cell, source, patches,
     flags); the reason when not."""
     if found is None:
         return False, "the existing wheel has no readable provenance"
-    for key in RESUME_KEYS:
-        if _resume_view(key, found.get(key)) != _resume_view(key, expected.get(key)):
+    have = ResumeKey.of(found)
+    for key in ResumeKey.model_fields:
+        if getattr(have, key) != getattr(expected, key):
             return False, f"{key} changed"
     return True, "same cell, source, patches and flags"
-
-
-def _resume_view(key: str, value: Any) -> Any:
-    """What must match for --resume: for modules their flags, not the list of generated TUs (how finely
-    heavy sources were split depends on the machine's job count, not on what the wheel contains)."""
-    if key != "modules" or not isinstance(value, list):
-        return value
-    return [{k: v for k, v in m.items() if k != "units"} if isinstance(m, dict) else m for m in value]

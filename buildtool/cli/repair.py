@@ -16,7 +16,8 @@ from buildtool.console import out, print_json
 from buildtool.errors import UserError
 from buildtool.spec.compat import load_compat
 from buildtool.wheel.name import WheelName
-from buildtool.wheel.write import read_provenance, source_date_epoch
+from buildtool.wheel.provenance import read_wheel_provenance
+from buildtool.wheel.write import source_date_epoch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,10 +43,8 @@ def wheel_facts(path: Path, cuda: str | None = None) -> tuple[str, str, int | No
     found_cuda = cuda or (name.label.cuda if name.label is not None else None)
     if found_cuda is None:
         raise UserError(f"{path.name}: no CUDA in the local label", hint="pass --cuda X.Y")
-    prov = read_provenance(path) or {}
-    source = prov.get("source") if isinstance(prov.get("source"), dict) else {}
-    raw_epoch = prov.get("source_date_epoch") or (source or {}).get("source_date_epoch")
-    epoch = source_date_epoch(int(raw_epoch) if raw_epoch is not None else None)
+    prov = read_wheel_provenance(path)
+    epoch = source_date_epoch(prov.source.source_date_epoch if prov is not None else None)
     return platform, found_cuda, epoch
 
 

@@ -39,9 +39,9 @@ from buildtool.versions import cuda_from_tag
 from buildtool.wheel import tags as wheeltags
 from buildtool.wheel.archive import check_wheel_archive
 from buildtool.wheel.name import LocalLabel
+from buildtool.wheel.provenance import PROVENANCE_FILE, Provenance, parse_provenance_bytes
 
 MANIFEST_FORMAT = 1
-PROVENANCE_FILE = "buildtool_provenance.json"
 # A local label that names only the CUDA major (stable-ABI wheels: `+cu13...`), when the full-ABI label does not parse.
 _CUDA_ONLY_LABEL = re.compile(r"^(?:[a-z][a-z0-9]*\.)?cu(?P<cuda>\d{2,4})(?![0-9])", re.IGNORECASE)
 
@@ -70,7 +70,7 @@ class WheelRecord(Frozen):
     requires_dist: tuple[str, ...] = ()
     sha256: str
     size: int
-    provenance: dict[str, Any] | None = None
+    provenance: Provenance | None = None
     channel: str | None = None        # the channel (sub-index) that serves it; None: every channel
 
     @property
@@ -131,26 +131,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _archs_from(prov: dict[str, Any] | None) -> tuple[tuple[str, ...], str | None]:
-    """Archs and PTX arch from the provenance the wheel stage writes (cell summary, or flat)."""
-    if not prov:
-        return (), None
-    cell: dict[str, Any] = prov["cell"] if isinstance(prov.get("cell"), dict) else prov
-    archs = cell.get("archs") or prov.get("archs") or ()
-    ptx = cell.get("ptx", prov.get("ptx"))
-    if isinstance(archs, str):
-        archs = [a for a in archs.split(";") if a]
-    clean = [str(a).replace("+PTX", "") for a in archs]
-    ptx_arch: str | None = None
-    if any("+PTX" in str(a) for a in archs):
-        ptx_arch = next(str(a).replace("+PTX", "") for a in archs if "+PTX" in str(a))
-    elif ptx is True and clean:
-        ptx_arch = clean[-1]
-    elif isinstance(ptx, str):
-        ptx_arch = ptx
-    return tuple(clean), ptx_arch
-
-
 def _label_facts(local: str | None, abi3: bool, filename: str) -> tuple[str | None, str | None, bool | None]:
     """(torch minor, CUDA, cxx11 ABI) from a local label. Full-ABI labels name all three; a stable-ABI
     (abi3) wheel's label names the CUDA major only, and its torch range is its Requires-Dist."""
@@ -178,10 +158,8 @@ def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
             raise UserError(f"{path.name}: no .dist-info/METADATA inside")
         meta_bytes = zf.read(meta_name)
         prov_name = meta_name.rsplit("/", 1)[0] + "/" + PROVENANCE_FILE
-        try:
-            provenance = json.loads(zf.read(prov_name)) if prov_name in zf.namelist() else None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path.name}: {prov_name} is not valid JSON ({exc})") from None
+        provenance = (parse_provenance_bytes(zf.read(prov_name), where=f"{path.name}: {prov_name}")
+                      if prov_name in zf.namelist() else None)
         glibc_needs: list[str] = []
         for member in zf.namelist():
             if re.search(r"\.so(\.\d+)*$", member):
@@ -202,7 +180,7 @@ def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
         )
     one = sorted(tags, key=str)[0]
     platform, tag_glibc = wheeltags.platform_of(tags)
-    archs, ptx = _archs_from(provenance)
+    archs, ptx = (provenance.cell.archs, provenance.ptx_arch) if provenance else ((), None)
     min_glibc = tag_glibc or (max(glibc_needs, key=Version) if glibc_needs else None)
     torch, cuda, cxx11_abi = _label_facts(version.local, wheeltags.is_abi3(tags), path.name)
     platform_tag = ".".join(sorted({t.platform for t in tags}))
@@ -211,7 +189,7 @@ def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
         dist=path.name.split("-", 1)[0], version=str(version), public_version=version.public,
         python_tag=one.interpreter, abi_tag=one.abi, platform_tag=platform_tag, platform=platform,
         torch=torch, cuda=cuda, cxx11_abi=cxx11_abi, archs=archs, ptx=ptx, min_glibc=min_glibc,
-        min_driver_cuda=(provenance or {}).get("min_driver_cuda"),
+        min_driver_cuda=provenance.min_driver_cuda if provenance else None,
         requires_python=meta.get("Requires-Python"), requires_dist=tuple(meta.get_all("Requires-Dist") or ()),
         sha256=_sha256(path), size=path.stat().st_size, provenance=provenance,
     )

@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from buildtool import interp
 from buildtool.errors import UserError
 from buildtool.model import Frozen
 from buildtool.versions import cuda_major, major_minor
+from buildtool.wheel.provenance import Provenance, ProvenanceError, parse_provenance
 
 # Distributions and extension modules the doctor and the resolver care about.
 KERNEL_DISTS = ("causal-conv1d", "mamba-ssm", "mamba-ssm-vim", "selective-scan")
@@ -161,8 +162,20 @@ class DistInfo(Frozen):
     ext_files: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     direct_url: dict[str, Any] | None = None
-    provenance: dict[str, Any] | None = None
+    provenance: Provenance | None = None
+    provenance_error: str | None = None  # why an installed buildtool_provenance.json could not be read
     wheel_tags: tuple[str, ...] = ()   # the `Tag:` lines of its WHEEL file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_provenance(cls, data: Any) -> Any:
+        """An unreadable provenance is a fact about the installed wheel, not a reason for doctor to stop."""
+        if not isinstance(data, dict) or data.get("provenance") is None or isinstance(data["provenance"], Provenance):
+            return data
+        try:
+            return {**data, "provenance": parse_provenance(data["provenance"])}
+        except ProvenanceError as exc:
+            return {**data, "provenance": None, "provenance_error": exc.message}
 
     def ext_paths(self) -> list[Path]:
         return [Path(self.location) / f for f in self.ext_files]

@@ -34,11 +34,6 @@ class GlibcPolicy(Frozen):
     CXXABI: str
 
 
-class Provenance(Frozen):
-    file: str
-    required: tuple[str, ...]
-
-
 class Pairing(Frozen):
     mamba: str
     causal_conv1d: str
@@ -64,7 +59,6 @@ class VerifyPolicy(Frozen):
     torch_libs: tuple[str, ...]
     cuda_libs: tuple[str, ...]
     forbidden_bundled: tuple[str, ...]
-    provenance: Provenance
     pairing: tuple[Pairing, ...]
     scan_bench: tuple[ScanBench, ...]
 

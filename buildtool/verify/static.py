@@ -7,7 +7,6 @@ import base64
 import csv
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -31,6 +30,7 @@ from buildtool.verify.models import CheckResult, failed, passed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
 from buildtool.wheel.archive import check_wheel_archive
 from buildtool.wheel.name import WheelName
+from buildtool.wheel.provenance import PROVENANCE_FILE, Provenance, ProvenanceError, parse_provenance_bytes
 
 
 @dataclass
@@ -43,8 +43,8 @@ class OpenedWheel:
     dist_info: str | None
     metadata: dict[str, list[str]] = field(default_factory=dict)
     wheel_meta: dict[str, list[str]] = field(default_factory=dict)
-    provenance: dict[str, Any] | None = None
-    provenance_error: str | None = None
+    provenance: Provenance | None = None
+    provenance_error: str | None = None  # why the provenance file that is there could not be read
     elves: dict[str, ElfInfo] = field(default_factory=dict)
     elf_errors: dict[str, str] = field(default_factory=dict)
 
@@ -96,15 +96,12 @@ def open_wheel(path: Path) -> OpenedWheel:
             for attr, member in (("metadata", "METADATA"), ("wheel_meta", "WHEEL")):
                 if f"{dist_info}/{member}" in names:
                     setattr(wc, attr, _headers(zf.read(f"{dist_info}/{member}").decode("utf-8", "replace")))
-            prov = f"{dist_info}/{load_policy().provenance.file}"
+            prov = f"{dist_info}/{PROVENANCE_FILE}"
             if prov in names:
                 try:
-                    data = json.loads(zf.read(prov))
-                    wc.provenance = data if isinstance(data, dict) else None
-                    if wc.provenance is None:
-                        wc.provenance_error = "is not a JSON object"
-                except json.JSONDecodeError as exc:
-                    wc.provenance_error = f"is not valid JSON ({exc})"
+                    wc.provenance = parse_provenance_bytes(zf.read(prov), where=prov)
+                except ProvenanceError as exc:
+                    wc.provenance_error = exc.message.removeprefix(f"{prov}: ")
         for n in names:
             if n.endswith("/") or not re.search(r"\.so(\.\d+)*$", n):
                 continue
@@ -206,42 +203,26 @@ def check_record(wc: OpenedWheel) -> CheckResult:
 
 
 # ---------------------------------------------------------------- provenance
-def declared_archs(prov: dict[str, Any] | None) -> tuple[list[str], bool] | None:
-    """(['8.0', '9.0'], ptx) from the provenance's cell (archs / arch_list); None when not stated."""
-    if not prov:
+def declared_archs(prov: Provenance | None) -> tuple[list[str], bool] | None:
+    """(['8.0', '9.0'], ptx) from the provenance's cell; None when there is none or it states no archs."""
+    if prov is None or not prov.cell.archs:
         return None
-    cell: dict[str, Any] = prov["cell"] if isinstance(prov.get("cell"), dict) else prov
-    archs = cell.get("archs")
-    ptx = bool(cell.get("ptx", False))
-    if not archs and isinstance(cell.get("arch_list"), str):
-        archs = []
-        for item in re.split(r"[;\s,]+", cell["arch_list"].strip()):
-            if item:
-                ptx = ptx or item.endswith("+PTX")
-                archs.append(item.removesuffix("+PTX"))
-    if not archs:
-        return None
-    return [str(a) for a in archs], ptx
+    return list(prov.cell.archs), prov.cell.ptx
 
 
 def check_provenance(wc: OpenedWheel) -> CheckResult:
+    """The provenance is there and reads as the typed model (buildtool.wheel.provenance: every field the
+    wheel stage writes, compile flags per module) and states the archs."""
     check = "provenance"
-    policy = load_policy()
-    file = f"{wc.dist_info}/{policy.provenance.file}"
+    file = f"{wc.dist_info}/{PROVENANCE_FILE}"
     if wc.provenance is None:
         why = f"{file} {wc.provenance_error}" if wc.provenance_error else f"{file} is missing"
         return failed(wc.label, check, why + " (the wheel stage writes it; without it nobody can tell how the wheel was built)")
-    missing = [k for k in policy.provenance.required if k not in wc.provenance]
-    modules = wc.provenance.get("modules")
-    has_flags = "flags" in wc.provenance or (
-        isinstance(modules, list) and bool(modules) and all(isinstance(m, dict) and "flags" in m for m in modules))
-    if not has_flags:
-        missing.append("flags (top-level or per module)")
-    if missing:
-        return failed(wc.label, check, f"{file} lacks {', '.join(missing)}")
+    if not wc.provenance.modules:
+        return failed(wc.label, check, f"{file} lists no modules (their compile flags)")
     archs = declared_archs(wc.provenance)
     if archs is None:
-        return failed(wc.label, check, f"{file} states no archs (cell.archs or cell.arch_list)")
+        return failed(wc.label, check, f"{file} states no archs (cell.archs)")
     return passed(wc.label, check, f"archs {';'.join(archs[0])}{' +PTX' if archs[1] else ''}",
                   archs=list(archs[0]), ptx=archs[1])
 

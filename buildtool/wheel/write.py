@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
 import time
@@ -18,7 +17,6 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -29,6 +27,7 @@ from buildtool.spec.abitrack import LIMITED_API_PYTHON
 from buildtool.spec.matrix import Cell
 from buildtool.spec.recipe import Recipe, RecipeVersion
 from buildtool.wheel.name import WheelName
+from buildtool.wheel.provenance import PROVENANCE_FILE, Provenance
 
 __all__ = [
     "DEFAULT_EPOCH",
@@ -36,7 +35,6 @@ __all__ = [
     "WheelContents",
     "collect_python_files",
     "metadata_text",
-    "read_provenance",
     "read_wheel",
     "requirements",
     "rewrite_wheel",
@@ -49,7 +47,7 @@ __all__ = [
 # 1980-01-01T00:00:00Z, the earliest time a zip entry can carry: the default when neither
 # SOURCE_DATE_EPOCH nor the source gives one.
 DEFAULT_EPOCH = 315532800
-PROVENANCE_NAME = "buildtool_provenance.json"
+PROVENANCE_NAME = PROVENANCE_FILE
 COMPRESSLEVEL = 6
 
 # Shared libraries keep the executable bit (some loaders and auditwheel care); everything else is 0644.
@@ -159,7 +157,7 @@ class WheelContents:
     name: WheelName
     files: Mapping[str, bytes | Path]  # arcname -> content or a file to read
     metadata: str
-    provenance: Mapping[str, Any] | None = None
+    provenance: Provenance | None = None
 
     @property
     def dist_info(self) -> str:
@@ -185,10 +183,6 @@ def _zipinfo(arcname: str, epoch: int) -> zipfile.ZipInfo:
     return info
 
 
-def _provenance_bytes(provenance: Mapping[str, Any]) -> bytes:
-    return (json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n").encode()
-
-
 def write_wheel(contents: WheelContents, out_dir: Path, *, epoch: int | None = None,
                 extra_dist_info: Mapping[str, bytes] | None = None) -> Path:
     """Write ``contents`` as ``out_dir/<wheel file name>`` with sorted entries and a sha256 RECORD.
@@ -206,7 +200,7 @@ def write_wheel(contents: WheelContents, out_dir: Path, *, epoch: int | None = N
     meta[info + "METADATA"] = contents.metadata.encode()
     meta[info + "WHEEL"] = wheel_text(contents.tags).encode()
     if contents.provenance is not None:
-        meta[info + PROVENANCE_NAME] = _provenance_bytes(contents.provenance)
+        meta[info + PROVENANCE_NAME] = contents.provenance.to_json_bytes()
     ordered = sorted(payload.items()) + sorted(meta.items())
     record = "".join(f"{n},{_hash(d)},{len(d)}\n" for n, d in ordered) + f"{info}RECORD,,\n"
     ordered.append((info + "RECORD", record.encode()))
@@ -240,19 +234,6 @@ def _dist_info_of(entries: Mapping[str, bytes]) -> str:
     return found.pop()
 
 
-def read_provenance(path: Path) -> dict[str, Any] | None:
-    """The provenance stored in a wheel, or None when it has none (or is not a readable wheel)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith(f".dist-info/{PROVENANCE_NAME}")]
-            if len(names) != 1:
-                return None
-            data: dict[str, Any] = json.loads(zf.read(names[0]))
-            return data
-    except (OSError, zipfile.BadZipFile, json.JSONDecodeError):
-        return None
-
-
 def rewrite_wheel(src: Path, out_dir: Path, *, platform_tag: str | None = None, epoch: int | None = None) -> Path:
     """Re-emit a wheel (e.g. auditwheel's output) through the reproducible writer, optionally re-tagged.
 
@@ -265,11 +246,9 @@ def rewrite_wheel(src: Path, out_dir: Path, *, platform_tag: str | None = None, 
                          abi_tag=name.abi_tag, platform_tag=platform_tag, build_tag=name.build_tag)
     old_info = _dist_info_of(entries)
     metadata = entries[f"{old_info}/METADATA"].decode()
-    prov_raw = entries.get(f"{old_info}/{PROVENANCE_NAME}")
     files = {n: d for n, d in entries.items() if not n.startswith(old_info + "/")}
     extra = {n[len(old_info) + 1:]: d for n, d in entries.items() if n.startswith(old_info + "/")}
-    for generated in ("METADATA", "WHEEL", "RECORD", PROVENANCE_NAME):
-        extra.pop(generated, None)
-    contents = WheelContents(name=name, files=files, metadata=metadata,
-                             provenance=json.loads(prov_raw) if prov_raw else None)
+    for generated in ("METADATA", "WHEEL", "RECORD"):
+        extra.pop(generated, None)  # the provenance stays in `extra`: carried byte for byte, not re-serialized
+    contents = WheelContents(name=name, files=files, metadata=metadata)
     return write_wheel(contents, out_dir, epoch=epoch, extra_dist_info=extra)

@@ -20,10 +20,9 @@ def _gpus(ctx: Context) -> list[dict[str, str]]:
 def _archs(ctx: Context, dist: str) -> tuple[tuple[str, ...], str | None]:
     d = ctx.dist(dist)
     prov = d.provenance if d else None
-    if not prov:
+    if prov is None:
         return (), None
-    from buildtool.publish.index import _archs_from  # the same reader the index uses
-    return _archs_from(prov)
+    return prov.cell.archs, prov.ptx_arch
 
 
 @check
@@ -69,7 +68,7 @@ def b300_causal_conv1d(ctx: Context) -> Finding:
         if not archs:
             unknown.append(name)
             continue
-        nvcc = ((d.provenance or {}).get("toolchain") or {}).get("cuda_version")
+        nvcc = d.provenance.toolchain.cuda_version if d.provenance else None
         rule = affected(name, d.version, archs, nvcc, rules)
         if rule is None:
             fine.append(name)
@@ -146,7 +145,7 @@ def driver_loads_kernel_wheels(ctx: Context) -> Finding:
         return skip("no NVIDIA driver found (nvidia-smi)")
     needs = {}
     for name, d in ctx.kernel_dists().items():
-        floor = (d.provenance or {}).get("min_driver_cuda")
+        floor = d.provenance.min_driver_cuda if d.provenance else None
         if floor:
             needs[name] = str(floor)
     if not needs:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.compile.drivers import PREFIX_PLACEHOLDERS, compile_argv, link_argv, prefix_maps
+from buildtool.compile.models import CompileRequest
 from buildtool.compile.modules import compile_modules
 from buildtool.compile.ninja import _ninja_path, ninja_binary, read_ninja_log, write_build_ninja
 from buildtool.compile.plan import BuildContext, cache_key, plan_modules
@@ -130,8 +131,8 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     tc, env = real_target
     spec = load_kernel_spec(TINY_SPEC)
     cache = tmp_path / "cache"
-    result = compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / "b1", tmp_path / "b1.log",  # type: ignore[arg-type]
-                                cache_dir=cache, use_ccache=False, quiet=True)
+    result = compile_modules(CompileRequest(tree=TINY, specs=(spec,), cell=_cell(), build_dir=tmp_path / "b1",
+                                log_path=tmp_path / "b1.log", cache_dir=cache, use_ccache=False, quiet=True), tc, env)
     # the .cpp binding, tiny_add.cu split in 2 parts, tiny_square.cu fanned out in 3: all compiled
     assert (result.cache_hits, result.cache_misses) == (0, 6)
     assert {t.unit for t in result.timings} == {
@@ -180,8 +181,8 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     # object comes from the cache, only the link runs.
     tree2 = tmp_path / "tree2"
     shutil.copytree(TINY, tree2)
-    again = compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b2.log",  # type: ignore[arg-type]
-                               cache_dir=cache, use_ccache=False, quiet=True)
+    again = compile_modules(CompileRequest(tree=tree2, specs=(spec,), cell=_cell(), build_dir=tmp_path / "b2",
+                               log_path=tmp_path / "b2.log", cache_dir=cache, use_ccache=False, quiet=True), tc, env)
     assert (again.cache_hits, again.cache_misses) == (6, 0)
     assert all(t.cached for t in again.timings)
     assert again.modules[0].path.is_file()
@@ -189,8 +190,8 @@ def test_tiny_extension_end_to_end_real_nvcc(real_target: tuple[object, object],
     # An edited kernel misses only its own TUs (both split parts read the same file).
     kernel = tree2 / "csrc" / "tiny_add.cu"
     kernel.write_text(kernel.read_text().replace("kThreads = 256", "kThreads = 128"))
-    third = compile_modules(tree2, [spec], _cell(), tc, env, tmp_path / "b2", tmp_path / "b3.log",  # type: ignore[arg-type]
-                               cache_dir=cache, use_ccache=False, quiet=True)
+    third = compile_modules(CompileRequest(tree=tree2, specs=(spec,), cell=_cell(), build_dir=tmp_path / "b2",
+                               log_path=tmp_path / "b3.log", cache_dir=cache, use_ccache=False, quiet=True), tc, env)
     assert (third.cache_hits, third.cache_misses) == (4, 2)
 
 
@@ -204,8 +205,8 @@ def test_compile_error_is_a_build_error_with_the_compiler_message(real_target: t
     kernel.write_text(kernel.read_text().replace("if (i < n) {", "if (i < n) { undeclared_thing();"))
     spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_add.cu",), "split": ()})
     with pytest.raises(BuildError) as info:
-        compile_modules(tree, [spec], _cell(), tc, env, tmp_path / "b", tmp_path / "b.log",  # type: ignore[arg-type]
-                           cache_dir=tmp_path / "cache", use_ccache=False, quiet=True)
+        compile_modules(CompileRequest(tree=tree, specs=(spec,), cell=_cell(), build_dir=tmp_path / "b",
+                           log_path=tmp_path / "b.log", cache_dir=tmp_path / "cache", use_ccache=False, quiet=True), tc, env)
     text = str(info.value)
     assert "tiny_add.cu" in text and "undeclared_thing" in text
     assert str(tmp_path / "b.log") in text
@@ -424,8 +425,8 @@ def test_cold_compiles_are_byte_identical_across_build_dirs(real_target: tuple[o
     spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_add.cu",), "split": ()})
     objects = []
     for name in ("one", "two"):
-        result = compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / name, tmp_path / f"{name}.log",  # type: ignore[arg-type]
-                                    use_object_cache=False, use_ccache=False, quiet=True)
+        result = compile_modules(CompileRequest(tree=TINY, specs=(spec,), cell=_cell(), build_dir=tmp_path / name,
+                                    log_path=tmp_path / f"{name}.log", use_object_cache=False, use_ccache=False, quiet=True), tc, env)
         assert result.cache_misses == 1
         obj_dir = result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc"
         objects.append((obj_dir / "tiny_add.cu.o").read_bytes())
@@ -463,9 +464,9 @@ def test_objects_are_byte_identical_across_trees_and_torch_envs_real_nvcc(real_t
         (tree / "csrc").mkdir(parents=True)
         (tree / "csrc" / "where.cu").write_text(_WHERE_CU)
         (tree / "where.yaml").write_text("module: where_cuda\ndescription: __FILE__ paths\nsources: [csrc/where.cu]\n")
-        result = compile_modules(tree, [load_kernel_spec(tree / "where.yaml")], _cell(), tc, target_env,  # type: ignore[arg-type]
-                                 tree / "build", tmp_path / f"{name}.log", use_object_cache=False, use_ccache=False,
-                                 quiet=True)
+        result = compile_modules(CompileRequest(tree=tree, specs=(load_kernel_spec(tree / "where.yaml"),), cell=_cell(),
+                                                build_dir=tree / "build", log_path=tmp_path / f"{name}.log",
+                                                use_object_cache=False, use_ccache=False, quiet=True), tc, target_env)
         (obj,) = result.build_ninja.parent.glob("*/obj/csrc/where.cu.o")
         objects.append(obj.read_bytes())
     for prefix in (str(tmp_path), str(site)):
@@ -486,8 +487,8 @@ def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_targe
     spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",), "split": ()})
     sass = []
     for threads in (1, 4):
-        result = compile_modules(TINY, [spec], _cell(), tc, env, tmp_path / f"t{threads}", tmp_path / f"t{threads}.log",  # type: ignore[arg-type]
-                                    use_object_cache=False, use_ccache=False, split_compile=threads, quiet=True)
+        result = compile_modules(CompileRequest(tree=TINY, specs=(spec,), cell=_cell(), build_dir=tmp_path / f"t{threads}",
+                                    log_path=tmp_path / f"t{threads}.log", use_object_cache=False, use_ccache=False, split_compile=threads, quiet=True), tc, env)
         assert result.split_compile == threads
         ninja = result.build_ninja.read_text()
         assert ("-split-compile=4" in ninja) == (threads == 4)
@@ -621,8 +622,8 @@ def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real
     }
     wheels = {}
     for name, (sp, kw) in variants.items():
-        result = compile_modules(TINY, [sp], _cell(), tc, env, tmp_path / name, tmp_path / f"{name}.log",  # type: ignore[arg-type]
-                                    use_object_cache=False, use_ccache=False, quiet=True, **kw)  # type: ignore[arg-type]
+        result = compile_modules(CompileRequest(tree=TINY, specs=(sp,), cell=_cell(), build_dir=tmp_path / name,
+                                    log_path=tmp_path / f"{name}.log", use_object_cache=False, use_ccache=False, quiet=True, **kw), tc, env)  # type: ignore[arg-type]
         wheels[name] = tmp_path / f"tiny-{name}.whl"
         with zipfile.ZipFile(wheels[name], "w") as zf:
             zf.write(result.modules[0].path, result.modules[0].path.name)

@@ -35,7 +35,7 @@ from buildtool.build.provenance import (
     provenance_matches,
     stable_source,
 )
-from buildtool.compile.models import CompileSettings
+from buildtool.compile.models import CompileRequest, CompileSettings
 from buildtool.errors import BuildError, UserError
 from buildtool.host import host_platform
 from buildtool.model import Frozen
@@ -188,11 +188,9 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
     version = recipe.get(cell.version)
     specs = kernelspec.load_kernel_specs(tree / ".buildtool" / "kernels", version.kernels_for(cell.abi))
     with _step("compile", timings, log):
-        result = compile_stage.compile_modules(tree, specs, cell, toolchain, env, objects,  # type: ignore[arg-type]
-                                               log.path, jobs=settings.jobs, use_object_cache=settings.cache,
-                                               use_ccache=settings.cache, split=settings.split_sources,
-                                               split_compile=settings.split_compile,
-                                               priorities=settings.priorities)
+        request = CompileRequest.for_settings(settings, tree=tree, specs=tuple(specs), cell=cell, build_dir=objects,
+                                              log_path=log.path)
+        result = compile_stage.compile_modules(request, toolchain, env)
     # Record what was compiled (the split depends on the job count), not every part a spec could generate.
     compiled = list(result.kernels) or resolve_kernels(tree, recipe, cell, toolchain)
     drivers = [Version(k.min_driver_cuda) for k in compiled if getattr(k, "min_driver_cuda", "")]

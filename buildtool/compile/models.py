@@ -11,27 +11,61 @@ from pydantic import Field
 
 from buildtool.compile.units import ResolvedKernel
 from buildtool.model import Frozen
+from buildtool.spec.kernelspec import KernelSpec
+from buildtool.spec.matrix import Cell
 
 
 # ------------------------------------------------------------------------------------------ interfaces
+# Read-only members: the frozen models that satisfy them (Toolchain, BuildEnv) cannot be assigned to.
+class HostCompilerLike(Protocol):
+    """What compile needs from ``buildtool.toolchain.models.HostCompiler``."""
+
+    @property
+    def kind(self) -> str: ...  # gcc / clang / msvc
+    @property
+    def path(self) -> Path: ...
+    @property
+    def version(self) -> str: ...
+
+
 class ToolchainLike(Protocol):
     """What compile needs from ``buildtool.toolchain.Toolchain``."""
 
-    cuda_home: Path
-    nvcc: Path
-    cuda_version: str
-    env: Mapping[str, str]
+    @property
+    def cuda_home(self) -> Path: ...
+    @property
+    def nvcc(self) -> Path: ...
+    @property
+    def cuda_version(self) -> str: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+    @property
+    def host(self) -> HostCompilerLike: ...
+    @property
+    def include_dirs(self) -> Sequence[Path]: ...  # the toolkit's headers for host TUs (CUDA >= 13: cccl)
+    @property
+    def library_dirs(self) -> Sequence[Path]: ...
 
 
 class BuildEnvLike(Protocol):
     """What compile needs from ``buildtool.build.buildenv.BuildEnv``."""
 
-    python: Path
-    torch_version: str
-    cxx11_abi: bool
-    include_dirs: Sequence[Path]
-    library_dirs: Sequence[Path]
-    libraries: Sequence[str]
+    @property
+    def python(self) -> Path: ...
+    @property
+    def torch_version(self) -> str: ...
+    @property
+    def cxx11_abi(self) -> bool: ...
+    @property
+    def include_dirs(self) -> Sequence[Path]: ...
+    @property
+    def library_dirs(self) -> Sequence[Path]: ...
+    @property
+    def libraries(self) -> Sequence[str]: ...
+    @property
+    def ext_suffix(self) -> str: ...
+    @property
+    def cuda_library_include_dirs(self) -> Sequence[Path]: ...
 
 
 class ModuleArtifact(Frozen):
@@ -105,3 +139,29 @@ class CompileResult(Frozen):
     def slowest(self) -> UnitTiming | None:
         compiled = [t for t in self.timings if not t.cached]
         return compiled[0] if compiled else None
+
+
+class CompileRequest(Frozen):
+    """What the compile stage is asked to do: every kernel spec's module of one cell, from a prepared tree,
+    objects under ``build_dir``, the compiler output appended to ``log_path``."""
+
+    tree: Path
+    specs: tuple[KernelSpec, ...]
+    cell: Cell
+    build_dir: Path
+    log_path: Path
+    jobs: int | None = Field(None, ge=1, description="parallel compiles (None: default_jobs)")
+    cache_dir: Path | None = Field(None, description="the object cache (None: buildtool.host.default_cache_dir)")
+    use_object_cache: bool = True
+    use_ccache: bool = True
+    split: bool = Field(True, description="False: compile each source whole, ignoring the specs' split rules")
+    split_compile: int | None = Field(None, description="nvcc -split-compile threads (None: default; 1: off)")
+    priorities: bool = Field(False, description="run cheaper TUs at a lower CPU priority (nice), POSIX only")
+    quiet: bool = False
+
+    @classmethod
+    def for_settings(cls, settings: CompileSettings, **fields: Any) -> CompileRequest:
+        """A request with the command line's compile settings (``--jobs``, ``--no-cache``, ...)."""
+        return cls(jobs=settings.jobs, use_object_cache=settings.cache, use_ccache=settings.cache,
+                   split=settings.split_sources, split_compile=settings.split_compile,
+                   priorities=settings.priorities, **fields)

@@ -13,7 +13,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from buildtool.binary.elf import read_elf
 from buildtool.binary.fatbin import FATBIN_SECTION, device_code_sizes
@@ -22,6 +21,7 @@ from buildtool.compile.drivers import compile_argv, link_argv
 from buildtool.compile.models import (
     BuildEnvLike,
     CompileBound,
+    CompileRequest,
     CompileResult,
     ModuleArtifact,
     ToolchainLike,
@@ -48,51 +48,36 @@ from buildtool.compile.target import PythonFacts, host_compiler, query_python, t
 from buildtool.compile.units import nvcc_threads
 from buildtool.errors import BuildError, UserError
 from buildtool.host import default_cache_dir
-from buildtool.spec.kernelspec import KernelSpec, TargetFacts
+from buildtool.spec.kernelspec import TargetFacts
 from buildtool.versions import major_minor
 
 
 # ------------------------------------------------------------------------------------------- the stage
-def compile_modules(
-    tree: Path,
-    specs: list[KernelSpec],
-    cell: Any,
-    toolchain: ToolchainLike,
-    env: BuildEnvLike,
-    build_dir: Path,
-    log_path: Path,
-    *,
-    jobs: int | None = None,
-    cache_dir: Path | None = None,
-    use_object_cache: bool = True,
-    use_ccache: bool = True,
-    split: bool = True,
-    split_compile: int | None = None,
-    priorities: bool = False,
-    quiet: bool = False,
-) -> CompileResult:
-    """Compile and link every spec's module for ``cell``; returns the module files and build statistics.
-    ``cache_dir`` holds the object cache (default: the user cache dir, ``buildtool.host.default_cache_dir``);
-    ``split=False`` compiles every source as one TU, ignoring the specs' split rules (for comparisons);
-    ``split_compile``: nvcc -split-compile threads (default: ``default_split_compile``; 1 turns it off)."""
+def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: BuildEnvLike) -> CompileResult:
+    """Compile and link every spec's module for ``request.cell``; returns the module files and build
+    statistics. ``request.cache_dir`` holds the object cache (default: the user cache dir,
+    ``buildtool.host.default_cache_dir``); ``split=False`` compiles every source as one TU, ignoring the specs'
+    split rules (for comparisons); ``split_compile``: nvcc -split-compile threads (default:
+    ``default_split_compile``; 1 turns it off)."""
     from buildtool.compile.progress import STATUS_MARK, NinjaProgress
 
     started = time.monotonic()
-    tree, build_dir = Path(tree).resolve(), Path(build_dir).resolve()
+    cell, specs, split_compile, quiet = request.cell, list(request.specs), request.split_compile, request.quiet
+    tree, build_dir = request.tree.resolve(), request.build_dir.resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    log_path = Path(log_path).resolve()
+    log_path = request.log_path.resolve()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     python = query_python(Path(env.python))
-    ext_suffix = getattr(env, "ext_suffix", None) or python.ext_suffix
+    ext_suffix = env.ext_suffix or python.ext_suffix
     python = PythonFacts(python.version, ext_suffix, python.include_dirs, python.lib_dirs)
-    cxx = host_compiler(toolchain, cell.platform)
+    cxx = host_compiler(toolchain.host)
     facts = TargetFacts.from_cell(cell, cuda=major_minor(toolchain.cuda_version), compiler=cxx.kind,
                                   cuda_home=str(Path(toolchain.cuda_home)))
     python_dirs = {os.path.normpath(d) for d in python.include_dirs}
     torch_includes = tuple(str(d) for d in env.include_dirs if os.path.normpath(str(d)) not in python_dirs)
     cache_root = None
-    if use_object_cache:
-        cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if request.use_object_cache:
+        cache_root = request.cache_dir or default_cache_dir()
     if split_compile is None:
         split_compile = default_split_compile(toolchain.cuda_version)
     elif split_compile < 1:
@@ -103,30 +88,31 @@ def compile_modules(
         tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root,
         nvcc_identity=tool_identity((str(toolchain.nvcc), "--version")),
         host_identity=(tool_identity((cxx.path, "--version")) if cxx.kind == "gcc"
-                       else f"{cxx.path} {getattr(getattr(toolchain, 'host', None), 'version', '')}"),
+                       else f"{cxx.path} {toolchain.host.version}"),
         split_compile=split_compile,
     )
 
     threads = nvcc_threads(facts.archs, facts.ptx)
-    jobs = jobs or default_jobs(threads, memory=available_memory(), split_compile=split_compile)
+    jobs = request.jobs or default_jobs(threads, memory=available_memory(), split_compile=split_compile)
     # split rules apply per machine size (min_jobs); split=False compiles every source whole
-    planned_specs = [s.for_jobs(jobs, split_compile) if split else s.model_copy(update={"split": ()}) for s in specs]
+    planned_specs = [s.for_jobs(jobs, split_compile) if request.split else s.model_copy(update={"split": ()})
+                     for s in specs]
     modules = plan_modules(ctx, planned_specs)
     hits = restore_cached(ctx, modules)
     for m in modules:
         m.link_command = link_argv(ctx, m)
     run_env = {**os.environ, **{k: str(v) for k, v in toolchain.env.items()}}
-    launcher = shutil.which("ccache", path=run_env.get("PATH")) if use_ccache else None
+    launcher = shutil.which("ccache", path=run_env.get("PATH")) if request.use_ccache else None
     to_compile = [u for m in modules for u in m.units if not u.cached]
     history = read_unit_history(cache_root)
     costs = unit_costs(ctx, to_compile, history)
-    nice = nice_levels(unit_costs(ctx, to_compile, {})) if priorities else None
+    nice = nice_levels(unit_costs(ctx, to_compile, {})) if request.priorities else None
     ninja_file = write_build_ninja(ctx, modules, launcher, costs, nice)
     to_compile = order_by_cost(to_compile, costs)
 
     usage_before = _children_usage()
     with open(log_path, "a", encoding="utf-8") as log:  # the caller's cell log: append
-        log.write(f"# buildtool compile: {', '.join(s.name for s in specs)} for {getattr(cell, 'id', cell)}\n")
+        log.write(f"# buildtool compile: {', '.join(s.name for s in specs)} for {cell.id}\n")
         log.write(f"# tree {tree}\n# build.ninja {ninja_file}\n# jobs {jobs}, nvcc --threads {threads}, "
                   f"-split-compile {split_compile if split_compile > 1 else 'off'}, "
                   f"ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "

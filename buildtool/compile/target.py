@@ -3,15 +3,17 @@ headers, a compiler's identity (part of every cache key)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from buildtool import interp
 from buildtool.errors import BuildError
+
+if TYPE_CHECKING:
+    from buildtool.compile.models import HostCompilerLike
 
 
 # -------------------------------------------------------------------------------------------- host facts
@@ -29,20 +31,13 @@ class PythonFacts:
     lib_dirs: tuple[str, ...] = ()
 
 
-def host_compiler(toolchain: Any, platform: str) -> HostCompiler:
-    """The host C++ compiler the toolchain chose (``Toolchain.host``; clang is driven like gcc)."""
-    windows = platform.startswith("windows")
-    for attr in ("host", "host_cxx", "host_compiler"):
-        value = getattr(toolchain, attr, None)
-        if value is None:
-            continue
-        path = getattr(value, "path", value)
-        declared = getattr(value, "kind", None)
-        kind: Literal["gcc", "msvc"] = "msvc" if declared == "msvc" else "gcc"
-        if declared not in ("gcc", "msvc") and Path(str(path)).name.lower() in ("cl", "cl.exe"):
-            kind = "msvc"
-        return HostCompiler(str(path), kind)
-    return HostCompiler("cl.exe" if windows else (shutil.which("g++") or "c++"), "msvc" if windows else "gcc")
+def host_compiler(host: HostCompilerLike) -> HostCompiler:
+    """The host C++ compiler the toolchain chose (``Toolchain.host``): MSVC when it says so or is a cl.exe;
+    clang is driven like gcc."""
+    kind: Literal["gcc", "msvc"] = "msvc" if host.kind == "msvc" else "gcc"
+    if host.kind not in ("gcc", "msvc") and Path(str(host.path)).name.lower() in ("cl", "cl.exe"):
+        kind = "msvc"
+    return HostCompiler(str(host.path), kind)
 
 
 def query_python(python: Path) -> PythonFacts:

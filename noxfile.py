@@ -4,7 +4,7 @@
     nox -s lint           # ruff + mypy
     nox -s matrix         # print the matrix (pass a profile: nox -s matrix -- --profile cu124)
     nox -s patches        # check every source patch against every version it claims
-    nox -s verify         # verify wheels next to the current torch (nox -s verify -- dist/*.whl --json r.json)
+    nox -s verify         # verify wheels next to the current torch (nox -s verify -- dist/*.whl --json-out r.json)
     nox -s stable-abi-matrix -- WHEEL...   # stable-ABI wheels next to every torch >= floor, every CPython >= 3.10
     nox -s install-matrix # measure every documented install command (docs/install-matrix.md; needs PyPI)
 """
@@ -135,7 +135,7 @@ for _profile in _profiles():
 @nox.session(venv_backend="none")
 def verify(session: nox.Session) -> None:
     """Verify wheels with the current interpreter and its torch (never a fresh venv: the GPU checks must run
-    next to the torch the wheels were built for). `nox -s verify -- dist/*.whl --json verify.json`"""
+    next to the torch the wheels were built for). `nox -s verify -- dist/*.whl --json-out verify.json`"""
     args = session.posargs or ["dist"]
     session.run("python", "-m", "buildtool", "verify", *args, external=True)
 

@@ -104,7 +104,7 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
     run = Run(label=label, wall_s=round(wall, 1), cpu_s=round(cpu, 1), peak_rss_mb=round(rss),
               load=f"{load0:.1f}/{os.getloadavg()[0]:.1f}", cores=len(os.sched_getaffinity(0)))
     cells = summary.get("cells") or []
-    if rc != 0 or not cells or cells[0].get("status") != "built":
+    if rc != 0 or not cells or cells[0].get("status") != "verified-static":
         run.note = str(cells[0].get("message") if cells else summary.get("error", ""))[:300]
         return run
     run.ok = True

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from buildtool.errors import UserError
+from buildtool.errors import BuildtoolError, UserError
 from buildtool.source.tree_config import TreeConfig, read_tree_config
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
@@ -70,7 +70,7 @@ def _reported(hook: Callable[..., T]) -> Callable[..., T]:
     def run(*args: Any, **kwargs: Any) -> T:
         try:
             return hook(*args, **kwargs)
-        except UserError as exc:
+        except BuildtoolError as exc:
             sys.stderr.write(f"buildtool: error: {exc}\n")
             raise SystemExit(exc.exit_code) from None
     return run
@@ -215,7 +215,7 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
     recipe = _recipe(root, config)
     try:
         env = buildenv.current_env()
-    except UserError as exc:
+    except BuildtoolError as exc:
         raise UserError(f"no usable torch in the build environment ({exc.message})",
                         hint="prepare the tree with --torch X.Y.Z (an isolated build then installs it), pass "
                              "-C torch=X.Y.Z, or build with --no-isolation in an env that has torch") from None

@@ -14,6 +14,16 @@ out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200, emoji
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 
+VERBOSE = 0  # -v count of the running command
+
+
+def set_verbosity(verbose: int, *, quiet: bool) -> None:
+    """-q silences stderr (progress, notes); the result on stdout and errors stay. -v raises VERBOSE."""
+    global VERBOSE
+    VERBOSE = verbose
+    err.quiet = quiet
+
+
 def print_json(data: Any) -> None:
     """Plain JSON on stdout (no rich markup, no wrapping) for machines."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

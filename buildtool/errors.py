@@ -1,4 +1,5 @@
-"""User-facing errors: every mistake a user can make ends here, never in a traceback."""
+"""The error class tree (user error, build failure, environment problem) and its exit codes: every mistake
+a user can make, and every failure buildtool expects, ends here, never in a traceback."""
 
 from __future__ import annotations
 
@@ -33,10 +34,18 @@ def _shorten(match: re.Match[str]) -> str:
     return f"{text[:80]}...({len(text):,} characters)"
 
 
-class UserError(Exception):
-    """An error caused by input the user controls; printed as one clear message, exit code 2."""
+class BuildtoolError(Exception):
+    """Every error buildtool reports on purpose: one clear message (where, what, what is allowed, a hint),
+    never a traceback. The class says whose problem it is and sets the exit code (docs/cli.md):
 
-    exit_code = 2
+    - ``UserError`` (2): input the user controls is wrong (matrix.yaml, a spec, an option, a wheel file).
+    - ``BuildError`` (1): a build or verification step failed (compiler error, a wheel fails its checks).
+    - ``EnvironmentProblem`` (3): this machine lacks something the command needs (a CUDA toolkit, a host
+      compiler, a tool on PATH); the input is fine and would work elsewhere.
+    """
+
+    exit_code = 1
+    kind = "error"
 
     def __init__(self, message: str, *, location: Location | None = None, hint: str | None = None) -> None:
         message = _LONG_RUN.sub(_shorten, message)  # a 5 MB value from the input is not echoed back whole
@@ -51,11 +60,37 @@ class UserError(Exception):
             text += f"\n  hint: {self.hint}"
         return text
 
+    def as_dict(self) -> dict[str, object]:
+        """The error as `--json` prints it."""
+        return {"ok": False, "error": self.kind, "exit_code": self.exit_code, "message": self.message,
+                "location": str(self.location) if self.location else None, "hint": self.hint}
 
-class BuildError(UserError):
-    """A build step failed for a reason outside the user's input (compiler error, missing tool)."""
+
+class UserError(BuildtoolError):
+    """An error caused by input the user controls; exit code 2."""
+
+    exit_code = 2
+    kind = "user-error"
+
+
+class BuildError(BuildtoolError):
+    """A build step failed for a reason outside the user's input (compiler error, a failed check); exit code 1."""
 
     exit_code = 1
+    kind = "build-failure"
+
+
+class EnvironmentProblem(BuildtoolError):
+    """This machine lacks what the command needs (toolkit, host compiler, tool); exit code 3."""
+
+    exit_code = 3
+    kind = "environment"
+
+
+# The documented exit codes (docs/cli.md), besides each error class's own.
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
+EXIT_PIPE_CLOSED = 141  # the reader of stdout went away (`... | head`)
 
 
 def did_you_mean(value: object, allowed: Iterable[object]) -> str:

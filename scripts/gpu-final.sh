@@ -12,5 +12,5 @@ python3 -m buildtool build --profile gpu-dev --use-current-env --toolchain syste
   > "$out/build-gpu-dev.json" 2> "$out/build.log"
 python3 -m buildtool build linux-x86_64-cp312-cu130-torch2.11-causal-conv1d-1.7.0 --archs 9.0 \
   --use-current-env --toolchain system --json > "$out/build-causal-conv1d.json" 2>> "$out/build.log"
-python3 -m buildtool verify dist/*.whl --json "$out/verify.json" --markdown "$out/verify.md" > "$out/verify.log" 2>&1
+python3 -m buildtool verify dist/*.whl --json-out "$out/verify.json" --markdown "$out/verify.md" > "$out/verify.log" 2>&1
 echo $? > "$out/rc"

@@ -23,7 +23,7 @@ step() { echo "$(date -u +%T) $*" >> "$out/steps.log"; }
 
 verify() {
   step "verify"
-  python3 -m buildtool verify "$out/wheels/ours" --json "$out/verify.json" --markdown "$out/verify.md" \
+  python3 -m buildtool verify "$out/wheels/ours" --json-out "$out/verify.json" --markdown "$out/verify.md" \
     > "$out/verify.log" 2>&1
   echo $? > "$out/rc"
   step "done"

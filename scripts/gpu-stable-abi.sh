@@ -21,13 +21,13 @@ job() {
   if ls $C/cpu-wheels/*.whl >/dev/null 2>&1; then
     step "verify stable built on the CPU machine (torch 2.14.1 / Python 3.11)"
     sha256sum $C/cpu-wheels/*.whl > "$out/cpu-wheels.sha256"
-    python3 -m buildtool verify $C/cpu-wheels --json "$out/verify-stable-cpu.json" > "$out/verify-stable-cpu.log" 2>&1
+    python3 -m buildtool verify $C/cpu-wheels --json-out "$out/verify-stable-cpu.json" > "$out/verify-stable-cpu.log" 2>&1
   fi
   step "build stable (gpu-dev-stable)"
   python3 -m buildtool build --profile gpu-dev-stable --use-current-env --toolchain system --dist "$out/w/stable-gpu" \
     --json > "$out/build-stable.json" 2> "$out/build-stable.log"
   step "verify stable built here"
-  python3 -m buildtool verify "$out/w/stable-gpu" --json "$out/verify-stable-gpu.json" > "$out/verify-stable-gpu.log" 2>&1
+  python3 -m buildtool verify "$out/w/stable-gpu" --json-out "$out/verify-stable-gpu.json" > "$out/verify-stable-gpu.log" 2>&1
   step "wait for the full build"
   wait $full
   step "kernel speed stable (built here) vs full"

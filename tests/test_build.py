@@ -50,7 +50,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def test_tiny_wheel_name_metadata_record_provenance(tiny: dict) -> None:
     cell = tiny["report"]["cells"][0]
-    assert cell["cell_id"] == tinyproj.CELL_ID and cell["status"] == "built"
+    assert cell["cell_id"] == tinyproj.CELL_ID and cell["status"] == "verified-static"
+    assert cell["verification"] == "verified-static" and cell["checks"]["provenance"] == "pass"
+    assert cell["checks"]["cuda archs"] == "pass" and cell["checks"]["shared libs"] == "pass"
     wheel = Path(cell["wheel"])
     assert wheel.parent == tiny["dist"] and wheel.name == tinyproj.WHEEL
     assert sorted(p.name for p in tiny["dist"].iterdir()) == [tinyproj.WHEEL]  # nothing partial beside it

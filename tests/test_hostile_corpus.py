@@ -101,7 +101,7 @@ class Corpus:
         """A wheel through `buildtool verify --static-only` and through `buildtool index`."""
         report = path.parent / "verify.json"  # the table shortens file names; the JSON report has them whole
         self.cases.append(Case(f"wheel-verify/{cid}", "cli",
-                               argv=["verify", "--static-only", "--json", str(report), str(path)],
+                               argv=["verify", "--static-only", "--json-out", str(report), str(path)],
                                expect="either" if expect == "ok" else expect, contains=contains,
                                located=path.name, long_ok=True))
         site = path.parent / "site"

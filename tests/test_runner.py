@@ -59,8 +59,23 @@ def test_summary_lists_every_cell() -> None:
     assert [c.header for c in table.columns] == ["cell", "result", "time", "compile vs bound", "wheel size", "log"]
     assert table.row_count == 3
     data = summary_json(report)
-    assert data["counts"] == {"built": 1, "resumed": 0, "skipped": 0, "failed": 1}
+    assert data["counts"] == {"verified": 0, "verified-static": 0, "built": 1, "resumed": 0, "skipped": 0, "failed": 1}
     assert data["not_run"] == ["cell-c"] and data["ok"] is False
+
+
+def test_summary_says_how_far_each_wheel_was_verified() -> None:
+    """`built` alone never reads as done: a wheel `buildtool build` writes passed the static checks."""
+    checked = _result("cell-a", "verified-static").model_copy(
+        update={"verification": "verified-static", "checks": {"record": "pass", "cuda archs": "pass"}})
+    resumed = _result("cell-b", "resumed").model_copy(update={"verification": "verified-static"})
+    report = RunReport(results=(checked, resumed))
+    table = summary_table(report)
+    assert list(table.columns[1].cells) == ["[green]verified-static[/]", "[cyan]resumed, verified-static[/]"]
+    assert str(table.title).startswith("1 verified-static, 1 resumed, 0 failed")
+    data = summary_json(report)
+    assert data["ok"] is True and data["counts"]["verified-static"] == 1
+    assert data["cells"][0]["verification"] == "verified-static" and data["cells"][0]["checks"]["record"] == "pass"
+    assert exit_code(report) == 0
 
 
 def test_summary_reports_the_compile_against_its_bound() -> None:
@@ -96,7 +111,7 @@ def test_missing_toolkit_fails_fast_with_providers_tried(tmp_path: Path, no_apt_
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 1, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["counts"]["built"] == 0 and data["counts"]["failed"] > 0
+    assert data["counts"]["verified-static"] == 0 and data["counts"]["failed"] > 0
     linux = [c for c in data["cells"] if c["cell_id"].startswith("linux-")]
     windows = [c for c in data["cells"] if c["cell_id"].startswith("windows-")]
     assert linux and all(c["status"] == "failed" for c in linux)

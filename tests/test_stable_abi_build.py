@@ -33,7 +33,7 @@ def stable_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (cell,) = json.loads(proc.stdout)["cells"]
-    assert cell["cell_id"] == tinyproj.STABLE_CELL_ID and cell["status"] == "built"
+    assert cell["cell_id"] == tinyproj.STABLE_CELL_ID and cell["status"] == "verified-static"
     return dist / tinyproj.STABLE_WHEEL
 
 

@@ -12,7 +12,7 @@ import pytest
 from hostsim import path_without
 
 from buildtool.cli import main
-from buildtool.errors import UserError
+from buildtool.errors import EnvironmentProblem, UserError
 from buildtool.host import default_cache_dir, host_platform
 from buildtool.toolchain import (
     ToolchainNotFound,
@@ -244,7 +244,7 @@ def test_not_found_12_4_lists_every_provider(tmp_path: Path) -> None:
     with pytest.raises(ToolchainNotFound) as exc:
         resolve("12.4", "linux-x86_64" if HERE.startswith("linux") else HERE, cache_dir=cache, env=env)
     err = exc.value
-    assert isinstance(err, UserError)
+    assert isinstance(err, EnvironmentProblem) and err.exit_code == 3
     assert [(a.provider, a.ok) for a in err.attempts] == [
         ("system", False), ("pypi", False), ("debian", False), ("conda", False)]
     text = str(err)
@@ -470,10 +470,10 @@ def test_pypi_provider_real_compiles(tmp_path: Path) -> None:
 # --- CLI ---------------------------------------------------------------------------------------------
 
 
-def test_cli_not_found_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_cli_not_found_exits_3(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", path_without(("apt-get", "dpkg-deb", "micromamba", "mamba", "conda"), tmp_path / "bin"))
     monkeypatch.setenv("BUILDTOOL_CACHE_DIR", str(tmp_path))
-    assert main(["toolchain", "--cuda", "12.4"]) == 2
+    assert main(["toolchain", "--cuda", "12.4"]) == 3  # an EnvironmentProblem: this machine lacks the toolkit
     err = capsys.readouterr().err
     assert "error: no CUDA 12.4 toolkit" in err and "Traceback" not in err
 

@@ -61,7 +61,7 @@ def test_cli_json_report_and_exit_codes(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     # the tiny library has no CUDA code: the arch check fails, so the run fails (exit 1), and says why
     md = tmp_path / "r.md"
-    assert main(["verify", str(good), "--static-only", "--json", str(out), "--markdown", str(md)]) == 1
+    assert main(["verify", str(good), "--static-only", "--json-out", str(out), "--markdown", str(md)]) == 1
     assert "## Not passed" in md.read_text() and "no library in the wheel embeds CUDA code" in md.read_text()
     data = json.loads(out.read_text())
     assert data["ok"] is False and data["environment"]["date"] and "host_python" in data["environment"]

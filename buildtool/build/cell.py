@@ -36,7 +36,7 @@ from buildtool.build.provenance import (
     stable_source,
 )
 from buildtool.compile.models import CompileRequest, CompileSettings
-from buildtool.errors import BuildError, UserError
+from buildtool.errors import BuildError, BuildtoolError
 from buildtool.host import host_platform
 from buildtool.model import Frozen
 from buildtool.spec.compat import load_compat
@@ -70,7 +70,10 @@ __all__ = [
 ]
 
 
-Status = Literal["built", "resumed", "skipped", "failed"]
+# "built" never stands alone as a success: a wheel `buildtool build` writes passed the static checks
+# (verified-static); "verified" is for a wheel whose GPU verify run passed too.
+Status = Literal["built", "verified-static", "verified", "resumed", "skipped", "failed"]
+Verification = Literal["verified-static", "verified"]
 
 
 class BuildOptions(Frozen):
@@ -106,6 +109,8 @@ class CellResult(Frozen):
     timings: dict[str, float] = Field(default_factory=dict)
     slowest_tu: str | None = None
     compile_bound: dict[str, Any] | None = None  # compile.modules.CompileBound.summary(): wall vs max(TU, CPU/cores)
+    verification: Verification | None = None  # how far the wheel (built or resumed) was verified
+    checks: dict[str, str] = Field(default_factory=dict)  # static check -> pass / skip (verify/pipeline.verify_static)
 
 
 def cell_paths(build_root: Path, cell: Cell) -> CellPaths:
@@ -284,10 +289,11 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
 
     def result(status: Status, message: str = "", wheel: Path | None = None,
                notes: Sequence[str] = (), slowest: str | None = None,
-               bound: dict[str, Any] | None = None) -> CellResult:
+               bound: dict[str, Any] | None = None, checks: Mapping[str, str] | None = None) -> CellResult:
         res = CellResult(cell_id=cell.id, status=status, seconds=round(time.monotonic() - start, 2), log=paths.log,
                          wheel=wheel, size=wheel.stat().st_size if wheel else None, message=message,
-                         notes=tuple(notes), timings=dict(timings), slowest_tu=slowest, compile_bound=bound)
+                         notes=tuple(notes), timings=dict(timings), slowest_tu=slowest, compile_bound=bound,
+                         verification="verified-static" if checks is not None else None, checks=dict(checks or {}))
         log.line(f"result: {status} {message}")
         paths.report.write_text(json.dumps(res.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
         return res
@@ -320,12 +326,16 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
         if options.resume:
             resumed = _try_resume(project, cell, recipe, toolchain, tree_provenance, paths, options, name, log)
             if resumed is not None:
-                return result("resumed", "wheel exists with the same provenance", resumed)
+                with step("verify"):
+                    checks = static_verification(resumed, log)
+                return result("resumed", "wheel exists with the same provenance", resumed, checks=checks)
         with step("build env"):
             env = _build_env(cell, options, log)
         built = build_tree(tree=paths.tree, tree_provenance=tree_provenance, recipe=recipe, cell=cell,
                            toolchain=toolchain, env=env, objects=paths.objects, staging=paths.staging, log=log,
                            settings=options.compile, timings=timings)
+        with step("verify"):
+            checks = static_verification(built.wheel, log, site_dirs=(env.site_packages,))
         with step("publish"):
             final = publish(built.wheel, options.dist_dir)
             for stale in existing_wheels(options.dist_dir, name):
@@ -337,8 +347,8 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
             slowest_name, seconds = max(built.compile_seconds.items(), key=lambda kv: kv[1])
             timings["slowest_tu"] = seconds
             log.line(f"slowest translation unit: {slowest_name} {seconds:.1f} s")
-        return result("built", "", final, built.notes, slowest_name, built.compile_bound)
-    except UserError as exc:  # BuildError included: the cell failed, the matrix goes on
+        return result("verified-static", "", final, built.notes, slowest_name, built.compile_bound, checks)
+    except BuildtoolError as exc:  # any class: the cell failed, the matrix goes on
         return result("failed", str(exc))
     except KeyboardInterrupt:
         log.line("interrupted: dist/ untouched; the build directory is kept so the next run continues")
@@ -353,6 +363,22 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
             lock.close()
 
 
+def static_verification(wheel: Path, log: CellLog, *, site_dirs: Sequence[Path] = ()) -> dict[str, str]:
+    """The static checks of buildtool.verify on a wheel this build wrote, as the last step before dist/: a
+    failure fails the cell (the wheel stays in the cell's staging dir) with every failing check named."""
+    from buildtool.verify.pipeline import verify_static
+
+    rows = verify_static(wheel, site_dirs=site_dirs)
+    for row in rows:
+        log.line(f"verify: {row.check}: {row.result}{': ' + row.detail if row.detail else ''}")
+    failures = [r for r in rows if r.failed]
+    if failures:
+        raise BuildError(f"{wheel.name} fails the static checks: "
+                         + "; ".join(f"{r.check}: {r.detail}" for r in failures),
+                         hint=f"the wheel is kept at {wheel}; `buildtool verify {wheel} --static-only` shows every check")
+    return {r.check: r.result for r in rows}
+
+
 def _toolchain_for(cell: Cell, options: BuildOptions, cache: dict[tuple[str, str], Any] | None,
                    log: CellLog) -> Toolchain:
     """Resolve (once per CUDA x platform in a run: a missing toolkit fails every such cell at once)."""
@@ -361,12 +387,12 @@ def _toolchain_for(cell: Cell, options: BuildOptions, cache: dict[tuple[str, str
     key = (cell.cuda, cell.platform)
     if cache is not None and key in cache:
         cached = cache[key]
-        if isinstance(cached, UserError):
+        if isinstance(cached, BuildtoolError):
             raise cached
         return cached  # type: ignore[no-any-return]
     try:
         toolchain = resolve(cell.cuda, cell.platform, options.toolchain)
-    except UserError as exc:
+    except BuildtoolError as exc:
         if cache is not None:
             cache[key] = exc
         raise
@@ -439,7 +465,7 @@ def _try_resume(project: Project, cell: Cell, recipe: Recipe, toolchain: Toolcha
     for wheel in candidates:
         try:
             found = read_wheel_provenance(wheel)
-        except UserError as exc:
+        except BuildtoolError as exc:
             log.line(f"resume: {wheel.name}: {exc}")
             continue
         ok, why = provenance_matches(found, expected)

@@ -21,9 +21,13 @@ from buildtool.spec.matrix import Cell
 from buildtool.spec.project import Project
 from buildtool.spec.recipe import Recipe, load_recipes
 
-__all__ = ["RunReport", "exit_code", "run_cells", "sigterm_as_interrupt", "summary_json", "summary_table"]
+__all__ = ["DONE", "STATUSES", "RunReport", "exit_code", "run_cells", "sigterm_as_interrupt", "summary_json", "summary_table"]
 
-_STYLE = {"built": "green", "resumed": "cyan", "skipped": "yellow", "failed": "red", "interrupted": "magenta"}
+_STYLE = {"verified": "bold green", "verified-static": "green", "built": "yellow", "resumed": "cyan", "skipped": "yellow",
+          "failed": "red", "interrupted": "magenta"}
+# every status a cell can end in, most complete first (summary counts, `--json`)
+STATUSES = ("verified", "verified-static", "built", "resumed", "skipped", "failed")
+DONE = ("verified", "verified-static", "built", "resumed")  # a wheel is in dist/
 
 
 class RunReport(Frozen):
@@ -80,7 +84,7 @@ def exit_code(report: RunReport) -> int:
         return 130
     if report.count("failed"):
         return 1
-    if not (report.count("built") or report.count("resumed")):
+    if not any(report.count(s) for s in DONE):
         return 1
     return 0
 
@@ -92,8 +96,8 @@ def _size(n: int | None) -> str:
 
 
 def summary_table(report: RunReport) -> Table:
-    title = (f"{report.count('built')} built, {report.count('resumed')} resumed, {report.count('skipped')} skipped, "
-             f"{report.count('failed')} failed" + (", interrupted" if report.interrupted else ""))
+    title = ", ".join(f"{report.count(s)} {s}" for s in STATUSES if report.count(s) or s in ("failed", "verified-static"))
+    title += ", interrupted" if report.interrupted else ""
     table = Table(title=title)
     for col, kw in (("cell", {"overflow": "fold"}), ("result", {}), ("time", {"justify": "right"}),
                     ("compile vs bound", {"justify": "right"}), ("wheel size", {"justify": "right"}),
@@ -101,7 +105,8 @@ def summary_table(report: RunReport) -> Table:
         table.add_column(col, **kw)  # type: ignore[arg-type]
     for r in report.results:
         style = _STYLE.get(r.status, "")
-        table.add_row(r.cell_id, f"[{style}]{r.status}[/]", f"{r.seconds:.1f} s", _bound(r.compile_bound),
+        shown = f"{r.status}, {r.verification}" if r.verification and r.verification != r.status else r.status
+        table.add_row(r.cell_id, f"[{style}]{shown}[/]", f"{r.seconds:.1f} s", _bound(r.compile_bound),
                       _size(r.size), str(r.log))
     for cid in report.not_run:
         table.add_row(cid, f"[{_STYLE['interrupted']}]not run[/]", "-", "-", "-", "-")
@@ -119,7 +124,7 @@ def summary_json(report: RunReport) -> dict[str, Any]:
     return {
         "ok": exit_code(report) == 0,
         "interrupted": report.interrupted,
-        "counts": {s: report.count(s) for s in ("built", "resumed", "skipped", "failed")},
+        "counts": {s: report.count(s) for s in STATUSES},
         "cells": [r.model_dump(mode="json") for r in report.results],
         "not_run": list(report.not_run),
     }

@@ -38,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="create the environment even if a requested package has no wheel for it (it is dropped; exit 1)")
     c.add_argument("--dry-run", action="store_true", help="print the plan only")
     c.add_argument("--json", action="store_true")
-    c.add_argument("-v", "--verbose", action="store_true")
     c.set_defaults(func=run)
 
 

@@ -21,7 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pip-arg", action="append", default=[], metavar="ARG", help="extra argument for pip (repeatable)")
     p.add_argument("--no-import-check", action="store_true")
     p.add_argument("--json", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true", help="show pip's output")
     p.set_defaults(func=run)
 
 

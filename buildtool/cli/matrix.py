@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="github: one job per cell; cibuildwheel: one job per compile group (platform, CUDA, torch, "
                         "package version; stable ABI: platform, CUDA major, package version), its Pythons built "
                         "by cibuildwheel inside it")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.add_argument("--explain", metavar="CELL_ID", help="say why a cell is built or excluded")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles")
     p.add_argument("--summary", action="store_true",
@@ -69,6 +70,10 @@ def _print_summary(matrix: Any, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json:
+        if args.format not in ("table", "json"):
+            raise UserError(f"--json and --format {args.format} ask for two formats; give one")
+        args.format = "json"
     if (args.github_output or args.max_chunks is not None) and args.format not in ("github", "cibuildwheel"):
         raise UserError("--github-output and --max-chunks need --format github or --format cibuildwheel")
     project = find_project()

@@ -37,7 +37,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from buildtool import __version__
-from buildtool.errors import UserError, allowed_list, did_you_mean
+from buildtool.errors import BuildtoolError, UserError, allowed_list, did_you_mean
 from buildtool.model import Frozen
 from buildtool.source.fetch import fetch, mirror_from_env
 from buildtool.source.patching import AppliedPatch, apply_to_tree, load_patches, select
@@ -342,7 +342,7 @@ def check_patches(project: Project, *, mirror: Path | str | None = None, cache_d
                 src_dir = Path(tmp) / "src"
                 try:
                     fetch(rv.source, src_dir, mirror=mirror_dir, cache_dir=cache_dir)
-                except UserError as exc:
+                except BuildtoolError as exc:
                     reason = str(exc).splitlines()[0]
                     for name in relevant:
                         patch_rows.append(PatchCheck(patch=name, package=recipe.name, version=rv.version,

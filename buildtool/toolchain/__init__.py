@@ -18,7 +18,7 @@
 - `env`: the environment to search and to extend (default os.environ); never modified.
 Returns a `Toolchain` whose `attempts` records every provider tried and why it did or did not supply the
 toolkit; the host compiler (gcc.py on Linux, msvc.py on Windows) is checked against compat.yaml.
-Raises `ToolchainNotFound` (a UserError) listing every attempt and how to get a toolkit — without
+Raises `ToolchainNotFound` (an EnvironmentProblem, exit 3) listing every attempt and how to get a toolkit — without
 network or installs when no provider can possibly supply the version (e.g. CUDA 12.x from PyPI).
 """
 

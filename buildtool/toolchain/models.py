@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from buildtool.errors import UserError
+from buildtool.errors import EnvironmentProblem
 from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 from buildtool.versions import major_minor
@@ -80,7 +80,7 @@ class Toolchain(Frozen):
         return self.model_dump(mode="json")
 
 
-class ToolchainNotFound(UserError):
+class ToolchainNotFound(EnvironmentProblem):
     """No provider could supply the cell's CUDA (or no host compiler fits it); lists what was tried."""
 
     def __init__(self, message: str, *, attempts: tuple[ProviderAttempt, ...] = (), hint: str | None = None):

@@ -21,7 +21,7 @@ from typing import Any
 from packaging.version import Version
 
 from buildtool import interp
-from buildtool.errors import BuildError, UserError, allowed_list
+from buildtool.errors import BuildError, BuildtoolError, UserError, allowed_list
 from buildtool.host import host_platform
 from buildtool.model import Frozen
 from buildtool.publish.index import Manifest
@@ -278,7 +278,7 @@ def preflight(directory: Path, plan: EnvPlan, *, manifest: Manifest | None, inst
         for req in plan.packages:
             try:
                 res = resolve(req, manifest.wheels, target)
-            except UserError as exc:
+            except BuildtoolError as exc:
                 problems.append(f"{req}: {exc.message}")
                 continue
             if res.chosen is None:

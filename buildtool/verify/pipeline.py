@@ -62,6 +62,17 @@ def _declared_requirements(contents: Sequence[OpenedWheel], options: VerifyOptio
     return out
 
 
+def verify_static(path: Path, *, site_dirs: Sequence[Path] = ()) -> tuple[CheckResult, ...]:
+    """The checks `buildtool build` runs on each wheel it writes, before the wheel reaches dist/: every static
+    check of `buildtool verify` (name, RECORD, provenance, shared libraries against the torch in
+    ``site_dirs``, GLIBC, embedded archs; stable-ABI symbols and abi3audit), none needing a GPU or the network."""
+    target = TargetLibs.discover(site_dirs) if site_dirs else None
+    wc, rows = static_checks(path, target=target, cuobjdump=find_cuobjdump())
+    if wc is not None and stableabi.is_stable_wheel(wc):
+        rows += [stableabi.check_stable_symbols(wc), stableabi.check_abi3audit(wc, stableabi.find_abi3audit())]
+    return tuple(rows)
+
+
 def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Report:
     options = options or VerifyOptions()
     wheels = collect_wheels(paths)

@@ -52,12 +52,17 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_json(report: Report, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = _finite(report.model_dump())
+def json_report(report: Report) -> dict[str, Any]:
+    """The report as `verify --json` prints it and `--json-out FILE` writes it."""
+    data: dict[str, Any] = _finite(report.model_dump())
     data["ok"] = report.ok
     data["counts"] = report.counts()
-    path.write_text(json.dumps(data, indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
+    return data
+
+
+def write_json(report: Report, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_report(report), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def markdown(report: Report) -> str:

@@ -24,7 +24,7 @@ from packaging.version import Version
 
 from buildtool.binary.elf import ElfInfo, is_elf, read_elf_bytes
 from buildtool.binary.fatbin import FATBIN_SECTION
-from buildtool.errors import UserError
+from buildtool.errors import BuildtoolError
 from buildtool.spec.abitrack import is_stable_library
 from buildtool.verify.models import CheckResult, failed, passed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
@@ -461,7 +461,7 @@ def static_checks(path: Path, *, target: TargetLibs | None = None, cuobjdump: st
     be opened yields one failed row."""
     try:
         wc = open_wheel(path)
-    except UserError as exc:
+    except BuildtoolError as exc:
         return None, [failed(path.name, "open", exc.message)]
     rows = [
         check_name_metadata_tags(wc),

@@ -22,7 +22,7 @@ from typing import Any
 
 
 def _run(case: dict[str, Any]) -> dict[str, Any]:
-    from buildtool.errors import UserError
+    from buildtool.errors import BuildtoolError
 
     out, err = io.StringIO(), io.StringIO()
     started = time.perf_counter()
@@ -36,14 +36,14 @@ def _run(case: dict[str, Any]) -> dict[str, Any]:
                 if code != 0:
                     outcome = "error"
                 message = err.getvalue() + out.getvalue()  # verify reports failures on stdout
-                if "--json" in case["argv"]:
-                    report = Path(case["argv"][case["argv"].index("--json") + 1])
+                if "--json-out" in case["argv"]:
+                    report = Path(case["argv"][case["argv"].index("--json-out") + 1])
                     message += report.read_text(encoding="utf-8") if report.is_file() else ""
             else:
                 module, func = case["call"].split(":")
                 result = getattr(importlib.import_module(module), func)(*[Path(a) for a in case["args"]])
                 message = repr(result)[:2000]
-    except UserError as exc:
+    except BuildtoolError as exc:
         outcome, message = "error", str(exc)
     except SystemExit as exc:  # argparse usage errors
         outcome, message = ("ok" if not exc.code else "error"), err.getvalue()

@@ -13,7 +13,7 @@ import pytest
 
 from buildtool.compile.split import SplitError, link_hazards, split_source, split_summary, split_text
 from buildtool.compile.units import arch_flags, nvcc_threads, resolve
-from buildtool.errors import UserError
+from buildtool.errors import BuildtoolError, UserError
 from buildtool.spec.kernelspec import KernelSpec, SplitRule, TargetFacts, load_kernel_spec, load_kernel_specs
 from buildtool.spec.recipe import load_recipes
 
@@ -423,7 +423,7 @@ def test_causal_conv1d_1_7_0_sdist_splits(tmp_path: Path) -> None:
     source = load_recipes(REPO / "recipes")["causal-conv1d"].get("1.7.0").source
     try:
         fetched = fetch(source, tmp_path / "tree", cache_dir=default_cache_dir())
-    except UserError as exc:
+    except BuildtoolError as exc:
         pytest.skip(f"cannot fetch the sdist: {exc}")
     spec = load_kernel_spec(KERNELS / "causal_conv1d_cuda-1.5.yaml")
     assert all((fetched.tree / s).is_file() for s in spec.sources)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.cli import main
-from buildtool.errors import UserError
+from buildtool.errors import BuildtoolError, UserError
 from buildtool.source.lint import load_rules, scan, strip_code
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_unpatched_seed_sources_have_findings_and_patched_are_clean(tmp_path: Pa
     rv = load_recipes(REPO / "recipes")[package].get(version)
     try:
         src = fetch(rv.source, tmp_path / "tree", mirror=mirror, cache_dir=tmp_path / "cache")
-    except UserError as exc:
+    except BuildtoolError as exc:
         pytest.skip(f"{package} {version} not in the mirror: {exc.message}")
     before = scan(src.tree, platform="windows-x86_64", cuda="13.0")
     assert {f.rule for f in before.errors} == expected

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.errors import UserError
+from buildtool.errors import BuildtoolError, UserError
 from buildtool.source.patching import (
     PatchConflict,
     apply_file_patch,
@@ -266,7 +266,7 @@ def test_cuda13_cub_patch_with_real_nvcc(tmp_path: Path, package: str, version: 
     rv = load_recipes(REPO / "recipes")[package].get(version)
     try:
         src = fetch(rv.source, tmp_path / "tree", mirror=mirror, cache_dir=tmp_path / "cache")
-    except UserError as exc:
+    except BuildtoolError as exc:
         pytest.skip(f"{package} {version} not in the mirror: {exc.message}")
     tu = tmp_path / "t.cu"
     tu.write_text('#include "reverse_scan.cuh"\n__global__ void k(float *x) { x[0] = 1.f; }\n')

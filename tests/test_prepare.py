@@ -13,7 +13,7 @@ import pytest
 import tomllib
 
 from buildtool.cli import main
-from buildtool.errors import UserError
+from buildtool.errors import BuildtoolError, UserError
 from buildtool.source.fetch import fetch
 from buildtool.source.lint import scan
 from buildtool.source.patching import PatchConflict
@@ -138,7 +138,7 @@ def test_prepare_git_source_from_mirror(project: Project, tmp_path: Path, packag
     try:
         tree = prepare(project, package, version, "windows-x86_64", tmp_path / "out", mirror=mirror,
                        cache_dir=tmp_path / "cache")
-    except UserError as exc:
+    except BuildtoolError as exc:
         if exc.message.startswith("cannot fetch"):
             pytest.skip(f"{rv.source.mirror_name} at {rv.source.commit[:12]} is not in the mirror")  # type: ignore[union-attr]
         raise

@@ -15,7 +15,7 @@ from hostsim import path_without
 
 from buildtool.build.cell import CellResult
 from buildtool.build.runner import RunReport, exit_code, summary_json, summary_table
-from buildtool.errors import UserError
+from buildtool.errors import BuildtoolError, UserError
 from buildtool.spec.matrix import load_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def _has_cuda_124() -> bool:
 
     try:
         resolve("12.4", "linux-x86_64", "system")
-    except UserError:
+    except BuildtoolError:
         return False
     return True
 

@@ -19,7 +19,7 @@ from buildtool.spec.matrix import Cell, Matrix, load_matrix
 from buildtool.spec.project import find_project
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("build", help="build wheels for matrix cells (default: the matrix's default profile)")
     p.add_argument("cells", nargs="*", metavar="CELL_ID", help="cell ids (see `buildtool matrix --format ids`)")
     p.add_argument("--profile", help="build the cells of this profile (default: default_profile of matrix.yaml)")

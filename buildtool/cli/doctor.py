@@ -14,7 +14,7 @@ from buildtool.user.doctor.model import Status
 STYLE = {Status.ok: "green", Status.skip: "dim", Status.info: "cyan", Status.warn: "yellow", Status.fail: "bold red"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="diagnose torch/CUDA/ABI/triton problems of an environment")
     p.add_argument("--python", metavar="PY", help="interpreter or venv to inspect (default: active venv, else this one)")
     p.add_argument("--only", action="append", metavar="ID", help="run only these checks (check id or F-id)")

@@ -16,7 +16,7 @@ from buildtool.spec.project import find_project
 from buildtool.user.envcreate import WITH, create_env, plan_env
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("env", help="create ready-to-use environments")
     env_sub = p.add_subparsers(dest="env_command", metavar="ACTION", required=True)
     c = env_sub.add_parser("create", help="venv + the profile's torch + matched triton + matched kernel wheels + doctor")

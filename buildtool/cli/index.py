@@ -11,7 +11,7 @@ from buildtool.console import out, print_json
 from buildtool.publish.index import build_index
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("index", help="write a PEP 503/691 wheel index, manifest.json and the picker page")
     p.add_argument("dist", type=Path, help="directory of wheels")
     p.add_argument("--out", type=Path, required=True, metavar="SITE", help="output directory (the site root)")

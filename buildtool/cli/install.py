@@ -14,7 +14,7 @@ from buildtool.user.install import install
 from buildtool.user.resolve import load_manifest
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("install", help="install the matched kernel wheels without touching torch")
     p.add_argument("requirements", nargs="+", metavar="PKG[==VER]")
     add_target_args(p)

@@ -12,7 +12,7 @@ from buildtool.console import out, print_json
 from buildtool.source.lint import scan
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("lint-source", help="scan C++/CUDA sources for MSVC and CUDA 13 portability problems")
     p.add_argument("dir", type=Path, help="source tree (e.g. a prepared tree or an unpacked sdist)")
     p.add_argument("--platform", help="only rules for this platform (default: all rules)")

@@ -17,7 +17,7 @@ from buildtool.spec.matrix.github import GITHUB_CHUNK, github_matrix
 from buildtool.spec.project import find_project
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("matrix", help="expand matrix.yaml into build cells")
     p.add_argument("--file", type=Path, help="matrix file (default: the project's matrix.yaml)")
     p.add_argument("--profile", help="select the cells of a named profile")

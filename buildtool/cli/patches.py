@@ -15,7 +15,7 @@ from buildtool.spec.project import find_project
 _STYLE = {"ok": "green", "fail": "red", "skipped": "yellow", "unclaimed": "red"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("patches", help="list or check the source patches")
     psub = p.add_subparsers(dest="patches_command", metavar="ACTION", required=True)
     lst = psub.add_parser("list", help="the patches and what they fix")

@@ -13,7 +13,7 @@ from buildtool.spec.matrix import load_matrix
 from buildtool.spec.project import find_project
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="estimate what building a profile costs in CI: per cell vs compile groups "
                                     "vs compile groups + stable ABI")
     p.add_argument("--profile", help="matrix.yaml profile (default: the matrix's default profile)")

@@ -11,7 +11,7 @@ from buildtool.source.prepare import parse_package_spec, prepare
 from buildtool.spec.project import find_project
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("prepare", help="write a patched, self-contained source tree for PKG==VER")
     p.add_argument("package", metavar="PKG==VER", help="e.g. causal-conv1d==1.7.0, mamba-ssm-vim==1.1.1")
     p.add_argument("--platform", default=host_platform(),

@@ -20,7 +20,7 @@ from buildtool.wheel.provenance import read_wheel_provenance
 from buildtool.wheel.write import source_date_epoch
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("repair", help="repair built wheels (auditwheel / delvewheel), never bundling torch or CUDA")
     p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL", help="wheels written by the build backend")
     p.add_argument("-w", "--wheel-dir", type=Path, required=True, metavar="DIR", help="where repaired wheels go")

@@ -42,7 +42,7 @@ def target_from_args(args: argparse.Namespace) -> tuple[Environment, Target]:
     return env, target
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("resolve", help="pick the wheel that fits this environment")
     p.add_argument("requirement", metavar="PKG[==VER]")
     add_target_args(p)

@@ -14,7 +14,7 @@ from buildtool.host import host_platform
 from buildtool.toolchain import ToolchainNotFound, resolve
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("toolchain", help="find or provision the CUDA toolkit + host compiler for a CUDA version")
     p.add_argument("--cuda", required=True, help="the cell's CUDA version, e.g. 13.0")
     p.add_argument("--platform", default=None, help="the cell's platform (default: this machine's)")

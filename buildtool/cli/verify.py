@@ -10,7 +10,7 @@ from buildtool.verify.pipeline import VerifyOptions, verify
 from buildtool.verify.report import json_report, markdown, table, write_json
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("verify", help="verify wheels: metadata, RECORD, libraries, archs; on a GPU numerics, models, speed")
     p.add_argument("wheels", nargs="+", type=Path, help="wheel files or directories holding them (e.g. dist/)")
     # `--json FILE` (before --json meant stdout on every command) still writes FILE, with a note: --json-out

@@ -28,4 +28,4 @@ def time_ms(fn: Callable[[], object], *, warmup: int = 3, reps: int = 20) -> flo
             t0 = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+    return float(statistics.median(samples))

@@ -189,11 +189,19 @@ def bench(session: nox.Session) -> None:
 @nox.session(name="install-matrix")
 def install_matrix(session: nox.Session) -> None:
     """Every documented install command x (pip, uv) x (channel alone, + PyPI) x (torch matching, one minor
-    off), measured with real pip/uv/PyPI and a loopback index: writes docs/install-matrix.md (needs PyPI)."""
+    off), measured on real kernel wheels with real pip/uv/PyPI and a loopback index: writes
+    docs/install-matrix.md (needs PyPI).   nox -s install-matrix -- --wheels DIR"""
     session.install("-e", DEV)
-    python = session.run("python", "-c", _TORCH_ENV, silent=True).strip().splitlines()[-1]
-    session.env.update(BUILDTOOL_TEST_TORCH_ENV=str(Path(python).parent.parent))
     session.run("python", "benchmarks/install_matrix.py", *session.posargs)
+
+
+@nox.session(name="requirements-check")
+def requirements_check(session: nox.Session) -> None:
+    """The declared-requirements check of `buildtool verify` on real wheels, in a fresh venv with PyPI's torch:
+    merges into docs/declared-requirements.md (needs PyPI).
+    nox -s requirements-check -- --wheels DIR --python 3.12 --torch 2.11.0"""
+    session.install("-e", DEV)
+    session.run("python", "benchmarks/requirements_check.py", *session.posargs)
 
 
 @nox.session(name="env-create-measure")

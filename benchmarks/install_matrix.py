@@ -1,15 +1,16 @@
 """Measure every documented install command: installer x (channel alone, channel + PyPI) x (torch matching,
 torch one minor off) -> torch before/after, what was installed, import result. Writes docs/install-matrix.md.
 
-    nox -s install-matrix            # or: python benchmarks/install_matrix.py --out docs/install-matrix.md
+    nox -s install-matrix -- --wheels DIR [--python 3.11 --torch 2.14.1 --torch-off 2.13.0]
+    python benchmarks/install_matrix.py --wheels DIR
 
-Real parts: real wheels (a compiled CPython extension, METADATA with the label and `Requires-Dist:
-torch==A.B.*` + `einops` from PyPI) for torch 2.13 and 2.14, `buildtool index` served on 127.0.0.1, fresh venvs
-that see a real torch (2.14.1+cu130: the default cell's build env; 2.13.0+cpu: pip-installed once from the
-machine's wheel store) linked in by a .pth with its dist-info copied (pip and uv see it as installed; an
-install that replaces it puts a new torch into the venv, which the "after" column then shows), real pip and uv
-against real PyPI. The commands are the ones `buildtool resolve --explain`, the picker page and
-docs/user-guide.md print (buildtool.publish.commands), with the channel of torch 2.14.
+Real parts: the project's real kernel wheels (DIR: e.g. the stable-ABI causal-conv1d and mamba-ssm wheels of
+`nox -s build-local-stable`), `buildtool index` of them served on 127.0.0.1, real pip and uv against real PyPI,
+and in every row a fresh venv with PyPI's torch (CUDA build) installed by uv from a shared cache (hard links, so
+a row costs seconds and no disk). The commands are the ones `buildtool resolve --explain`, the picker page and
+docs/user-guide.md print (buildtool.publish.commands), with the channel `resolve` prints for the matching
+torch; the "one minor off" rows run the same command in a venv whose torch is one minor older. The import check
+imports torch and every public module of the wheel (buildtool.verify.requirements.public_modules), no GPU.
 """
 
 from __future__ import annotations
@@ -23,27 +24,29 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from fixture_wheels import (  # noqa: E402
-    clean_env,
-    compile_extension,
-    find_torch_site,
-    label,
-    make_venv,
-    make_wheel,
-    serve,
-    uv_bin,
-)
+from fixture_wheels import clean_env, serve, uv_bin  # noqa: E402
 
 from buildtool.publish.commands import channel_command  # noqa: E402
+from buildtool.verify.requirements import public_modules  # noqa: E402
 
-PKG = "tiny-kernel"
-IMPORT = "import torch, tiny_kernel; tiny_kernel.touch(); print('import ok')"
+IMPORT_ALL = r"""
+import importlib, json, sys
+errors = {}
+import torch
+for m in json.loads(sys.argv[1]):
+    try:
+        importlib.import_module(m)
+    except BaseException as e:
+        errors[m] = (type(e).__name__ + ": " + str(e)).splitlines()[0][:200]
+print("IMPORTS" + json.dumps(errors))
+"""
 
 
 def _versions(python: Path) -> dict[str, str]:
@@ -59,151 +62,232 @@ def _torch(python: Path) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "import fails"
 
 
-def _torch_dist(python: Path) -> str:
-    code = "import importlib.metadata as m; print(m.version('torch'))"
-    return subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.strip()
-
-
 def _last_error(text: str) -> str:
     """The line that says why: pip's ERROR, uv's `Because ...` explanation, buildtool's reason line."""
-    lines = [ln.strip().lstrip("╰─▶ ").strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln.strip().lstrip("╰─▶×│ ").strip() for ln in text.splitlines() if ln.strip()]
     for key in ("Because ", "ERROR: Cannot install", "ERROR: Could not find", "ERROR: ", "error: "):
-        hit = [ln for ln in lines if ln.startswith(key)]
+        hit = [ln[ln.index(key):] for ln in lines if key in ln]
         if hit:
             reason = hit[0]
             if reason.startswith("error: no wheel of"):   # buildtool: the first rejection reason follows
                 idx = lines.index(reason)
                 reason += " " + (lines[idx + 1] if idx + 1 < len(lines) else "")
-            return reason[:200]
-    return (lines[-1] if lines else "?")[:200]
+            return reason[:240]
+    return (lines[-1] if lines else "?")[:240]
 
 
-def build_site(work: Path) -> Path:
+def _import_check(python: Path, modules: list[str]) -> str:
+    proc = subprocess.run([str(python), "-c", IMPORT_ALL, json.dumps(modules)], capture_output=True, text=True,
+                          timeout=600)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("IMPORTS")), None)
+    if line is None:
+        return _last_error(proc.stderr)
+    errors: dict[str, str] = json.loads(line[len("IMPORTS"):])
+    if not errors:
+        return f"ok ({len(modules)} modules)"
+    first = next(iter(errors.items()))
+    return f"{len(errors)} of {len(modules)} fail; {first[0]}: {first[1]}"
+
+
+def build_site(wheels: list[Path], work: Path) -> tuple[Path, dict[str, list[str]]]:
+    """`buildtool index` of copies of the wheels; {project: public modules} for the import check."""
     dist = work / "dist"
-    so_name, so = compile_extension(work / "ext", "tiny_kernel_ext")
-    for minor in ("2.13", "2.14"):
-        make_wheel(dist, PKG, f"1.0.0+{label(minor)}",
-                   files={"tiny_kernel/__init__.py": "from tiny_kernel_ext import touch\n", so_name: so},
-                   requires=(f"torch=={minor}.*", "einops"))
+    dist.mkdir(parents=True)
+    modules: dict[str, list[str]] = {}
+    for whl in wheels:
+        shutil.copy2(whl, dist / whl.name)
+        project = whl.name.split("-", 1)[0].replace("_", "-").lower()
+        modules.setdefault(project, [])
+        modules[project] = sorted(set(modules[project]) | set(public_modules(zipfile.ZipFile(whl).namelist())))
     site = work / "site"
     subprocess.run([sys.executable, "-m", "buildtool", "index", str(dist), "--out", str(site)], check=True,
                    capture_output=True, env=clean_env())
-    return site
+    return site, modules
 
 
-def torch_sites(cache: Path) -> dict[str, Path]:
-    """torch 2.14.1+cu130 (the default cell's build env) and torch 2.13.0+cpu (pip --target, once)."""
-    sites = {"2.14": find_torch_site(cache)}
-    cpu = cache / "torch-2.13-cpu"
-    if not (cpu / "torch" / "__init__.py").exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(cpu), "torch==2.13.0+cpu"],
-                       check=True)
-    sites["2.13"] = cpu
-    return sites
+def channel_for(url: str, project: str, torch: str, python: str) -> str:
+    """The channel `buildtool resolve --explain` prints for an environment with this torch (CUDA 13.0, Linux)."""
+    proc = subprocess.run([sys.executable, "-m", "buildtool", "resolve", project, "--index", url, "--torch", torch,
+                           "--cuda", "13.0", "--abi", "TRUE", "--python-tag", "cp" + python.replace(".", ""),
+                           "--platform", "linux-x86_64", "--gpu-arch", "9.0", "--json"],
+                          capture_output=True, text=True, env=clean_env())
+    data = json.loads(proc.stdout)
+    channel = data.get("channel_url")
+    if not channel:
+        raise SystemExit(f"resolve found no channel for {project} with torch {torch}: {proc.stdout[-400:]}")
+    return str(channel)
 
 
-def measure_one(argv: list[str], python: Path, env: dict[str, str]) -> dict[str, object]:
+def interpreter(version: str) -> str:
+    """CPython X.Y as a path uv can use: pyenv's build when present (its shims only run the global version)."""
+    if os.sep in version:
+        return version
+    pyenv = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))
+    found = str(pyenv[-1]) if pyenv else shutil.which(f"python{version}")
+    if not found:
+        raise SystemExit(f"no CPython {version} on this machine")
+    return found
+
+
+class Venvs:
+    """Fresh venvs with PyPI's torch, installed by uv from a shared cache (hard links: seconds, no new disk)."""
+
+    def __init__(self, uv: str, python: str, pypi: str, env: dict[str, str]) -> None:
+        self.uv, self.python, self.pypi, self.env = uv, interpreter(python), pypi, env
+
+    def make(self, path: Path, torch: str, *, with_pip: bool) -> Path:
+        subprocess.run([self.uv, "venv", "-q", *(["--seed"] if with_pip else []), "--python", self.python, str(path)],
+                       check=True, env=self.env)
+        py = path / "bin" / "python"
+        if with_pip:   # today's pip, as a user who upgrades gets it
+            subprocess.run([self.uv, "pip", "install", "-q", "--python", str(py), "--index-url", self.pypi, "-U", "pip"],
+                           check=True, env=self.env)
+        subprocess.run([self.uv, "pip", "install", "-q", "--python", str(py), "--index-url", self.pypi,
+                        f"torch=={torch}"], check=True, env=self.env)
+        return py
+
+
+def measure_one(argv: list[str], python: Path, modules: list[str], env: dict[str, str]) -> dict[str, object]:
     before_versions = _versions(python)
     torch_before = _torch(python)
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
     seconds = time.monotonic() - t0
     after_versions = _versions(python)
     torch_after = _torch(python)
     added = sorted(f"{k} {v}" for k, v in after_versions.items() if before_versions.get(k) != v)
-    imp = subprocess.run([str(python), "-c", IMPORT], capture_output=True, text=True)
     return {
         "exit": proc.returncode, "seconds": round(seconds, 1), "torch_before": torch_before, "torch_after": torch_after,
-        "installed": added, "import": "ok" if imp.returncode == 0 else _last_error(imp.stderr),
+        "installed": added, "import": _import_check(python, modules),
         "error": "" if proc.returncode == 0 else _last_error(proc.stdout + "\n" + proc.stderr),
+        "output_tail": (proc.stdout + proc.stderr).strip().splitlines()[-12:],
     }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wheels", type=Path, action="append", required=True,
+                    help="a kernel wheel or a directory of them (repeatable)")
+    ap.add_argument("--python", default="3.11", help="CPython X.Y of the venvs")
+    ap.add_argument("--torch", default="2.14.1", help="the matching torch (PyPI, CUDA build)")
+    ap.add_argument("--torch-off", default="2.13.0", help="torch one minor off (PyPI, CUDA build)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "install-matrix.md")
     ap.add_argument("--json", type=Path, default=REPO / "docs" / "install-matrix.json")
     ap.add_argument("--pypi", default="https://pypi.org/simple")
+    ap.add_argument("--only", help="one project (e.g. causal-conv1d)")
+    ap.add_argument("--installers", nargs="+", choices=("pip", "uv", "buildtool", "buildtool-uv"),
+                    help="only these rows; with --merge the others stay as the JSON has them")
+    ap.add_argument("--merge", action="store_true", help="replace matching rows of the existing JSON, keep the rest")
+    ap.add_argument("--from-json", type=Path, help="rewrite the table from a previous run's JSON (no measuring)")
     args = ap.parse_args()
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        write(data["rows"], data["setup"], args.out, args.json)
+        return 0
     uv = uv_bin()
     if uv is None:
         print("uv is not installed (pip install uv)", file=sys.stderr)
         return 2
+    wheels = sorted(w for p in args.wheels for w in ([p] if p.is_file() else p.glob("*.whl")))
+    if not wheels:
+        print(f"no wheels in {', '.join(map(str, args.wheels))}", file=sys.stderr)
+        return 2
     work = Path(tempfile.mkdtemp(prefix="install-matrix-"))
+    # pip and uv share the user's caches (torch is several GB); nothing of this machine's pip config applies
+    env = clean_env()
+    venvs = Venvs(uv, args.python, args.pypi, env)
     rows: list[dict[str, object]] = []
+    pip_version = ""
     try:
-        site = build_site(work)
-        sites = torch_sites(Path.home() / ".cache" / "buildtool" / "install-matrix")
+        site, modules = build_site(wheels, work)
+        projects = [p for p in modules if not args.only or p == args.only]
         with serve(site) as url:
-            channel = f"{url}/channels/cu130-torch2.14/"
-            cases: list[tuple[str, str, bool, list[str]]] = []
-            for installer in ("pip", "uv"):
-                for with_pypi in (False, True):
-                    cmd = channel_command(installer, PKG, channel, torch=None, with_pypi=with_pypi, pypi=args.pypi)
-                    cases.append((installer, cmd.line().replace(url, "URL"), with_pypi, list(cmd.argv)))
-            cases.append(("buildtool", f"buildtool install {PKG} --index URL", True,
-                          [sys.executable, "-m", "buildtool", "install", PKG, "--index", url, "--no-host"]))
-            own = f"{url}/channels/cu130-torch2.13/"
-            own_cases = [(i, channel_command(i, PKG, own, torch=None, pypi=args.pypi).line().replace(url, "URL"), True,
-                          list(channel_command(i, PKG, own, torch=None, pypi=args.pypi).argv)) for i in ("pip", "uv")]
-            for torch_minor, case, todo in (("2.14", "matching", cases), ("2.13", "one minor off", cases),
-                                            ("2.13", "2.13, its own channel", own_cases)):
-                for installer, shown, with_pypi, argv in todo:
-                    venv = work / f"venv-{len(rows)}"
-                    python = make_venv(venv, sites[torch_minor], with_pip=installer == "pip")
-                    torch_version = _torch_dist(python)
-                    real = [a.replace("@@TORCH@@", torch_version) for a in argv]
-                    if installer == "pip":
-                        real = [str(python), "-m", *real]
-                    elif installer == "uv":
-                        real = [uv, *real[1:]]
-                    env = clean_env(VIRTUAL_ENV=str(venv), UV_CACHE_DIR=str(work / "uv-cache"),
-                                    PIP_CACHE_DIR=str(work / "pip-cache"))
-                    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-                    result = measure_one(real, python, env)
-                    row = {"command": shown, "installer": installer, "indexes": "channel + PyPI" if with_pypi
-                           else "channel alone", "torch": case, **result}
-                    if installer == "buildtool":
-                        row["indexes"] = "all-in-one index + PyPI"
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                    shutil.rmtree(venv, ignore_errors=True)
+            for project in projects:
+                channel = channel_for(url, project, args.torch, args.python)
+                cases: list[tuple[str, str, str, list[str]]] = []
+                for installer in ("pip", "uv"):
+                    for with_pypi in (False, True):
+                        cmd = channel_command(installer, project, channel, torch=None, with_pypi=with_pypi,
+                                              pypi=args.pypi)
+                        cases.append((installer, cmd.line().replace(url, "URL"),
+                                      "channel + PyPI" if with_pypi else "channel alone", list(cmd.argv)))
+                cases.append(("buildtool", f"buildtool install {project} --index URL", "all-in-one index + PyPI",
+                              [sys.executable, "-m", "buildtool", "install", project, "--index", url, "--no-host"]))
+                cases.append(("buildtool-uv", f"buildtool install {project} --index URL --installer uv",
+                              "all-in-one index + PyPI", [sys.executable, "-m", "buildtool", "install", project,
+                                                          "--index", url, "--no-host", "--installer", "uv"]))
+                cases = [c for c in cases if not args.installers or c[0] in args.installers]
+                for torch, case in ((args.torch, "matching"), (args.torch_off, "one minor off")):
+                    for installer, shown, indexes, argv in cases:
+                        venv = work / f"venv-{len(rows)}"
+                        python = venvs.make(venv, torch, with_pip=installer == "pip")
+                        real = [a.replace("@@TORCH@@", torch) for a in argv]
+                        if installer == "pip":
+                            real = [str(python), "-m", *real]
+                            pip_version = pip_version or subprocess.run(
+                                [str(python), "-m", "pip", "--version"], capture_output=True, text=True).stdout.split()[1]
+                        elif installer == "uv":
+                            real = [uv, *real[1:]]
+                        row_env = dict(env, VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+                        result = measure_one(real, python, modules[project], row_env)
+                        row = {"package": project, "command": shown, "installer": installer, "indexes": indexes,
+                               "torch": case, "channel": channel.replace(url, "URL"), **result}
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+                        shutil.rmtree(venv, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write(rows, args.out, args.json)
+    uv_version = subprocess.run([uv, "--version"], capture_output=True, text=True).stdout.split()[1]
+    setup = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU", "python": args.python,
+             "torch": args.torch, "torch_off": args.torch_off, "pip": pip_version, "uv": uv_version,
+             "wheels": [{"file": w.name, "bytes": w.stat().st_size} for w in wheels]}
+    if args.merge and args.json.exists():
+        def key(r: dict[str, object]) -> tuple[str, ...]:
+            return (str(r["package"]), str(r["installer"]), str(r["indexes"]), str(r["torch"]))
+        new = {key(r): r for r in rows}
+        old = json.loads(args.json.read_text())["rows"]
+        merged = [new.pop(key(r), r) for r in old]
+        rows = merged + list(new.values())
+        order = {n: i for i, n in enumerate(("pip", "uv", "buildtool", "buildtool-uv"))}
+        rows.sort(key=lambda r: (str(r["package"]), str(r["torch"]) != "matching", order.get(str(r["installer"]), 9)))
+    write(rows, setup, args.out, args.json)
     changed = [r for r in rows if r["torch_before"] != r["torch_after"]]
     return 1 if changed else 0
 
 
-def write(rows: list[dict[str, object]], out: Path, json_out: Path) -> None:
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+def write(rows: list[dict[str, object]], setup: dict[str, object], out: Path, json_out: Path) -> None:
+    wheels = setup["wheels"]
+    assert isinstance(wheels, list)
     lines = [
         "# Install matrix: what every documented command does to an environment",
         "",
-        "Generated by `nox -s install-matrix` (`benchmarks/install_matrix.py`); do not edit by hand.",
-        f"Machine: {machine}, no GPU, PyPI reachable. Index: `buildtool index` of two real wheels of a fixture",
-        "kernel package (`tiny-kernel` 1.0.0, a compiled CPython extension; `+cu130torch2.13cxx11abiTRUE` and",
-        "`+cu130torch2.14cxx11abiTRUE`, each `Requires-Dist: torch==A.B.*`, `einops`) served on 127.0.0.1.",
-        "Every command is run as documented, with the channel of torch 2.14 (`URL/channels/cu130-torch2.14/`),",
-        "in a fresh venv whose torch is 2.14.1+cu130 (matching) or 2.13.0+cpu (one minor off); the last rows",
-        "give the 2.13 environment the channel `buildtool resolve --explain` prints for it (`cu130-torch2.13`).",
-        "The CPU build of torch 2.13.0 stands in for the CUDA one (only the CPU build is on this machine's disk;",
-        "pip and uv compare versions, and the fixture extension needs no CUDA).",
-        "`\"torch==$(python ...)\"` is the installed torch distribution's version.",
+        "Generated by `nox -s install-matrix -- --wheels DIR` (`benchmarks/install_matrix.py`); do not edit by hand.",
+        f"Machine: {setup['machine']}, PyPI reachable; pip {setup['pip']} in each pip venv, uv {setup['uv']}.",
+        "Index: `buildtool index` of the project's real wheels, served on 127.0.0.1:",
+        *[f"`{w['file']}` ({int(w['bytes']) / 1e6:.1f} MB)," for w in wheels],
+        "nvcc builds for sm_90 against the torch stable ABI (`Requires-Dist: torch>=2.10`), so `resolve` gives the",
+        "channel `URL/channels/cu13-stable/` for every torch >= 2.10 with CUDA 13.",
+        f"Every row is a fresh CPython {setup['python']} venv with PyPI's CUDA 13.0 torch: {setup['torch']} (matching:",
+        "the torch the wheels' headers came from) or",
+        f"{setup['torch_off']} (one minor off), installed before the command; then the command as documented,",
+        "`\"torch==$(python ...)\"` being the installed torch distribution's version. \"installed\" lists every",
+        "distribution the command added or changed; \"import\" imports torch and every public module of the wheel",
+        "in the venv (no GPU here: the extensions load, nothing launches).",
         "",
-        "| command | installer | indexes | torch | exit | torch before | torch after | installed | import |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| package | command | installer | indexes | torch | exit | s | torch before | torch after | installed | import |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         installed = ", ".join(r["installed"]) if r["installed"] else "nothing"  # type: ignore[arg-type]
         result = "ok" if r["exit"] == 0 else f"refused: {r['error']}"
         cmd = str(r["command"]).replace("|", "\\|")
-        lines.append(f"| `{cmd}` | {r['installer']} | {r['indexes']} | {r['torch']} | {r['exit']} | "
-                     f"{r['torch_before']} | {r['torch_after']} | {installed}; {result} | {r['import']} |")
+        lines.append(f"| {r['package']} | `{cmd}` | {r['installer']} | {r['indexes']} | {r['torch']} | {r['exit']} | "
+                     f"{r['seconds']} | {r['torch_before']} | {r['torch_after']} | {installed}; {result} | "
+                     f"{str(r['import']).replace('|', '/')} |")
     same = all(r["torch_before"] == r["torch_after"] for r in rows)
     lines += ["", f"torch unchanged in every row: **{'yes' if same else 'NO'}** ({len(rows)} rows)."]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    json_out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n", encoding="utf-8")
+    json_out.write_text(json.dumps({"setup": setup, "rows": rows}, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,16 @@ def test_plan_errors(matrix) -> None:  # type: ignore[no-untyped-def]
         plan_env(matrix, "local", with_="vmamba", platform="linux-x86_64")
 
 
+def test_plan_keeps_requested_packages_the_profile_does_not_build(matrix) -> None:  # type: ignore[no-untyped-def]
+    """`--with mamba` on `local` (a causal-conv1d-only profile): mamba-ssm stays in the plan by name, so the
+    pre-check takes the index's newest fitting wheel or stops and names it; never silently left out."""
+    plan = plan_env(matrix, "local", python="3.11", platform="linux-x86_64", with_="mamba")
+    assert plan.packages == ("causal-conv1d==1.7.0", "mamba-ssm") and plan.not_in_profile == ("mamba-ssm",)
+    proc = buildtool("env", "create", "/nonexistent/x", "--profile", "local", "--python", "3.11", "--dry-run")
+    assert proc.returncode == 0 and "not built by profile local here: mamba-ssm" in proc.stdout, proc.stdout + proc.stderr
+    assert plan_env(matrix, "local", python="3.11", platform="linux-x86_64", with_="none").not_in_profile == ()
+
+
 def test_torch_index_args(tmp_path: Path) -> None:
     url = "https://download.pytorch.org/whl/cu124"
     assert torch_index_args(url, None, "pip") == ["--index-url", url, "--extra-index-url", "https://pypi.org/simple"]
@@ -148,13 +158,18 @@ def test_env_create_fails_fast_before_anything_is_made(tmp_path: Path) -> None:
         empty_dir = tmp_path / "wheels"
         empty_dir.mkdir()
         no_torch = _create(tmp_path, target, url, matrix_file, "--allow-missing", torch_index=str(empty_dir))
-    for proc in (no_mamba, a_file, unreachable, no_torch):
+        # the project's `local` profile builds no mamba-ssm: the index is asked, and has none either
+        not_built = buildtool("env", "create", str(target), "--profile", "local", "--python", "3.11", "--index", url,
+                              "--torch-index", str(empty_dir), cwd=REPO)
+    for proc in (no_mamba, a_file, unreachable, no_torch, not_built):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "mamba-ssm==2.3.2.post1: no package \"mamba-ssm\" in the index" in no_mamba.stderr
     assert "--allow-missing" in no_mamba.stderr
     assert "exists and is not a directory (a file)" in a_file.stderr
     assert "the torch index http://127.0.0.1:9/whl/cu130 is not reachable" in unreachable.stderr
     assert "has no torch-2.13.0 wheel" in no_torch.stderr
+    assert 'mamba-ssm: no package "mamba-ssm" in the index; it has: causal-conv1d (profile local does not build it' \
+        in " ".join(not_built.stderr.split()), not_built.stderr
     assert not target.exists()
 
 

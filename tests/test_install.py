@@ -230,6 +230,26 @@ def test_pip_freeze_after_buildtool_install_is_an_index_install(site: Site, tmp_
     assert "file://" not in freeze.stdout
 
 
+@pytest.mark.skipif(uv_bin() is None, reason="uv is not installed (it is in the dev extras)")
+def test_buildtool_install_with_uv_as_the_installer(site: Site, tmp_path: Path) -> None:
+    """`--installer uv`: the same resolve, sha256 and archive checks, then uv (named in the log) puts the
+    wheels in; torch untouched, imports, and the freeze line is an index install, as with pip."""
+    python = make_venv(tmp_path / "venv", site.torch_site)
+    with serve(site.root) as url:
+        proc = buildtool("install", "tiny-kernel", "--index", url, "--python", str(python), "--no-host",
+                         *site.cuda_override, "--installer", "uv", "-v")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "installer: uv" in proc.stderr and " pip install --python " in proc.stderr
+    assert "import ok" in proc.stdout
+    freeze = subprocess.run([str(uv_bin()), "pip", "freeze", "--python", str(python)], capture_output=True, text=True,
+                            env=clean_env())
+    assert f"tiny-kernel=={site.version}".lower() in freeze.stdout.lower().splitlines(), freeze.stdout
+    assert "file://" not in freeze.stdout
+    check = _import(python, "import tiny_kernel, tiny_helper; tiny_kernel.touch(); print(tiny_kernel.VALUE)")
+    assert check.returncode == 0 and check.stdout.strip() == "42", check.stderr
+    _assert_torch_untouched(python, site)
+
+
 def test_damaged_wheel_with_matching_hash_never_reaches_pip(site: Site, tmp_path: Path) -> None:
     """The zip is damaged and the manifest's sha256 updated to match it: refused before pip, env unchanged."""
     damaged = tmp_path / "site"

@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
             out.print(f"profile {plan.profile}: {plan.platform}, Python {plan.python}, torch {plan.torch} "
                       f"(CUDA {plan.cuda}, cxx11abi {plan.cxx11_abi}) from {plan.torch_index}", highlight=False)
             out.print(f"triton: {plan.triton or 'none'}; kernels: {', '.join(plan.packages) or 'none'}", highlight=False)
+            if plan.not_in_profile:
+                out.print(f"not built by profile {plan.profile} here: {', '.join(plan.not_in_profile)} (the index's "
+                          "newest wheel that fits is taken, or env create stops and names it)", highlight=False)
         return 0
 
     def log(line: str) -> None:

@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("install", help="install the matched kernel wheels without touching torch")
     p.add_argument("requirements", nargs="+", metavar="PKG[==VER]")
     add_target_args(p)
-    p.add_argument("--pip-arg", action="append", default=[], metavar="ARG", help="extra argument for pip (repeatable)")
+    p.add_argument("--installer", choices=("pip", "uv"), default="pip",
+                   help="which installer puts the wheels and their requirements in (default pip; the log names it)")
+    p.add_argument("--pip-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for the installer's install command (repeatable)")
     p.add_argument("--no-import-check", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     report = install(
         args.requirements, python=args.python or default_python(), manifest=manifest, base=base, target=target,
         index_url=index_url, pip_args=args.pip_arg, log=log, check_import=not args.no_import_check,
+        installer=args.installer,
     )
     if args.json:
         print_json(report.model_dump())

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from buildtool.console import err, out, print_json
+from buildtool.user.envinfo import python_of
 from buildtool.verify.pipeline import VerifyOptions, verify
 from buildtool.verify.report import json_report, markdown, table, write_json
 
@@ -25,6 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="skip the declared-requirements check (install with requirements from the index, import)")
     p.add_argument("--requirements-index", default="https://pypi.org/simple/", metavar="URL",
                    help="index the requirements are resolved from (default PyPI; unreachable: the check is skipped)")
+    p.add_argument("--python", metavar="PY_OR_VENV",
+                   help="interpreter or venv whose torch the requirements and GPU checks use (default: this one)")
     p.add_argument("--skip", action="append", default=[], metavar="PATTERN",
                    help="skip GPU checks whose name matches (fnmatch), e.g. 'smoke Mamba2' or 'speed *'")
     p.add_argument("--timeout", type=int, default=900, help="seconds per wheel group on the GPU (default 900)")
@@ -38,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         args.json_out, args.json = args.json_out or Path(args.json), False
     options = VerifyOptions(gpu=not args.static_only, require_gpu=args.require_gpu, bench=not args.no_bench,
                             skip=tuple(args.skip), timeout=args.timeout, keep=args.keep,
-                            requirements=not args.no_requirements, index=args.requirements_index)
+                            requirements=not args.no_requirements, index=args.requirements_index,
+                            python=python_of(args.python) if args.python else sys.executable)
     report = verify(args.wheels, options)
     note = err.print if args.json else out.print  # with --json, stdout holds the JSON alone
     if args.json:

@@ -29,7 +29,7 @@ from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell, Matrix
 from buildtool.user.doctor import run_doctor
 from buildtool.user.envinfo import probe_python
-from buildtool.user.install import InstallReport, install
+from buildtool.user.install import InstallReport, install, uv_binary
 from buildtool.user.resolve import Target, load_manifest, resolve
 
 Log = Callable[[str], None]
@@ -57,6 +57,9 @@ class EnvPlan(Frozen):
     triton: str | None
     packages: tuple[str, ...]
     cells: tuple[str, ...]
+    # Requested with --with but not built by the profile for this platform/Python/torch: planned by name, so the
+    # pre-check takes the newest wheel of the index that fits (a stable-ABI wheel, say) or names it as missing.
+    not_in_profile: tuple[str, ...] = ()
 
 
 def _conv_fits(mamba: str | None, conv: str) -> bool:
@@ -111,11 +114,12 @@ def plan_env(matrix: Matrix, profile: str, *, python: str | None = None, platfor
     if not skip_triton:
         req = load_compat().triton_requirement(torch, platform)
         triton = f"{req[0]}{req[1]}" if req else None
+    not_in_profile = tuple(p for p in WITH[with_] if p not in chosen)
     return EnvPlan(
         profile=profile, platform=platform, python=python, torch=torch, cuda=cuda, cxx11_abi=first.cxx11_abi,
         torch_index=torch_index or f"https://download.pytorch.org/whl/cu{cuda.replace('.', '')}",
-        triton=triton, packages=tuple(f"{c.package}=={c.version}" for c in chosen.values() if wanted),
-        cells=tuple(c.id for c in chosen.values()),
+        triton=triton, packages=tuple(f"{c.package}=={c.version}" for c in chosen.values() if wanted) + not_in_profile,
+        cells=tuple(c.id for c in chosen.values()), not_in_profile=not_in_profile,
     )
 
 
@@ -195,8 +199,7 @@ def check_target_dir(directory: Path) -> None:
 
 
 def _uv() -> str | None:
-    here = Path(sys.executable).parent / "uv"
-    return shutil.which("uv") or (str(here) if here.exists() else None)
+    return uv_binary()
 
 
 def venv_interpreter(python: str, installer: str) -> str:
@@ -275,18 +278,27 @@ def preflight(directory: Path, plan: EnvPlan, *, manifest: Manifest | None, inst
         target = Target(python_tag="cp" + plan.python.replace(".", ""), platform=plan.platform, glibc=_host_glibc(),
                         torch=plan.torch, torch_cuda=plan.cuda, cxx11_abi=plan.cxx11_abi)
         problems = []
+        versions: dict[str, str] = {}
         for req in plan.packages:
+            where = f" (profile {plan.profile} does not build it here; looked for any wheel in the index)" \
+                if req in plan.not_in_profile else ""
             try:
                 res = resolve(req, manifest.wheels, target)
             except BuildtoolError as exc:
-                problems.append(f"{req}: {exc.message}")
+                problems.append(f"{req}: {exc.message}{where}")
                 continue
             if res.chosen is None:
                 why = "; ".join(sorted({r.reason for r in res.rejected if r.rule != "preference"})) or "no candidates"
                 problems.append(f"{req}: no wheel for Python {plan.python}, torch {plan.torch}, CUDA {plan.cuda} "
-                                f"on {plan.platform} ({why})")
+                                f"on {plan.platform} ({why}){where}")
             else:
                 kernels.append(res.chosen.filename)
+                versions[res.chosen.package] = res.chosen.public_version
+        mamba = versions.get("mamba-ssm") or versions.get("mamba-ssm-vim")
+        if mamba and "causal-conv1d" in versions and not _conv_fits(mamba, versions["causal-conv1d"]):
+            conv = next(r for r in plan.packages if r.split("==", 1)[0] == "causal-conv1d")
+            problems.append(f"{conv}: {versions['causal-conv1d']} does not fit mamba-ssm {mamba}'s "
+                            "causal_conv1d_fwd API (failures.md F15)")
         if problems and not allow_missing:
             raise UserError("the index cannot serve this environment:\n  " + "\n  ".join(problems),
                             hint="build the missing cells, pick another --python/--profile, or pass --allow-missing "
@@ -369,7 +381,8 @@ def _create(directory: Path, plan: EnvPlan, packages: tuple[str, ...], manifest:
                         torch_cuda=cuda or plan.cuda, cxx11_abi=env.torch.cxx11_abi)
         pip_args = ["--index-url", pypi_index] if pypi_index else []
         kernels = install(packages, python=str(python), manifest=manifest, base=base, target=target,
-                          index_url=base + "simple/" if base.startswith("http") else None, pip_args=pip_args, log=log)
+                          index_url=base + "simple/" if base.startswith("http") else None, pip_args=pip_args, log=log,
+                          installer="uv" if installer == "uv" else "pip")   # one installer per run
     log("4/5 doctor")
     report = run_doctor(str(python), cwd=directory)
     log("5/5 import check")

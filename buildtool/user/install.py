@@ -1,4 +1,4 @@
-"""`buildtool install`: resolve -> download with sha256 check -> pip install without touching torch -> import.
+"""`buildtool install`: resolve -> download with sha256 check -> pip (or uv) install without touching torch -> import.
 
 The kernel wheel goes in with `pip install --no-deps`; its other requirements go in with a constraint
 that pins the installed torch, so neither step can replace or upgrade torch (anchors.md pain #8).
@@ -7,6 +7,7 @@ that pins the installed torch, so neither step can replace or upgrade torch (anc
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -139,12 +141,42 @@ def plan(requirements: Sequence[str], manifest: Manifest, target: Target) -> lis
     return list(resolutions.values())
 
 
-# ---------------------------------------------------------------- pip
+# ---------------------------------------------------------------- the installer (pip or uv)
+Installer = Literal["pip", "uv"]
+
+
+def uv_binary() -> str | None:
+    """uv on PATH, else the one installed next to this interpreter."""
+    here = Path(sys.executable).parent / "uv"
+    return shutil.which("uv") or (str(here) if here.exists() else None)
+
+
 def pip_command(python: str) -> list[str]:
     """The target's own pip, else this interpreter's pip driving it (`pip --python`, pip >= 22.3)."""
     if interp.run_code(python, "import pip").returncode == 0:
         return [python, "-m", "pip"]
     return [sys.executable, "-m", "pip", "--python", python]
+
+
+class InstallerCommands(Frozen):
+    """The argv prefixes of one installer acting on one environment."""
+
+    name: Installer
+    install: tuple[str, ...]
+    uninstall: tuple[str, ...]
+    reinstall: str            # pip: --force-reinstall, uv: --reinstall
+
+
+def installer_commands(installer: Installer, python: str) -> InstallerCommands:
+    if installer == "uv":
+        uv = uv_binary()
+        if uv is None:
+            raise UserError("--installer uv: uv is not installed", hint="pip install uv, or use --installer pip")
+        return InstallerCommands(name="uv", install=(uv, "pip", "install", "--python", python),
+                                 uninstall=(uv, "pip", "uninstall", "--python", python), reinstall="--reinstall")
+    pip = pip_command(python)
+    return InstallerCommands(name="pip", install=(*pip, "install"), uninstall=(*pip, "uninstall", "-y"),
+                             reinstall="--force-reinstall")
 
 
 def installed_version(python: str, dist: str) -> str | None:
@@ -167,19 +199,19 @@ def installed_dists(python: str) -> dict[str, str]:
     return {canonicalize_name(k): v for k, v in interp.distributions(python).items()}
 
 
-def rollback(pip: list[str], python: str, before: dict[str, str], log: Log) -> None:
-    """After a failed install: remove what it added, put back what it changed (from pip's cache or the index),
-    and say plainly what could not be restored."""
+def rollback(cmds: InstallerCommands, python: str, before: dict[str, str], log: Log) -> None:
+    """After a failed install: remove what it added, put back what it changed (from the installer's cache or the
+    index), and say plainly what could not be restored."""
     after = installed_dists(python)
     added = sorted(set(after) - set(before))
     changed = sorted(n for n in after if n in before and after[n] != before[n])
     removed = sorted(set(before) - set(after))
     if added:
         log("rollback: removing " + ", ".join(f"{n} {after[n]}" for n in added))
-        subprocess.run([*pip, "uninstall", "-y", *added], capture_output=True, text=True)
+        subprocess.run([*cmds.uninstall, *added], capture_output=True, text=True)
     if changed or removed:
         log("rollback: restoring " + ", ".join(f"{n}=={before[n]}" for n in changed + removed))
-        subprocess.run([*pip, "install", "--no-deps", *(f"{n}=={before[n]}" for n in changed + removed)],
+        subprocess.run([*cmds.install, "--no-deps", *(f"{n}=={before[n]}" for n in changed + removed)],
                        capture_output=True, text=True)
     still = installed_dists(python)
     differ = sorted(n for n in set(still) | set(before) if still.get(n) != before.get(n))
@@ -198,13 +230,14 @@ def import_check(python: str, modules: Sequence[str], with_torch: bool) -> tuple
 def install(
     requirements: Sequence[str], *, python: str, manifest: Manifest, base: str, target: Target,
     index_url: str | None = None, pip_args: Sequence[str] = (), log: Log = lambda _: None,
-    check_import: bool = True,
+    check_import: bool = True, installer: Installer = "pip",
 ) -> InstallReport:
     python = python_of(python)
     resolutions = plan(requirements, manifest, target)
     torch_before = installed_version(python, "torch")
     kernel_names = {r.chosen.package for r in resolutions if r.chosen}
-    pip = pip_command(python)
+    cmds = installer_commands(installer, python)
+    log(f"installer: {cmds.name}")
     with tempfile.TemporaryDirectory(prefix="buildtool-install-") as tmp:
         wheels: list[tuple[WheelRecord, Path]] = []
         modules_of: dict[str, tuple[str, ...]] = {}
@@ -234,15 +267,17 @@ def install(
         before = installed_dists(python)
         try:
             if others:
-                _run([*pip, "install", "-c", str(constraints), *extra, *pip_args,
+                # uv searches --extra-index-url first and stops at the first index that has a package: the
+                # kernel site lists only kernel projects, so everything here still comes from PyPI.
+                _run([*cmds.install, "-c", str(constraints), *extra, *pip_args,
                       *(str(r) for r in others.values())], log)
-            # By name from a find-links directory holding only the verified wheels: pip records an index
-            # install (no direct_url.json pointing at this temporary directory), so `pip freeze` prints
+            # By name from a find-links directory holding only the verified wheels: the installer records an
+            # index install (no direct_url.json pointing at this temporary directory), so `pip freeze` prints
             # `causal-conv1d==1.7.0+cu130torch2.14cxx11abiTRUE`, which the channel can install again.
-            _run([*pip, "install", "--no-deps", "--force-reinstall", "--no-index", "--find-links", tmp,
+            _run([*cmds.install, "--no-deps", cmds.reinstall, "--no-index", "--find-links", tmp,
                   *(f"{rec.package}=={rec.version}" for rec, _ in wheels)], log)
         except BuildError:
-            rollback(pip, python, before, log)
+            rollback(cmds, python, before, log)
             raise
     torch_after = installed_version(python, "torch")
     if torch_before != torch_after:

@@ -116,7 +116,9 @@ def check_declared_requirements(wc: OpenedWheel, *, python: str = sys.executable
     if found is None:
         return skipped(label, CHECK, f"{python} has no importable torch to install next to")
     site, torch_version = found
-    py_tag = "cp" + interp.running_version().replace(".", "") if python == sys.executable else None
+    # the verifying interpreter's CPython (`buildtool verify --python` may name another one than buildtool's)
+    version = interp.version_of(python)
+    py_tag = "cp" + version.replace(".", "") if version else None
     if py_tag and not wheeltags.python_fits(wheeltags.wheel_tags(wc.path.name), py_tag):
         return skipped(label, CHECK, f"tags {wc.name.python_tag}-{wc.name.abi_tag} do not fit {py_tag}")
     work = Path(tempfile.mkdtemp(prefix="buildtool-reqs-", dir=keep))

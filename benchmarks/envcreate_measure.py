@@ -38,6 +38,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from fixture_wheels import clean_env, serve  # noqa: E402
 
 PYPI = "https://pypi.org/simple"
+STEPS = (("venv", "1/5 venv", "2/5 torch"), ("torch", "2/5 torch", "3/5 "), ("kernels", "3/5 ", "4/5 doctor"),
+         ("doctor", "4/5 doctor", "5/5 import"), ("import check", "5/5 import", "activate: "))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][AB0-2]")
 
 
@@ -177,6 +179,7 @@ def main() -> int:
                        "first_output_s": round(chunks[0][0], 1) if chunks else None,
                        "longest_silence_s": round(max(gaps, default=0.0), 1),
                        "torch_step": step_view(chunks, "2/5 torch", "3/5 "),
+                       "steps": {name: step_view(chunks, start, end) for name, start, end in STEPS},
                        "output": [ln for ln in lines if not ln.startswith("  | ")][-7:]}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -227,6 +230,17 @@ def write(rows: list[dict[str, object]], setup: dict[str, object], out: Path) ->
         lines.append(f"| {r['case']} | {r['exit']} | {r['seconds']} | {r['first_output_s']} | {torch_step} | "
                      f"{r['dir_after']} | {mb(r['dir_bytes'])} | {mb(r['uv_cache_bytes'])} | {mb(r['pip_cache_bytes'])} | "
                      f"{seen} |")
+    timed = [r for r in rows if r.get("steps") and any(r["steps"].values())]  # type: ignore[union-attr]
+    if timed:
+        lines += ["", "Each step of the runs that got past the plan: seconds / screen updates / longest time the screen",
+                  "stood still (s).", "", "| case | " + " | ".join(n for n, _, _ in STEPS) + " |",
+                  "|---|" + "---|" * len(STEPS)]
+        for r in timed:
+            st = r["steps"]
+            assert isinstance(st, dict)
+            cells = [f"{st[n]['seconds']} / {st[n]['updates']} / {st[n]['longest_silence_s']}" if st.get(n) else "-"
+                     for n, _, _ in STEPS]
+            lines.append(f"| {r['case']} | " + " | ".join(cells) + " |")
     samples = [(r["case"], (r.get("torch_step") or {}).get("progress_samples")) for r in rows]  # type: ignore[union-attr]
     shown = [(c, s) for c, s in samples if s]
     if shown:

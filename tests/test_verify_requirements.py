@@ -98,3 +98,24 @@ def test_mamba_ssm_tilelang_requirements_break_unbounded_and_import_as_the_recip
     row = check_declared_requirements(open_wheel(bounded), python=TORCH_PYTHON)
     assert row.result == "pass", row.detail
     assert "apache-tvm-ffi 0.1.11" in row.detail and "tilelang 0.1.8" in row.detail
+
+
+FAMILY_WHEELS = os.environ.get("BUILDTOOL_FAMILY_WHEELS")
+
+
+@pytest.mark.slow
+@network
+@pytest.mark.skipif(not FAMILY_WHEELS, reason="set BUILDTOOL_FAMILY_WHEELS to a directory of built family wheels "
+                    "(e.g. `nox -s build-local-stable`'s dist/); building them takes an hour of nvcc")
+def test_declared_requirements_green_on_real_family_wheels() -> None:
+    """`buildtool verify`'s check on the project's real wheels (those that fit BUILDTOOL_TORCH_PYTHON's torch and
+    Python; the others are skipped with the reason): every one installs with its requirements from PyPI today and
+    every public module imports. docs/declared-requirements.md holds the measured rows."""
+    from buildtool.verify.pipeline import VerifyOptions, verify
+
+    _torch_minor()
+    report = verify([Path(str(FAMILY_WHEELS))], VerifyOptions(gpu=False, python=TORCH_PYTHON))
+    rows = [r for r in report.results if r.check == "declared requirements"]
+    assert rows, "no wheels in BUILDTOOL_FAMILY_WHEELS"
+    assert not [r for r in rows if r.result == "fail"], [(r.wheel, r.detail) for r in rows if r.result == "fail"]
+    assert [r for r in rows if r.result == "pass"], [(r.wheel, r.detail) for r in rows]

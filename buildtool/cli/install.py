@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rich.markup import escape
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     report = install(
         args.requirements, python=args.python or default_python(), manifest=manifest, base=base, target=target,
         index_url=index_url, pip_args=args.pip_arg, log=log, check_import=not args.no_import_check,
-        installer=args.installer,
+        installer=args.installer, passthrough=sys.stderr.isatty() and not args.json,
     )
     if args.json:
         print_json(report.model_dump())

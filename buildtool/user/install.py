@@ -185,8 +185,13 @@ def installed_version(python: str, dist: str) -> str | None:
     return interp.run_code(python, code).stdout.strip() or None
 
 
-def _run(cmd: list[str], log: Log) -> None:
+def _run(cmd: list[str], log: Log, *, passthrough: bool = False) -> None:
     log("$ " + " ".join(cmd))
+    if passthrough:   # on a terminal: the installer's own progress shows while it downloads
+        code = subprocess.run(cmd).returncode
+        if code != 0:
+            raise BuildError(f"{' '.join(cmd[:4])} ... failed (exit {code}); its output is above")
+        return
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in (proc.stdout + proc.stderr).splitlines():
         log("  " + line)
@@ -230,8 +235,10 @@ def import_check(python: str, modules: Sequence[str], with_torch: bool) -> tuple
 def install(
     requirements: Sequence[str], *, python: str, manifest: Manifest, base: str, target: Target,
     index_url: str | None = None, pip_args: Sequence[str] = (), log: Log = lambda _: None,
-    check_import: bool = True, installer: Installer = "pip",
+    check_import: bool = True, installer: Installer = "pip", passthrough: bool = False,
 ) -> InstallReport:
+    """``passthrough``: the requirements step (it can be hundreds of MB from PyPI) shows the installer's own
+    output and progress on the terminal instead of capturing it."""
     python = python_of(python)
     resolutions = plan(requirements, manifest, target)
     torch_before = installed_version(python, "torch")
@@ -270,7 +277,7 @@ def install(
                 # uv searches --extra-index-url first and stops at the first index that has a package: the
                 # kernel site lists only kernel projects, so everything here still comes from PyPI.
                 _run([*cmds.install, "-c", str(constraints), *extra, *pip_args,
-                      *(str(r) for r in others.values())], log)
+                      *(str(r) for r in others.values())], log, passthrough=passthrough)
             # By name from a find-links directory holding only the verified wheels: the installer records an
             # index install (no direct_url.json pointing at this temporary directory), so `pip freeze` prints
             # `causal-conv1d==1.7.0+cu130torch2.14cxx11abiTRUE`, which the channel can install again.

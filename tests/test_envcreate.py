@@ -105,12 +105,17 @@ def test_env_create_end_to_end(tmp_path: Path) -> None:
     with serve(site) as url:
         proc = buildtool("env", "create", str(target), "--profile", "e2e", "--matrix", str(matrix_file),
                          "--python", "3.11", "--with", "mamba", "--index", url, "--torch-index", str(LOCAL_WHEELS),
-                         "--pypi-index", LOCAL_PYPI.as_uri(), "--skip-triton", "--json", cwd=REPO,
+                         "--pypi-index", LOCAL_PYPI.as_uri(), "--skip-triton", "--json", "--allow-missing", cwd=REPO,
                          env=clean_env(UV_CACHE_DIR=str(tmp_path / "uvcache")))
     # created, but doctor fails (the CPU stand-in torch under a CUDA kernel): exit 1, and the report says so
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert "installer: uv" in proc.stderr and "plan 2/5: torch==2.13.0 from" in proc.stderr
+    # the profile builds no mamba-ssm and the index has none: dropped by name (--allow-missing), never silently
+    assert report["dropped"] == ["mamba-ssm"]
+    # one installer per run: the kernel step uses uv too
+    kernel_step = proc.stderr.split("3/5 kernels", 1)[1].split("4/5 doctor", 1)[0]
+    assert "installer: uv" in kernel_step and "uv pip install --python" in kernel_step and " -m pip" not in kernel_step
     assert report["torch"].startswith("2.13.0")
     (kernel,) = report["kernels"]["installed"]
     assert kernel["filename"].startswith("causal_conv1d-1.7.0+cu130torch2.13cxx11abiTRUE-")

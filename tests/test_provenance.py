@@ -18,8 +18,8 @@ from buildtool.wheel.provenance import (
     migrate_provenance,
     parse_provenance,
     parse_provenance_bytes,
-    read_wheel_provenance,
 )
+from buildtool.wheel.reader import read_wheel_provenance
 
 
 def test_schema_1_migrates_to_the_current_layout() -> None:

@@ -20,7 +20,8 @@ from buildtool.binary.elf import max_versions, read_elf
 from buildtool.errors import BuildError
 from buildtool.spec.matrix import load_matrix
 from buildtool.spec.recipe import load_recipes
-from buildtool.wheel.provenance import Provenance, read_wheel_provenance
+from buildtool.wheel.provenance import Provenance
+from buildtool.wheel.reader import read_wheel_provenance
 from buildtool.wheel.repair import (
     auditwheel_command,
     bundled_forbidden,

@@ -44,7 +44,8 @@ from buildtool.spec.matrix import Cell
 from buildtool.spec.project import Project
 from buildtool.spec.recipe import Recipe, load_recipes
 from buildtool.wheel.name import WheelName
-from buildtool.wheel.provenance import Provenance, read_wheel_provenance
+from buildtool.wheel.provenance import Provenance
+from buildtool.wheel.reader import read_wheel_provenance
 from buildtool.wheel.repair import RepairResult, repair_wheel
 from buildtool.wheel.write import (
     WheelContents,

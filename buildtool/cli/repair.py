@@ -16,7 +16,7 @@ from buildtool.console import out, print_json
 from buildtool.errors import UserError
 from buildtool.spec.compat import load_compat
 from buildtool.wheel.name import WheelName
-from buildtool.wheel.provenance import read_wheel_provenance
+from buildtool.wheel.reader import read_wheel_provenance
 from buildtool.wheel.write import source_date_epoch
 
 

@@ -19,7 +19,6 @@ import html
 import json
 import re
 import shutil
-import zipfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import resources
@@ -35,11 +34,11 @@ from buildtool.binary.elf import read_elf_bytes
 from buildtool.errors import UserError
 from buildtool.model import Frozen
 from buildtool.publish.commands import PYPI
-from buildtool.versions import cuda_from_tag
+from buildtool.versions import cuda_from_tag, cuda_major
 from buildtool.wheel import tags as wheeltags
-from buildtool.wheel.archive import check_wheel_archive
 from buildtool.wheel.name import LocalLabel
-from buildtool.wheel.provenance import PROVENANCE_FILE, Provenance, parse_provenance_bytes
+from buildtool.wheel.provenance import PROVENANCE_FILE, Provenance
+from buildtool.wheel.reader import open_wheel_file
 
 MANIFEST_FORMAT = 1
 # A local label that names only the CUDA major (stable-ABI wheels: `+cu13...`), when the full-ABI label does not parse.
@@ -75,7 +74,7 @@ class WheelRecord(Frozen):
 
     @property
     def cuda_major(self) -> int | None:
-        return int(self.cuda.split(".")[0]) if self.cuda else None
+        return int(cuda_major(self.cuda)) if self.cuda else None
 
     @property
     def parsed_version(self) -> Version:
@@ -151,21 +150,17 @@ def read_wheel(path: Path) -> tuple[WheelRecord, bytes]:
     and damaged archives (file and problem named, never a traceback)."""
     tags = wheeltags.wheel_tags(path.name)
     dist_name, version, _, _ = parse_wheel_filename(path.name)
-    check_wheel_archive(path)
-    with zipfile.ZipFile(path) as zf:
-        meta_name = next((n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)), None)
+    with open_wheel_file(path) as wheel:
+        meta_name = wheel.info_member("METADATA")
         if meta_name is None:
             raise UserError(f"{path.name}: no .dist-info/METADATA inside")
-        meta_bytes = zf.read(meta_name)
-        prov_name = meta_name.rsplit("/", 1)[0] + "/" + PROVENANCE_FILE
-        provenance = (parse_provenance_bytes(zf.read(prov_name), where=f"{path.name}: {prov_name}")
-                      if prov_name in zf.namelist() else None)
+        meta_bytes = wheel.read(meta_name)
+        provenance = wheel.provenance(where=f"{path.name}: {wheel.dist_info}/{PROVENANCE_FILE}")
         glibc_needs: list[str] = []
-        for member in zf.namelist():
-            if re.search(r"\.so(\.\d+)*$", member):
-                info = read_elf_bytes(zf.read(member))
-                if info and info.max_glibc:
-                    glibc_needs.append(info.max_glibc)
+        for _, data in wheel.shared_libraries():
+            info = read_elf_bytes(data)
+            if info and info.max_glibc:
+                glibc_needs.append(info.max_glibc)
     meta = email.parser.BytesParser().parsebytes(meta_bytes)
     meta_version = meta.get("Version", "")
     try:

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -30,6 +29,7 @@ from buildtool.user.envinfo import python_of
 from buildtool.user.resolve import Resolution, Target, resolve, wheel_url
 from buildtool.wheel import tags as wheeltags
 from buildtool.wheel.archive import check_wheel_archive
+from buildtool.wheel.reader import open_wheel_file
 
 Log = Callable[[str], None]
 
@@ -81,8 +81,8 @@ def download(url: str, dest: Path, expected_sha256: str, timeout: float = 600) -
 def wheel_modules(path: Path) -> tuple[str, ...]:
     """Top-level importable names a wheel installs (packages and extension modules)."""
     names: set[str] = set()
-    with zipfile.ZipFile(path) as zf:
-        for entry in zf.namelist():
+    with open_wheel_file(path, check=False) as wheel:
+        for entry in wheel.names:
             top = entry.split("/", 1)[0]
             if top.endswith((".dist-info", ".data")):
                 continue

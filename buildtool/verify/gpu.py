@@ -23,6 +23,7 @@ from buildtool.verify.models import CheckResult, failed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
 from buildtool.verify.static import OpenedWheel
 from buildtool.verify.worker import VIM_REFERENCE_CHECK
+from buildtool.wheel.reader import open_wheel_file
 
 # What a GPU run checks per package, listed so that a machine without a GPU can report each as skipped.
 PLANNED = {
@@ -130,12 +131,11 @@ def install(group: Group, target: Path, python: str = sys.executable) -> str | N
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 and "No module named pip" in proc.stderr:
         # an interpreter without pip: a wheel without .data is its own install tree
-        import zipfile
         for w in group.wheels.values():
-            with zipfile.ZipFile(w.path) as zf:
-                if any(".data/" in n.split("/", 1)[0] + "/" for n in zf.namelist()):
+            with open_wheel_file(w.path, check=False) as wheel:
+                if any(".data/" in n.split("/", 1)[0] + "/" for n in wheel.names):
                     return f"{w.label} has a .data directory and there is no pip to install it"
-                zf.extractall(target)
+                wheel.extract_all(target)
         return None
     if proc.returncode != 0:
         return f"pip install --target failed: {(proc.stderr or proc.stdout).strip()[-800:]}"

@@ -4,14 +4,11 @@ shared-library dependencies, GLIBC/GLIBCXX symbol versions and the CUDA archs em
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
-import io
 import os
 import re
 import shutil
 import subprocess
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
@@ -28,9 +25,10 @@ from buildtool.errors import BuildtoolError
 from buildtool.spec.abitrack import is_stable_library
 from buildtool.verify.models import CheckResult, failed, passed, skipped
 from buildtool.verify.policy import VerifyPolicy, load_policy
-from buildtool.wheel.archive import check_wheel_archive
+from buildtool.versions import major_minor
 from buildtool.wheel.name import WheelName
-from buildtool.wheel.provenance import PROVENANCE_FILE, Provenance, ProvenanceError, parse_provenance_bytes
+from buildtool.wheel.provenance import PROVENANCE_FILE, Provenance, ProvenanceError
+from buildtool.wheel.reader import open_wheel_file
 
 
 @dataclass
@@ -86,26 +84,17 @@ def _headers(text: str) -> dict[str, list[str]]:
 def open_wheel(path: Path) -> OpenedWheel:
     """Read a wheel's metadata, provenance and shared libraries. A file that is not a zip is a UserError."""
     name = WheelName.parse(path.name)
-    check_wheel_archive(path)   # damaged or truncated: a clear error naming the file and member, never a traceback
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        infos = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")})
-        dist_info = infos[0] if len(infos) == 1 else None
-        wc = OpenedWheel(path=path, name=name, names=names, dist_info=dist_info)
-        if dist_info:
-            for attr, member in (("metadata", "METADATA"), ("wheel_meta", "WHEEL")):
-                if f"{dist_info}/{member}" in names:
-                    setattr(wc, attr, _headers(zf.read(f"{dist_info}/{member}").decode("utf-8", "replace")))
-            prov = f"{dist_info}/{PROVENANCE_FILE}"
-            if prov in names:
-                try:
-                    wc.provenance = parse_provenance_bytes(zf.read(prov), where=prov)
-                except ProvenanceError as exc:
-                    wc.provenance_error = exc.message.removeprefix(f"{prov}: ")
-        for n in names:
-            if n.endswith("/") or not re.search(r"\.so(\.\d+)*$", n):
-                continue
-            data = zf.read(n)
+    # damaged or truncated: a clear error naming the file and member, never a traceback
+    with open_wheel_file(path) as wheel:
+        wc = OpenedWheel(path=path, name=name, names=wheel.names, dist_info=wheel.dist_info)
+        for attr, member in (("metadata", "METADATA"), ("wheel_meta", "WHEEL")):
+            if (found := wheel.info_member(member)) is not None:
+                setattr(wc, attr, _headers(wheel.read(found).decode("utf-8", "replace")))
+        try:
+            wc.provenance = wheel.provenance()
+        except ProvenanceError as exc:
+            wc.provenance_error = exc.message.removeprefix(f"{wheel.info_member(PROVENANCE_FILE)}: ")
+        for n, data in wheel.shared_libraries():
             if not is_elf(data):
                 wc.elf_errors[n] = "not an ELF file"
                 continue
@@ -168,8 +157,8 @@ def check_record(wc: OpenedWheel) -> CheckResult:
         return failed(wc.label, check, "RECORD is missing")
     record_name = f"{wc.dist_info}/RECORD"
     problems: list[str] = []
-    with zipfile.ZipFile(wc.path) as zf:
-        rows = list(csv.reader(io.StringIO(zf.read(record_name).decode("utf-8"))))
+    with open_wheel_file(wc.path, check=False) as wheel:
+        rows = wheel.record_rows() or []
         listed: dict[str, tuple[str, str]] = {}
         for row in rows:
             if not row:
@@ -187,7 +176,7 @@ def check_record(wc: OpenedWheel) -> CheckResult:
             if n in unsigned:
                 continue
             want_hash, want_size = listed[n]
-            data = zf.read(n)
+            data = wheel.read(n)
             got = _digest(data)
             if want_hash != got:
                 problems.append(f"hash mismatch for {n}: RECORD {want_hash or '(none)'}, file {got}")
@@ -267,7 +256,7 @@ class TargetLibs:
         if wheel.label is None or self.torch_version is None:
             return None
         public, _, local = self.torch_version.partition("+")
-        minor = ".".join(public.split(".")[:2])
+        minor = major_minor(public)
         if wheel.label.torch is not None and minor != wheel.label.torch:
             return f"the torch here is {self.torch_version}, the wheel targets torch {wheel.label.torch}"
         if local and not local.startswith(f"cu{wheel.label.cuda_major}"):
@@ -426,11 +415,11 @@ def check_cuda_archs(wc: OpenedWheel, cuobjdump: str | None) -> CheckResult:
     declared = declared_archs(wc.provenance)
     found: dict[str, tuple[set[int], set[int]]] = {}
     disagree: list[str] = []
-    with zipfile.ZipFile(wc.path) as zf:
+    with open_wheel_file(wc.path, check=False) as wheel:
         for n, e in libs.items():
             cubins, ptx = set(e.cubin_archs), set(e.ptx_archs)
             if cuobjdump:
-                c2, p2 = cuobjdump_archs(cuobjdump, zf.read(n))
+                c2, p2 = cuobjdump_archs(cuobjdump, wheel.read(n))
                 if (c2, p2) != (cubins, ptx):
                     disagree.append(f"{n}: cuobjdump sm {sorted(c2)} ptx {sorted(p2)} vs reader sm {sorted(cubins)} ptx {sorted(ptx)}")
                     cubins, ptx = c2 or cubins, p2 or ptx

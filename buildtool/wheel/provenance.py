@@ -10,9 +10,7 @@ turns that layout into this one."""
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError, model_validator
@@ -186,17 +184,3 @@ def parse_provenance_bytes(raw: bytes, *, where: str = PROVENANCE_FILE) -> Prove
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProvenanceError(f"{where}: is not valid JSON ({exc})") from None
     return parse_provenance(data, where=where)
-
-
-def read_wheel_provenance(path: Path) -> Provenance | None:
-    """The provenance stored in a wheel file; None when it carries none. A damaged or unreadable
-    provenance raises ``ProvenanceError`` (a wheel that is not a zip: ``UserError``)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith(f".dist-info/{PROVENANCE_FILE}")]
-            if len(names) != 1:
-                return None
-            raw = zf.read(names[0])
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path.name}: not a readable wheel ({exc})") from None
-    return parse_provenance_bytes(raw, where=f"{path.name}: {names[0]}")

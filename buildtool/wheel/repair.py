@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -30,6 +29,7 @@ from buildtool.model import Frozen
 from buildtool.spec import yamlsrc
 from buildtool.spec.compat import load_compat
 from buildtool.versions import cuda_major
+from buildtool.wheel.reader import open_wheel_file
 from buildtool.wheel.write import rewrite_wheel
 
 __all__ = [
@@ -155,8 +155,8 @@ def delvewheel_command(wheel: Path, out_dir: Path, cuda: str, policy: RepairPoli
 
 def bundled_forbidden(wheel: Path, patterns: Sequence[str]) -> list[str]:
     """Entries of ``wheel`` whose file name matches a library that must never be bundled."""
-    with zipfile.ZipFile(wheel) as zf:
-        names = zf.namelist()
+    with open_wheel_file(wheel, check=False) as opened:
+        names = opened.names
     bad = []
     for name in names:
         base = name.rsplit("/", 1)[-1]
@@ -168,9 +168,9 @@ def bundled_forbidden(wheel: Path, patterns: Sequence[str]) -> list[str]:
 
 
 def _libraries(wheel: Path, into: Path) -> list[Path]:
-    with zipfile.ZipFile(wheel) as zf:
-        members = [n for n in zf.namelist() if n.endswith(".so") or ".so." in n.rsplit("/", 1)[-1]]
-        return [Path(zf.extract(n, into)) for n in members]
+    with open_wheel_file(wheel, check=False) as opened:
+        members = [n for n in opened.names if n.endswith(".so") or ".so." in n.rsplit("/", 1)[-1]]
+        return [opened.extract(n, into) for n in members]
 
 
 def _tool_env() -> dict[str, str]:

@@ -28,6 +28,7 @@ from buildtool.spec.matrix import Cell
 from buildtool.spec.recipe import Recipe, RecipeVersion
 from buildtool.wheel.name import WheelName
 from buildtool.wheel.provenance import PROVENANCE_FILE, Provenance
+from buildtool.wheel.reader import open_wheel_file
 
 __all__ = [
     "DEFAULT_EPOCH",
@@ -223,8 +224,8 @@ def write_wheel(contents: WheelContents, out_dir: Path, *, epoch: int | None = N
 def read_wheel(path: Path) -> tuple[WheelName, dict[str, bytes]]:
     """The wheel's name and every entry (RECORD included) by archive name."""
     name = WheelName.parse(path.name)
-    with zipfile.ZipFile(path) as zf:
-        return name, {info.filename: zf.read(info) for info in zf.infolist() if not info.is_dir()}
+    with open_wheel_file(path, check=False) as wheel:
+        return name, wheel.entries()
 
 
 def _dist_info_of(entries: Mapping[str, bytes]) -> str:

@@ -15,8 +15,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 out=${1:?usage: gpu-bound.sh OUTDIR CARRY_DIR}
 carry=${2:?usage: gpu-bound.sh OUTDIR CARRY_DIR}
+case $carry in /*) ;; *) carry=$PWD/$carry ;; esac
 mkdir -p "$out" /tmp/logs
-export BUILDTOOL_CACHE_DIR=$PWD/$carry/cache PYTHONUNBUFFERED=1
+export BUILDTOOL_CACHE_DIR=$carry/cache PYTHONUNBUFFERED=1
 MAMBA=linux-x86_64-cp312-cu130-torch2.11-mamba-ssm-2.3.2.post1
 CONV=linux-x86_64-cp312-cu130-torch2.11-causal-conv1d-1.7.0
 TREE=build/cells/$MAMBA/src

@@ -19,7 +19,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 C=${CARRY:-.carry/gpu}
-export BUILDTOOL_CACHE_DIR=$PWD/$C/cache PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
+case $C in /*) ;; *) C=$PWD/$C ;; esac
+export BUILDTOOL_CACHE_DIR=$C/cache PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
 CC=linux-x86_64-cp312-cu130-torch2.11-causal-conv1d-1.7.0
 MAMBA=linux-x86_64-cp312-cu130-torch2.11-mamba-ssm-2.3.2.post1
 # FAMILY=1: also build the other families (mamba-ssm 2.2.2, Vim's fork, VMamba's selective_scan) here

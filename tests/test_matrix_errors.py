@@ -309,3 +309,13 @@ def test_first_matching_rules_agrees_with_a_scan_over_every_rule() -> None:
         assert first_matching_rules(cells, rules) == expected
 
     check()
+
+
+def test_filter_value_that_is_not_a_version_is_a_user_error() -> None:
+    """--filter cuda=99 once ended in pydantic's ValidationError traceback."""
+    from buildtool.spec.matrix.rules import parse_filter
+
+    with pytest.raises(UserError, match=r'^--filter cuda=99: cuda "99" is not a version like 3\.10 or 12\.4$'):
+        parse_filter("cuda=99")
+    with pytest.raises(UserError, match=r'--filter python=3\.x: python "3\.x" is not a version'):
+        parse_filter("python=3.x")

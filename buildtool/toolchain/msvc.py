@@ -23,6 +23,7 @@ from pathlib import Path, PureWindowsPath
 
 from buildtool.model import Frozen
 from buildtool.toolchain.models import HostCompiler, ProviderFacts, ToolchainNotFound
+from buildtool.versions import split_cuda
 
 
 class VsInstall(Frozen):
@@ -134,7 +135,7 @@ def toolchain_env(vcvars: Mapping[str, str], cuda_home: str, cuda_version_minor:
     env[path_key] = cuda_bin + ";" + env.get(path_key, "")
     env["CUDA_HOME"] = cuda_home
     env["CUDA_PATH"] = cuda_home
-    major, minor = cuda_version_minor.split(".")[:2]
+    major, minor = split_cuda(cuda_version_minor)
     env[f"CUDA_PATH_V{major}_{minor}"] = cuda_home
     env["DISTUTILS_USE_SDK"] = "1"
     return env

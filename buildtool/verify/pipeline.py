@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from buildtool import interp
 from buildtool.errors import UserError
 from buildtool.verify import gpu, stableabi
 from buildtool.verify import requirements as requirements_check
@@ -111,7 +112,7 @@ def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Repor
         foreign = [w for w in group.wheels.values() if not gpu.compatible_with_interpreter(w)]
         if foreign:
             results.extend(skipped(w.label, "gpu checks", f"not installable by this interpreter (Python "
-                                   f"{sys.version_info.major}.{sys.version_info.minor}, {platform.machine()}): "
+                                   f"{interp.running_version()}, {platform.machine()}): "
                                    f"tags {w.name.python_tag}-{w.name.abi_tag}-{w.name.platform_tag}")
                            for w in group.wheels.values())
             continue

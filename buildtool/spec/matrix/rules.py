@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from buildtool.errors import UserError, did_you_mean
 from buildtool.spec.abitrack import TRACKS
 from buildtool.spec.compat import PLATFORMS
@@ -89,4 +91,8 @@ def parse_filter(text: str) -> Selector:
         for p in values:
             if p not in PLATFORMS:
                 raise UserError(f'unknown platform "{p}"{did_you_mean(p, PLATFORMS)}; allowed: {", ".join(PLATFORMS)}')
-    return Selector(**{key: values})
+    try:
+        return Selector(**{key: values})
+    except ValidationError as exc:  # a python/cuda value that is not a version: the validator's own words
+        reason = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise UserError(f"--filter {text}: {reason}") from None

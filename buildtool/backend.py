@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import gzip
 import io
-import json
 import os
 import re
 import shutil
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from buildtool.errors import BuildtoolError, UserError
+from buildtool.source.prepare import load_prepared
 from buildtool.source.tree_config import TreeConfig, read_tree_config
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
@@ -58,7 +58,6 @@ __all__ = [
 
 ConfigSettings = Mapping[str, Any] | None
 T = TypeVar("T")
-TREE_PROVENANCE = "provenance.json"
 WORK_DIR = Path("build") / "buildtool"
 _ARCH_RE = re.compile(r"^\d+\.\d+a?$")
 
@@ -93,15 +92,6 @@ def _setting(config_settings: ConfigSettings, key: str) -> str | None:
     if isinstance(value, list):
         value = value[-1] if value else None
     return str(value) if value is not None else None
-
-
-def _tree_provenance(root: Path) -> dict[str, Any]:
-    path = root / TREE_PROVENANCE
-    if not path.is_file():
-        raise UserError(f"{root} is not a prepared tree: no {TREE_PROVENANCE}",
-                        hint="create one with `buildtool prepare PACKAGE==VERSION`")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
 
 
 def _recipe(root: Path, config: TreeConfig) -> Recipe:
@@ -211,7 +201,7 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
 
     root = Path.cwd()
     config = read_tree_config(root)
-    prov = _tree_provenance(root)
+    prov = load_prepared(root).provenance
     recipe = _recipe(root, config)
     try:
         env = buildenv.current_env()
@@ -220,7 +210,7 @@ def build_wheel(wheel_directory: str, config_settings: ConfigSettings = None,
                         hint="prepare the tree with --torch X.Y.Z (an isolated build then installs it), pass "
                              "-C torch=X.Y.Z, or build with --no-isolation in an env that has torch") from None
     cell = cell_for_current_env(config.package, config.version, env, config_settings, config.arch_policy,
-                                abi=config.abi, torch_floor=prov.get("torch_floor"))
+                                abi=config.abi, torch_floor=prov.torch_floor)
     _check_env_against_tree(config, cell, _setting(config_settings, "torch"))
     work = root / WORK_DIR
     # $BUILDTOOL_LOG_DIR: where CI keeps logs (cibuildwheel builds a copy of the tree inside its container)

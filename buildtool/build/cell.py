@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from packaging.version import Version
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from buildtool import __version__
 from buildtool.build.dist import _sweep_partials, existing_wheels, publish
@@ -39,6 +39,7 @@ from buildtool.compile.models import CompileRequest, CompileSettings
 from buildtool.errors import BuildError, BuildtoolError
 from buildtool.host import host_platform
 from buildtool.model import Frozen
+from buildtool.source.prepare import TreeProvenance
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
 from buildtool.spec.project import Project
@@ -181,7 +182,7 @@ def resolve_kernels(tree: Path, recipe: Recipe, cell: Cell, toolchain: Toolchain
     return [resolve(spec, facts) for spec in specs]
 
 
-def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe, cell: Cell,
+def build_tree(*, tree: Path, tree_provenance: TreeProvenance, recipe: Recipe, cell: Cell,
                toolchain: Toolchain, env: BuildEnv, objects: Path, staging: Path, log: CellLog,
                settings: CompileSettings = CompileSettings(),
                timings: dict[str, float] | None = None, repair: bool = True) -> BuiltWheel:
@@ -218,7 +219,7 @@ def build_tree(*, tree: Path, tree_provenance: Mapping[str, Any], recipe: Recipe
         files[shim.name] = shim
     plain = load_compat().platforms[cell.platform].wheel_tag
     name = wheel_name_for(recipe, cell, plain)
-    epoch = source_date_epoch(_source_epoch(tree_provenance))
+    epoch = source_date_epoch(stable_source(tree_provenance).source_date_epoch)
     raw_dir = staging / "raw"
     shutil.rmtree(raw_dir, ignore_errors=True)
     with _step("wheel", timings, log):
@@ -249,12 +250,12 @@ def _compiled_paths(result: Any) -> list[tuple[str, Path]]:
     return paths
 
 
-def _shim_files(tree: Path, tree_provenance: Mapping[str, Any]) -> list[Path]:
+def _shim_files(tree: Path, tree_provenance: TreeProvenance) -> list[Path]:
     """The stable track's shim modules prepare copied into the tree (upstream's old extension names)."""
     from buildtool.source.prepare import META_DIR, SHIM_DIR
 
     out = []
-    for name in tree_provenance.get("shims") or ():
+    for name in tree_provenance.shims:
         path = tree / META_DIR / SHIM_DIR / name
         if not path.is_file():
             raise BuildError(f"the prepared tree lacks the shim {name} ({path})", hint="prepare the tree again")
@@ -265,14 +266,6 @@ def _shim_files(tree: Path, tree_provenance: Mapping[str, Any]) -> list[Path]:
 def _unit_seconds(result: Any) -> dict[str, float]:
     """Compiled translation units -> seconds (cache hits left out), from compile.CompileResult.timings."""
     return {f"{t.module}:{t.unit}": float(t.seconds) for t in getattr(result, "timings", ()) if not t.cached}
-
-
-def _source_epoch(tree_provenance: Mapping[str, Any]) -> int | None:
-    value = tree_provenance.get("source_date_epoch") or tree_provenance.get("source", {}).get("source_date_epoch")
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------- one cell
@@ -404,33 +397,35 @@ def _toolchain_for(cell: Cell, options: BuildOptions, cache: dict[tuple[str, str
     return toolchain
 
 
-def _prepare(project: Project, cell: Cell, options: BuildOptions, paths: CellPaths, log: CellLog) -> dict[str, Any]:
+def _prepare(project: Project, cell: Cell, options: BuildOptions, paths: CellPaths, log: CellLog) -> TreeProvenance:
     """Prepare into a fresh directory; keep the existing tree when identical (its mtimes keep ninja's
     objects valid), replace it otherwise."""
-    from buildtool.source.prepare import prepare
+    from buildtool.source.prepare import load_prepared, prepare
 
     paths.work.mkdir(parents=True, exist_ok=True)
     fresh = paths.work / "src.new"
     shutil.rmtree(fresh, ignore_errors=True)
     prepared = prepare(project, cell.package, cell.version, cell.platform, fresh, mirror=options.source_mirror,
                        abi=cell.abi)
-    new_prov = dict(prepared.provenance) if not isinstance(prepared.provenance, BaseModel) else \
-        prepared.provenance.model_dump(mode="json")
-    old_file = paths.tree / "provenance.json"
-    if old_file.is_file() and _same_tree(json.loads(old_file.read_text(encoding="utf-8")), new_prov):
+    try:
+        old: TreeProvenance | None = load_prepared(paths.tree).provenance
+    except BuildtoolError:  # none yet, or written by another buildtool: prepare afresh
+        old = None
+    if old is not None and _same_tree(old, prepared.provenance):
         shutil.rmtree(fresh, ignore_errors=True)
         log.line(f"prepare: kept the existing tree {paths.tree} (same source and patches)")
-        return new_prov
+        return prepared.provenance
     shutil.rmtree(paths.tree, ignore_errors=True)
     shutil.rmtree(paths.objects, ignore_errors=True)  # objects of another source are worthless
     os.replace(fresh, paths.tree)
     log.line(f"prepare: tree at {paths.tree}")
-    return new_prov
+    return prepared.provenance
 
 
-def _same_tree(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    def key(prov: Mapping[str, Any]) -> dict[str, Any]:
-        return {**{k: v for k, v in prov.items() if k != "source"}, "source": stable_source(prov)}
+def _same_tree(old: TreeProvenance, new: TreeProvenance) -> bool:
+    """The same tree: everything equal but where the source bytes came from this time."""
+    def key(prov: TreeProvenance) -> TreeProvenance:
+        return prov.model_copy(update={"source": stable_source(prov).model_dump(mode="json")})
 
     return key(old) == key(new)
 
@@ -453,7 +448,7 @@ def _build_env(cell: Cell, options: BuildOptions, log: CellLog) -> BuildEnv:
     return env
 
 
-def _try_resume(project: Project, cell: Cell, recipe: Recipe, toolchain: Toolchain, tree_provenance: Mapping[str, Any],
+def _try_resume(project: Project, cell: Cell, recipe: Recipe, toolchain: Toolchain, tree_provenance: TreeProvenance,
                 paths: CellPaths, options: BuildOptions, name: WheelName, log: CellLog) -> Path | None:
     candidates = existing_wheels(options.dist_dir, name)
     if not candidates:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from buildtool import __version__
 from buildtool.model import Frozen
 from buildtool.source.patching import AppliedPatch
+from buildtool.source.prepare import TreeProvenance
 from buildtool.spec.matrix import Cell
 from buildtool.wheel.provenance import SCHEMA_VERSION, CellRecord, ModuleRecord, Provenance, SourceRecord
 
@@ -50,7 +51,7 @@ def module_flags(resolved: Sequence[Any]) -> list[dict[str, Any]]:
     return modules
 
 
-def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain: Toolchain, env: BuildEnv,
+def make_provenance(*, cell: Cell, tree_provenance: TreeProvenance, toolchain: Toolchain, env: BuildEnv,
                     modules: list[dict[str, Any]], tree_root: Path, min_driver_cuda: str | None = None) -> Provenance:
     """The wheel's provenance (buildtool.wheel.provenance owns the schema), with machine paths made symbolic."""
     roots = {"{tree}": str(tree_root), "{cuda_home}": str(toolchain.cuda_home)}
@@ -58,8 +59,8 @@ def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain
         "schema_version": SCHEMA_VERSION,
         "buildtool_version": __version__,
         "cell": cell.summary(),
-        "source": stable_source(tree_provenance),
-        "patches": tree_provenance.get("patches", []),
+        "source": stable_source(tree_provenance).model_dump(mode="json"),
+        "patches": [p.model_dump(mode="json") for p in tree_provenance.patches],
         "toolchain": {
             "provider": toolchain.provider, "cuda_version": toolchain.cuda_version,
             "host_compiler": {"kind": toolchain.host.kind, "version": toolchain.host.version},
@@ -72,7 +73,7 @@ def make_provenance(*, cell: Cell, tree_provenance: Mapping[str, Any], toolchain
     }, roots))
 
 
-def stable_abi_provenance(cell: Cell, tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
+def stable_abi_provenance(cell: Cell, tree_provenance: TreeProvenance) -> dict[str, Any]:
     """What a stable-ABI wheel promises and how: the floor, the TORCH_TARGET_VERSION it was compiled with,
     the torch whose headers it was compiled against, the limited API and the shims it installs."""
     from buildtool.spec.abitrack import LIMITED_API_HEX, torch_target_version
@@ -80,13 +81,13 @@ def stable_abi_provenance(cell: Cell, tree_provenance: Mapping[str, Any]) -> dic
     floor = cell.torch_floor or ""
     return {"track": "stable", "torch_floor": floor, "torch_target_version": torch_target_version(floor),
             "built_against_torch": cell.torch, "py_limited_api": LIMITED_API_HEX,
-            "shims": list(tree_provenance.get("shims") or [])}
+            "shims": list(tree_provenance.shims)}
 
 
-def stable_source(tree_provenance: Mapping[str, Any]) -> dict[str, Any]:
+def stable_source(tree_provenance: TreeProvenance) -> SourceRecord:
     """The source block without where the bytes came from this time (download, cache, mirror): the same
     source fetched two ways is the same source."""
-    return {k: v for k, v in dict(tree_provenance.get("source") or {}).items() if k != "origin"}
+    return SourceRecord.model_validate({k: v for k, v in tree_provenance.source.items() if k != "origin"})
 
 
 def _env_summary(env: Any) -> dict[str, Any]:
@@ -110,10 +111,10 @@ class ResumeKey(Frozen):
                    modules=tuple(m.model_copy(update={"units": ()}) for m in prov.modules))
 
     @classmethod
-    def expected(cls, *, cell: Cell, tree_provenance: Mapping[str, Any], modules: list[dict[str, Any]],
+    def expected(cls, *, cell: Cell, tree_provenance: TreeProvenance, modules: list[dict[str, Any]],
                  roots: Mapping[str, str]) -> ResumeKey:
-        data = _portable({"cell": cell.summary(), "source": stable_source(tree_provenance),
-                          "patches": tree_provenance.get("patches", []),
+        data = _portable({"cell": cell.summary(), "source": stable_source(tree_provenance).model_dump(mode="json"),
+                          "patches": [p.model_dump(mode="json") for p in tree_provenance.patches],
                           "modules": [{**m, "units": []} for m in modules]}, roots)
         return cls.model_validate(data)
 

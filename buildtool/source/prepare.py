@@ -6,7 +6,7 @@ Python API (what the build stage calls)::
     tree = prepare(project, "mamba-ssm", "2.3.2.post1", "windows-x86_64", Path("out"),
                    mirror=None, cache_dir=None)
     tree.root                 # Path of the prepared tree
-    tree.provenance           # Provenance (frozen pydantic model; .model_dump(mode="json") for JSON)
+    tree.provenance           # TreeProvenance (frozen pydantic model; .model_dump(mode="json") for JSON)
     tree.origin               # where the bytes came from this time (not part of the provenance)
 
 Steps: look up the recipe version (unknown package/version/platform = UserError), check that every kernel
@@ -55,7 +55,9 @@ BACKEND_DIST = "mamba-wheel-builder"
 BUILDER_WHEELS = ".buildtool/wheels"  # where --builder-wheel puts the backend's own wheel
 
 
-class Provenance(Frozen):
+class TreeProvenance(Frozen):
+    """What a prepared tree records in its provenance.json (the wheel's own provenance: buildtool.wheel.provenance)."""
+
     package: str
     version: str
     dist: str
@@ -73,7 +75,7 @@ class Provenance(Frozen):
 
 class PreparedTree(Frozen):
     root: Path
-    provenance: Provenance
+    provenance: TreeProvenance
     origin: str = ""  # where the source bytes came from this time (cache, mirror <path>, download, clone)
 
 
@@ -251,7 +253,7 @@ def prepare(project: Project, package: str, version: str, platform: str, out: Pa
             (meta / SHIM_DIR).mkdir(parents=True, exist_ok=True)
             for path in shim_paths:
                 shutil.copyfile(path, meta / SHIM_DIR / path.name)
-        provenance = Provenance(
+        provenance = TreeProvenance(
             package=recipe.name, version=rv.version, dist=recipe.dist, platform=platform,
             source=fetched.provenance(), patches=applied, buildtool_version=__version__,
             kernels=rv.kernels_for(abi), python_packages=rv.python_packages, requires=rv.requires, abi=abi,
@@ -274,7 +276,7 @@ def load_prepared(root: Path) -> PreparedTree:
                         hint="create one with `buildtool prepare PACKAGE==VERSION --out DIR`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return PreparedTree(root=root, provenance=Provenance.model_validate(data))
+        return PreparedTree(root=root, provenance=TreeProvenance.model_validate(data))
     except (ValueError, TypeError) as exc:
         raise UserError(f"{path} is not a valid provenance file: {str(exc).splitlines()[0]}") from None
 

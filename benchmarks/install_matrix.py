@@ -166,7 +166,7 @@ def measure_one(argv: list[str], python: Path, modules: list[str], env: dict[str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wheels", type=Path, action="append", required=True,
+    ap.add_argument("--wheels", type=Path, action="append", default=[],
                     help="a kernel wheel or a directory of them (repeatable)")
     ap.add_argument("--python", default="3.11", help="CPython X.Y of the venvs")
     ap.add_argument("--torch", default="2.14.1", help="the matching torch (PyPI, CUDA build)")
@@ -245,7 +245,9 @@ def main() -> int:
         def key(r: dict[str, object]) -> tuple[str, ...]:
             return (str(r["package"]), str(r["installer"]), str(r["indexes"]), str(r["torch"]))
         new = {key(r): r for r in rows}
-        old = json.loads(args.json.read_text())["rows"]
+        previous = json.loads(args.json.read_text())
+        setup["pip"] = setup["pip"] or previous["setup"].get("pip", "")   # no pip row ran this time
+        old = previous["rows"]
         merged = [new.pop(key(r), r) for r in old]
         rows = merged + list(new.values())
         order = {n: i for i, n in enumerate(("pip", "uv", "buildtool", "buildtool-uv"))}
@@ -253,6 +255,24 @@ def main() -> int:
     write(rows, setup, args.out, args.json)
     changed = [r for r in rows if r["torch_before"] != r["torch_after"]]
     return 1 if changed else 0
+
+
+def summary(rows: list[dict[str, object]]) -> list[str]:
+    """Counts and the distinct reasons for refusals, for the reader who does not read 24 wide rows."""
+    ok = [r for r in rows if r["exit"] == 0 and str(r["import"]).startswith("ok")]
+    refused = [r for r in rows if r["exit"] != 0]
+    lines = [f"**{len(ok)} of {len(rows)} rows install and import; {len(refused)} are refused with torch untouched"
+             f"{'' if len(ok) + len(refused) == len(rows) else '; the rest install but do not import'}.**"]
+    reasons: dict[str, list[str]] = {}
+    for r in refused:
+        reasons.setdefault(str(r["error"])[:160], []).append(f"{r['package']} / {r['installer']} / {r['indexes']} / "
+                                                             f"{r['torch']}")
+    for reason, where in reasons.items():
+        lines.append(f"- refused ({len(where)}x: {'; '.join(where)}): `{reason}`")
+    if refused and all(r["indexes"] == "channel alone" for r in refused):
+        lines.append("Every refusal is the channel-alone form, whose other requirements must already be installed "
+                     "(docs/user-guide.md says so); the same command with PyPI added installs.")
+    return lines
 
 
 def write(rows: list[dict[str, object]], setup: dict[str, object], out: Path, json_out: Path) -> None:
@@ -272,7 +292,15 @@ def write(rows: list[dict[str, object]], setup: dict[str, object], out: Path, js
         f"{setup['torch_off']} (one minor off), installed before the command; then the command as documented,",
         "`\"torch==$(python ...)\"` being the installed torch distribution's version. \"installed\" lists every",
         "distribution the command added or changed; \"import\" imports torch and every public module of the wheel",
-        "in the venv (no GPU here: the extensions load, nothing launches).",
+        "in the venv (no GPU here: the extensions load, nothing launches). A pip venv is `uv venv --seed` (pip,",
+        "setuptools, wheel and its requirement packaging) with pip upgraded; a uv venv has nothing but torch and",
+        "its requirements. `buildtool install` drives its own pip (or uv with `--installer uv`) with `--python`.",
+        *(["Full-ABI wheels (one channel per CUDA x torch minor, `Requires-Dist: torch==A.B.*`) are not in this run;",
+           "tests/test_index.py runs pip through such a channel with wheels built for two torch minors (the",
+           "channel's pin holds where the all-in-one index would hand pip the highest label)."]
+          if all("stable" in str(w["file"]) for w in wheels) else []),
+        "",
+        *summary(rows),
         "",
         "| package | command | installer | indexes | torch | exit | s | torch before | torch after | installed | import |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

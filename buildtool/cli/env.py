@@ -6,14 +6,19 @@ import argparse
 import os
 import shlex
 import sys
+import threading
+import time
 from pathlib import Path
 
 from rich.markup import escape
+from rich.status import Status
 
 from buildtool.console import err, out, print_json
 from buildtool.spec.matrix import load_matrix
 from buildtool.spec.project import find_project
 from buildtool.user.envcreate import WITH, create_env, plan_env
+
+QUIET_STEPS = ("4/5 doctor", "5/5 import")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,12 +62,35 @@ def run(args: argparse.Namespace) -> int:
                           "newest wheel that fits is taken, or env create stops and names it)", highlight=False)
         return 0
 
+    live = sys.stderr.isatty() and not args.json
+    # doctor and the import check print nothing for up to a minute (importing torch and every kernel module
+    # in subprocesses): on a terminal a spinner with the elapsed seconds stands on that step until the next line
+    spinner: list[Status] = []
+
     def log(line: str) -> None:
+        while spinner:
+            spinner.pop().stop()
         if args.verbose or not line.startswith("  "):
             err.print(escape(line), highlight=False, soft_wrap=True)
+        if live and line.startswith(QUIET_STEPS):
+            start = time.monotonic()
+            status = err.status(escape(line))
+            spinner.append(status)
+            status.start()
+            status.update(escape(line))
 
-    report = create_env(args.dir, plan, index=args.index, pypi_index=args.pypi_index, installer=args.installer, log=log,
-                        allow_missing=args.allow_missing, passthrough=sys.stderr.isatty() and not args.json)
+            def tick() -> None:
+                while spinner and spinner[-1] is status:
+                    status.update(f"{escape(line)} ({time.monotonic() - start:.0f} s)")
+                    time.sleep(1)
+            threading.Thread(target=tick, daemon=True).start()
+
+    try:
+        report = create_env(args.dir, plan, index=args.index, pypi_index=args.pypi_index, installer=args.installer,
+                            log=log, allow_missing=args.allow_missing, passthrough=live)
+    finally:
+        while spinner:
+            spinner.pop().stop()
     if args.json:
         print_json(report.model_dump(mode="json"))
     else:

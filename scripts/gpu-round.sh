@@ -4,7 +4,7 @@
 #   1. issue 12: the stable-ABI wheels built on the CPU machine (torch 2.14.1 headers, Python 3.11), carried
 #      over unchanged, verified here (`buildtool verify`: numerics fwd+bwd in every dtype, shims, Mamba / Mamba2
 #      smoke with the stable causal-conv1d + mamba-ssm pair);
-#   2. in parallel: the stable wheels built here (profile gpu-dev-stable, torch 2.11), the full-ABI wheels of the
+#   2. in parallel, started before 1: the stable wheels built here (profile gpu-dev-stable, torch 2.11), the full-ABI wheels of the
 #      same versions (sm_90; the speed and SASS baseline) and with FAMILY=1 the other families (profile gpu-dev: mamba-ssm
 #      2.2.2, Vim's fork, VMamba's selective_scan; issue 14's declared-requirements check runs on them on the CPU
 #      machine);
@@ -36,9 +36,6 @@ job() {
   step "start: $(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader), $(git log -1 --oneline 2>/dev/null)"
   python3 -c "import torch, sys; print(torch.__version__, torch.version.cuda, sys.version.split()[0])" >> "$out/steps.log" 2>&1
   sha256sum "$C"/cpu-wheels/*.whl > "$out/cpu-wheels.sha256"
-  step "1. verify the stable wheels carried from the CPU machine"
-  python3 -m buildtool verify "$C/cpu-wheels" --json "$out/verify-stable-cpu.json" > "$out/verify-stable-cpu.log" 2>&1
-  step "1. done rc=$?"
   step "2. builds: stable (gpu-dev-stable) | full-ABI cc + mamba sm_90 | families (gpu-dev)"
   "${BUILD[@]}" --profile gpu-dev-stable --dist "$out/w/stable-gpu" > "$out/build-stable.json" 2> "$out/build-stable.log" &
   local stable=$!
@@ -49,6 +46,9 @@ job() {
     "${BUILD[@]}" $FAMILY --dist "$out/w/family" > "$out/build-family.json" 2> "$out/build-family.log" &
   fi
   local family=$!
+  step "1. verify the stable wheels carried from the CPU machine"
+  python3 -m buildtool verify "$C/cpu-wheels" --json "$out/verify-stable-cpu.json" > "$out/verify-stable-cpu.log" 2>&1
+  step "1. done rc=$?"
   wait $stable; step "2. stable built rc=$?"
   step "3. verify the stable wheels built here"
   python3 -m buildtool verify "$out/w/stable-gpu" --json "$out/verify-stable-gpu.json" > "$out/verify-stable-gpu.log" 2>&1

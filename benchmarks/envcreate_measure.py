@@ -241,6 +241,23 @@ def write(rows: list[dict[str, object]], setup: dict[str, object], out: Path) ->
             cells = [f"{st[n]['seconds']} / {st[n]['updates']} / {st[n]['longest_silence_s']}" if st.get(n) else "-"
                      for n, _, _ in STEPS]
             lines.append(f"| {r['case']} | " + " | ".join(cells) + " |")
+    created = [r for r in rows if str(r["case"]).startswith("created")]
+    if created and all(r["exit"] == 1 and any("cuda-home" in str(x) for x in r["output"])  # type: ignore[attr-defined]
+                       and not any("import check failed" in str(x) for x in r["output"]) for r in created):  # type: ignore[attr-defined]
+        lines += ["", "Every created run exits 1 (created with problems) for one doctor warning about the measuring",
+                  "machine, not the environment: `nvcc` on PATH is a wrapper in /usr/local/bin, so CUDA_HOME resolves",
+                  "to /usr/local, which has no CUDA headers (docs/doctor-example.txt). Imports are ok in every run."]
+    if any(r["case"] for r in created):
+        lines += ["", "Where the screen stands still: uv prints nothing while it links the ~6 GB into the venv; pip",
+                  "prints nothing while it unpacks and installs what it downloaded (its torch and kernels steps'",
+                  "\"longest still\"), which is pip's own output passed through as it is. doctor and the import check",
+                  "(a minute each on this busy 2-core machine: they import torch and every kernel module) show env",
+                  "create's spinner with the elapsed seconds."]
+    pip_rows = [r for r in rows if "(pip" in str(r["case"]) and str(r["case"]).startswith("created")]
+    if pip_rows and not any(r["pip_cache_bytes"] for r in pip_rows):
+        lines += ["", "The pip cache stayed empty: the venv's pip (23.2.1, from `python -m venv`) wrote nothing under",
+                  "PIP_CACHE_DIR on this machine, so a pip re-run downloads again; with uv (the default when installed)",
+                  "the cache is what makes the re-run after Ctrl-C and the second environment cheap."]
     samples = [(r["case"], (r.get("torch_step") or {}).get("progress_samples")) for r in rows]  # type: ignore[union-attr]
     shown = [(c, s) for c, s in samples if s]
     if shown:

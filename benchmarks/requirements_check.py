@@ -47,6 +47,7 @@ def main() -> int:
     ap.add_argument("--torch", default="2.14.1", help="torch from PyPI (CUDA build) for the verifying venv")
     ap.add_argument("--pypi", default="https://pypi.org/simple")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "declared-requirements.md")
+    ap.add_argument("--note", default="", help="a note shown with these rows (where the wheels come from)")
     ap.add_argument("--rewrite", action="store_true", help="rewrite the table from the JSON beside --out (no run)")
     args = ap.parse_args()
     if args.rewrite:
@@ -90,6 +91,7 @@ def main() -> int:
             "modules": (req or {}).get("numbers", {}).get("modules"),
             "static": f"{sum(r['result'] == 'pass' for r in static)} pass, {sum(r['result'] == 'fail' for r in static)} fail",
             "static_failures": [f"{r['check']}: {r['detail'][:200]}" for r in static if r["result"] == "fail"],
+            "note": args.note,
         })
         print(json.dumps(new_rows[-1]), flush=True)
     print(f"buildtool verify: {seconds} s for {len(wheels)} wheels", flush=True)
@@ -120,7 +122,7 @@ def write(rows: list[dict[str, object]], out: Path) -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (str(r["wheel"]), str(r["python"]), str(r["torch"]))):
-        detail = str(r["detail"]).replace("|", "/").replace("\n", " ")
+        detail = str(r["detail"]).replace("|", "/").replace("\n", " ") + (f" ({r['note']})" if r.get("note") else "")
         lines.append(f"| `{r['wheel']}` | {r['python']} | {r['torch']} | **{r['result']}** | {r['modules'] or '-'} | "
                      f"{detail} | {r['static']} | {r['date']} |")
     green = [r for r in rows if r["result"] == "pass"]

@@ -222,8 +222,12 @@ def write(rows: list[dict[str, object]], setup: dict[str, object], out: Path) ->
     def mb(n: object) -> str:
         return f"{int(n) / 1e6:,.0f} MB" if n else "-"  # type: ignore[call-overload]
 
+    def local(text: str) -> str:
+        """No paths of the measuring machine in the doc: its temporary root and its buildtool venv."""
+        return re.sub(r"/tmp/envcreate-measure-\w+", "/tmp/m", re.sub(r"\S+/\.venv/bin/", "", text))
+
     for r in rows:
-        seen = "<br>".join(str(x).replace("|", "\\|")[:170] for x in r["output"])  # type: ignore[attr-defined]
+        seen = "<br>".join(local(str(x)).replace("|", "\\|")[:170] for x in r["output"])  # type: ignore[attr-defined]
         step = r.get("torch_step") or {}
         assert isinstance(step, dict)
         torch_step = f"{step['seconds']} / {step['updates']} / {step['longest_silence_s']}" if step else "-"

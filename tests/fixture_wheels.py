@@ -29,11 +29,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from torchenv import torch_env
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 # The torch the tests run against: a site-packages holding torch (and its dependencies).
-TORCH_ENV = Path(os.environ.get("BUILDTOOL_TEST_TORCH_ENV", "/work/torchenv"))   # same default as tinyproj.py
+TORCH_ENV = torch_env()
 TORCH_SITE_CANDIDATES = tuple(str(p) for p in (TORCH_ENV / "lib").glob("python3.*/site-packages"))
 CPU_TORCH = "torch==2.13.0+cpu"
 

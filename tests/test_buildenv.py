@@ -3,12 +3,12 @@ interpreter, cell checks, and a real isolated venv with the default cell's torch
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from torchenv import torch_env
 
 from buildtool.build.buildenv import (
     BuildEnv,
@@ -26,8 +26,8 @@ from buildtool.errors import UserError
 from buildtool.host import default_cache_dir
 from buildtool.spec.matrix import Cell
 
-# The torch venv the test session provides (noxfile `tests`), else the shared developer one.
-TORCHENV = Path(os.environ.get("BUILDTOOL_TEST_TORCH_ENV", "/work/torchenv")) / "bin" / "python"
+# The torch venv the test session provides (noxfile `tests`), else the running interpreter's.
+TORCHENV = torch_env() / "bin" / "python"
 
 
 def cell(**over: object) -> Cell:

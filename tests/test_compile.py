@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from torchenv import torch_python
 
 from buildtool.compile.drivers import PREFIX_PLACEHOLDERS, compile_argv, link_argv, prefix_maps
 from buildtool.compile.models import CompileRequest
@@ -52,18 +53,7 @@ def _nvcc() -> Path | None:
 
 
 def _torch_python() -> Path | None:
-    """$BUILDTOOL_TORCH_PYTHON, else the running interpreter if it has torch, else the shared /work/torchenv."""
-    env = os.environ.get("BUILDTOOL_TORCH_PYTHON")
-    if env:
-        return Path(env)
-    try:
-        import torch  # noqa: F401
-
-        return Path(sys.executable)
-    except ImportError:
-        pass
-    cand = Path("/work/torchenv/bin/python")
-    return cand if cand.is_file() else None
+    return torch_python()
 
 
 def _cell(**kw: object) -> Cell:

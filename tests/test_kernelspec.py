@@ -4,12 +4,12 @@ fixture and on the real upstream sources (mirror / PyPI sdist when present)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from mirror import source_mirror
 
 from buildtool.compile.split import SplitError, link_hazards, split_source, split_summary, split_text
 from buildtool.compile.units import arch_flags, nvcc_threads, resolve
@@ -340,8 +340,7 @@ const char *s = "void in_string() {}";
 
 # ------------------------------------------------------------------------- real upstream sources
 def _mirror() -> Path | None:
-    root = os.environ.get("BUILDTOOL_SOURCE_MIRROR") or ("/work/.mirror" if Path("/work/.mirror").is_dir() else None)
-    return Path(root) if root else None
+    return source_mirror()
 
 
 def _git_show(repo: str, rev: str, path: str) -> str:

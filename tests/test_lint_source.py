@@ -4,10 +4,10 @@ and CUDA, the CLI's exit codes and JSON, and the real upstream trees: findings b
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from mirror import source_mirror
 
 from buildtool.cli import main
 from buildtool.errors import BuildtoolError, UserError
@@ -165,8 +165,7 @@ def test_cli_exit_codes_and_json(dirty: Path, capsys: pytest.CaptureFixture[str]
 
 
 def _mirror() -> Path | None:
-    raw = os.environ.get("BUILDTOOL_SOURCE_MIRROR") or ("/work/.mirror" if Path("/work/.mirror").is_dir() else None)
-    return Path(raw) if raw else None
+    return source_mirror()
 
 
 # package, version, rules that must fire on the unpatched upstream tree

@@ -4,12 +4,12 @@ every version it claims through the source mirror)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from mirror import source_mirror
 
 from buildtool.errors import BuildtoolError, UserError
 from buildtool.source.patching import (
@@ -219,8 +219,7 @@ def test_project_patches_are_what_git_apply_accepts(tmp_path: Path) -> None:
 
 
 def _mirror() -> Path | None:
-    raw = os.environ.get("BUILDTOOL_SOURCE_MIRROR") or ("/work/.mirror" if Path("/work/.mirror").is_dir() else None)
-    return Path(raw) if raw else None
+    return source_mirror()
 
 
 @pytest.mark.mirror

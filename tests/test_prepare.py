@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import tomllib
+from mirror import source_mirror
 
 from buildtool.cli import main
 from buildtool.errors import BuildtoolError, UserError
@@ -42,8 +42,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _mirror() -> Path | None:
-    raw = os.environ.get("BUILDTOOL_SOURCE_MIRROR") or ("/work/.mirror" if Path("/work/.mirror").is_dir() else None)
-    return Path(raw) if raw else None
+    return source_mirror()
 
 
 def _check_tree(tree: Path, project: Project, package: str, version: str, platform: str) -> dict:

@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from mirror import source_mirror
 from verify_fixtures import compile_c_so, make_wheel, provenance
 
 from buildtool.cli import main
@@ -223,9 +224,9 @@ def test_fixture_group_installs_with_pip_target_and_runs_in_a_subprocess(tmp_pat
 
 
 def _mirror() -> Path | None:
-    for base in (os.environ.get("BUILDTOOL_SOURCE_MIRROR"), "/work/.mirror"):
-        if base and (Path(base) / "hustvl+Vim" / "repo").exists():
-            return Path(base) / "hustvl+Vim" / "repo"
+    base = source_mirror()
+    if base and (base / "hustvl+Vim" / "repo").exists():
+        return base / "hustvl+Vim" / "repo"
     return None
 
 
@@ -314,7 +315,7 @@ def test_fixture_worker_on_a_mamba_2_group(fake_site: Path, tmp_path: Path, mamb
     skipped with the missing requirement named."""
     pytest.importorskip("einops")
     pytest.importorskip("triton")  # imported (not run) by mamba_ssm.ops.triton.layer_norm
-    base = Path(os.environ.get("BUILDTOOL_SOURCE_MIRROR") or "/work/.mirror")
+    base = source_mirror() or Path("/nonexistent")
     mamba_repo, conv_repo = base / "state-spaces+mamba" / "repo", base / "Dao-AILab+causal-conv1d" / "repo"
     if not (mamba_repo.exists() and conv_repo.exists()):
         pytest.skip("no state-spaces+mamba / Dao-AILab+causal-conv1d mirror (set BUILDTOOL_SOURCE_MIRROR)")

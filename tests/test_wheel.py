@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from provenance_samples import legacy_provenance
+from torchenv import torch_env
 
 from buildtool.binary.elf import max_versions, read_elf
 from buildtool.errors import BuildError
@@ -40,7 +41,7 @@ from buildtool.wheel.write import (
     write_wheel,
 )
 
-_TORCH_ENV = Path(os.environ.get("BUILDTOOL_TEST_TORCH_ENV", "/work/torchenv"))
+_TORCH_ENV = torch_env()
 TORCH_LIB = next(iter(sorted(_TORCH_ENV.glob("lib/python3*/site-packages/torch/lib"))), _TORCH_ENV / "torch-lib-not-found")
 
 

@@ -12,9 +12,11 @@ import tarfile
 from functools import cache
 from pathlib import Path
 
+from torchenv import torch_env
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tiny"
-TORCH_ENV = Path(os.environ.get("BUILDTOOL_TEST_TORCH_ENV", "/work/torchenv"))
+TORCH_ENV = torch_env()
 TORCH_PYTHON = TORCH_ENV / "bin" / "python"
 CELL_ID = "linux-x86_64-cp311-cu130-torch2.14-tiny-0.1"
 WHEEL = "tiny-0.1+cu130torch2.14cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"
@@ -26,8 +28,8 @@ INIT_PY = b"import torch  # noqa: F401  (loads libc10/libtorch for the extension
 
 @cache
 def torch_python() -> Path:
-    """An interpreter with torch 2.14.1 (CUDA 13.0) for the tiny cell: $BUILDTOOL_TEST_TORCH_ENV (default
-    /work/torchenv) when it exists, else buildtool's own cached build env for the cell (created once under
+    """An interpreter with torch 2.14.1 (CUDA 13.0) for the tiny cell: $BUILDTOOL_TEST_TORCH_ENV (set by
+    `nox -s tests`) when it exists, else buildtool's own cached build env for the cell (created once under
     ~/.cache/buildtool/buildenvs from the configured indexes: what a fresh CI machine does)."""
     if TORCH_PYTHON.exists():
         return TORCH_PYTHON

@@ -127,8 +127,30 @@ def test_rebuild_gives_identical_bytes_and_resume_skips(tiny: dict, tmp_path: Pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cell = json.loads(proc.stdout)["cells"][0]
     assert cell["status"] == "resumed" and Path(cell["wheel"]) == second
+    assert cell["verification"] == "verified-static"
     assert second.stat().st_mtime_ns == before
     assert "compile" not in cell["timings"]
+    # A GPU verify run (elsewhere: no GPU here) passed these bytes and left its record in the cache dir, as
+    # `buildtool verify` writes it: the resumed wheel now reads as verified.
+    from buildtool.verify.models import Environment, Report, passed
+    from buildtool.verify.record import GpuRun, records_dir, write_records
+
+    row = passed(second.name, "numerics tiny scale_add", cases=3)
+    report = Report(environment=Environment(date="2026-12-07T07:00:00+00:00", host_python="3.11", platform="Linux",
+                                            gpu="NVIDIA H100 80GB HBM3", torch="2.14.1"),
+                    wheels=(second.name,), results=(row,))
+    run = GpuRun(label=second.name, wheels=(second.name,), rows=(row,))
+    written = write_records(report, [run], [second], records_dir(Path(tiny["env"]["BUILDTOOL_CACHE_DIR"])))
+    assert written
+    try:
+        proc = _run([*tinyproj.build_command(tiny["mirror"], dist2), "--resume", "--json"], tiny["env"])
+    finally:
+        for path in written:  # the cache dir is shared with other tests of this module
+            path.unlink()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["cells"][0]["status"] == "resumed" and data["cells"][0]["verification"] == "verified"
+    assert data["counts"]["resumed"] == 1
 
 
 def test_interrupt_leaves_dist_clean_and_build_dir_continues(tiny: dict, tmp_path: Path) -> None:

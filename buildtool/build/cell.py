@@ -39,11 +39,13 @@ from buildtool.compile.models import CompileRequest, CompileSettings
 from buildtool.errors import BuildError, BuildtoolError
 from buildtool.host import host_platform
 from buildtool.model import Frozen
+from buildtool.source.fetch import file_sha256
 from buildtool.source.prepare import TreeProvenance
 from buildtool.spec.compat import load_compat
 from buildtool.spec.matrix import Cell
 from buildtool.spec.project import Project
 from buildtool.spec.recipe import Recipe, load_recipes
+from buildtool.verify.record import Verification, read_record, verification_status
 from buildtool.wheel.name import WheelName
 from buildtool.wheel.provenance import Provenance
 from buildtool.wheel.reader import read_wheel_provenance
@@ -73,9 +75,8 @@ __all__ = [
 
 
 # "built" never stands alone as a success: a wheel `buildtool build` writes passed the static checks
-# (verified-static); "verified" is for a wheel whose GPU verify run passed too.
+# (verified-static); "verified": a `buildtool verify` GPU run passed a wheel with the same bytes (record.py).
 Status = Literal["built", "verified-static", "verified", "resumed", "skipped", "failed"]
-Verification = Literal["verified-static", "verified"]
 
 
 class BuildOptions(Frozen):
@@ -284,10 +285,13 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
     def result(status: Status, message: str = "", wheel: Path | None = None,
                notes: Sequence[str] = (), slowest: str | None = None,
                bound: dict[str, Any] | None = None, checks: Mapping[str, str] | None = None) -> CellResult:
+        verification = _verification(wheel, checks, log)
+        if status == "verified-static" and verification == "verified":
+            status = "verified"
         res = CellResult(cell_id=cell.id, status=status, seconds=round(time.monotonic() - start, 2), log=paths.log,
                          wheel=wheel, size=wheel.stat().st_size if wheel else None, message=message,
                          notes=tuple(notes), timings=dict(timings), slowest_tu=slowest, compile_bound=bound,
-                         verification="verified-static" if checks is not None else None, checks=dict(checks or {}))
+                         verification=verification, checks=dict(checks or {}))
         log.line(f"result: {status} {message}")
         paths.report.write_text(json.dumps(res.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
         return res
@@ -355,6 +359,18 @@ def build_cell(project: Project, cell: Cell, options: BuildOptions, *,
     finally:
         if lock is not None:
             lock.close()
+
+
+def _verification(wheel: Path | None, checks: Mapping[str, str] | None, log: CellLog) -> Verification | None:
+    """verified-static, or verified when `buildtool verify` recorded a GPU pass for these exact bytes."""
+    if wheel is None or checks is None:
+        return None
+    sha256 = file_sha256(wheel)
+    record = read_record(sha256)
+    if record is not None:
+        log.line(f"verify: {wheel.name} (sha256 {sha256[:12]}) passed the GPU checks on {record.gpu} "
+                 f"with torch {record.torch} at {record.verified_at}")
+    return verification_status(checks, sha256, record)
 
 
 def static_verification(wheel: Path, log: CellLog, *, site_dirs: Sequence[Path] = ()) -> dict[str, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from buildtool.console import err, out, print_json
 from buildtool.user.envinfo import python_of
 from buildtool.verify.pipeline import VerifyOptions, verify
+from buildtool.verify.record import records_dir
 from buildtool.verify.report import json_report, markdown, table, write_json
 
 
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     options = VerifyOptions(gpu=not args.static_only, require_gpu=args.require_gpu, bench=not args.no_bench,
                             skip=tuple(args.skip), timeout=args.timeout, keep=args.keep,
                             requirements=not args.no_requirements, index=args.requirements_index,
-                            python=python_of(args.python) if args.python else sys.executable)
+                            python=python_of(args.python) if args.python else sys.executable,
+                            records=records_dir())
     report = verify(args.wheels, options)
     note = err.print if args.json else out.print  # with --json, stdout holds the JSON alone
     if args.json:

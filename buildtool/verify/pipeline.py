@@ -14,6 +14,7 @@ from buildtool.errors import UserError
 from buildtool.verify import gpu, stableabi
 from buildtool.verify import requirements as requirements_check
 from buildtool.verify.models import CheckResult, Environment, Report, failed, skipped
+from buildtool.verify.record import GpuRun, write_records
 from buildtool.verify.static import OpenedWheel, TargetLibs, find_cuobjdump, static_checks
 
 
@@ -28,6 +29,7 @@ class VerifyOptions:
     python: str = sys.executable
     requirements: bool = True    # install each wheel with its requirements from `index` and import it (no GPU)
     index: str = requirements_check.PYPI
+    records: Path | None = None  # write a GPU verification record per passing wheel here (record.py)
 
 
 def collect_wheels(paths: Sequence[Path]) -> list[Path]:
@@ -108,6 +110,7 @@ def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Repor
         return Report(environment=env, wheels=tuple(w.name for w in wheels), results=tuple(results))
     groups, notes = gpu.group_wheels(contents)
     results.extend(notes)
+    runs: list[GpuRun] = []
     for group in groups:
         foreign = [w for w in group.wheels.values() if not gpu.compatible_with_interpreter(w)]
         if foreign:
@@ -116,6 +119,11 @@ def verify(paths: Sequence[Path], options: VerifyOptions | None = None) -> Repor
                                    f"tags {w.name.python_tag}-{w.name.abi_tag}-{w.name.platform_tag}")
                            for w in group.wheels.values())
             continue
-        results.extend(gpu.run_group(group, skip=list(options.skip), bench=options.bench, timeout=options.timeout,
-                                     python=options.python, keep=options.keep))
-    return Report(environment=env, wheels=tuple(w.name for w in wheels), results=tuple(results))
+        rows = gpu.run_group(group, skip=list(options.skip), bench=options.bench, timeout=options.timeout,
+                             python=options.python, keep=options.keep)
+        results.extend(rows)
+        runs.append(GpuRun(label=group.label, wheels=tuple(w.path.name for w in group.wheels.values()), rows=tuple(rows)))
+    report = Report(environment=env, wheels=tuple(w.name for w in wheels), results=tuple(results))
+    if options.records is not None:
+        write_records(report, runs, wheels, options.records)
+    return report

@@ -56,7 +56,8 @@ class _MambaScan(torch.autograd.Function):
         out, x, *rest = mod.fwd(u, delta, A, B, C, D, z, delta_bias, softplus)
         ctx.mod, ctx.softplus, ctx.has_z = mod, softplus, z is not None
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, x, out)
-        return rest[0] if z is not None else out
+        result: Tensor = rest[0] if z is not None else out
+        return result
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor) -> tuple[Tensor | None, ...]:
@@ -134,7 +135,7 @@ def _grads(out: Tensor, inputs: list[Tensor | None], dout: Tensor) -> list[Tenso
     return [next(got) if t is not None and t.requires_grad else None for t in inputs]
 
 
-def _fwd_bwd(name: str, impl: Callable[..., Tensor], ref: Callable[..., Tensor], args: dict[str, Tensor | None],
+def _fwd_bwd(name: str, impl: Callable[..., Any], ref: Callable[..., Any], args: dict[str, Tensor | None],
              static: dict[str, Any], dtype: str, backward: bool, out_dtype: torch.dtype | None = None) -> CaseResult:
     """Run impl on `args` and the reference on float32 copies of the same values; compare the output and,
     with `backward`, the gradient of every tensor argument for one random upstream gradient."""

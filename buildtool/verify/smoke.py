@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from buildtool.verify.compare import Comparison, compare
 from buildtool.verify.references import causal_conv1d_ref, selective_scan_ref
 
-ScanFn = Callable[..., Tensor]
+ScanFn = Callable[..., Any]  # a selective scan: the output, or (output, last state) with return_last_state
 
 
 @dataclass(frozen=True)

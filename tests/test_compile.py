@@ -602,7 +602,9 @@ def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real
     from sass_compare import compare
 
     tc, env = real_target
-    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",)})
+    full = load_kernel_spec(TINY_SPEC)
+    spec = full.model_copy(update={"sources": ("csrc/tiny_square.cu",),
+                                   "split": tuple(r for r in full.split if "csrc/tiny_square.cu" in r.source)})
     variants = {
         "split": (spec, {"split_compile": 1}),
         "whole": (spec, {"split": False, "split_compile": 4}),

@@ -164,6 +164,19 @@ def measure_one(argv: list[str], python: Path, modules: list[str], env: dict[str
     }
 
 
+
+def uv_and_wheels(paths: list[Path]) -> tuple[str, list[Path]] | None:
+    """uv and the wheel files named (files, or directories of them); None, said on stderr, when either is missing."""
+    uv = uv_bin()
+    if uv is None:
+        print("uv is not installed (pip install uv)", file=sys.stderr)
+        return None
+    wheels = sorted(w for p in paths for w in ([p] if p.is_file() else p.glob("*.whl")))
+    if not wheels:
+        print(f"no wheels in {', '.join(map(str, paths))}", file=sys.stderr)
+        return None
+    return uv, wheels
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wheels", type=Path, action="append", default=[],
@@ -184,14 +197,10 @@ def main() -> int:
         data = json.loads(args.from_json.read_text())
         write(data["rows"], data["setup"], args.out, args.json)
         return 0
-    uv = uv_bin()
-    if uv is None:
-        print("uv is not installed (pip install uv)", file=sys.stderr)
+    found = uv_and_wheels(args.wheels)
+    if found is None:
         return 2
-    wheels = sorted(w for p in args.wheels for w in ([p] if p.is_file() else p.glob("*.whl")))
-    if not wheels:
-        print(f"no wheels in {', '.join(map(str, args.wheels))}", file=sys.stderr)
-        return 2
+    uv, wheels = found
     work = Path(tempfile.mkdtemp(prefix="install-matrix-"))
     # pip and uv share the user's caches (torch is several GB); nothing of this machine's pip config applies
     env = clean_env()

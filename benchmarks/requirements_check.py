@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fixture_wheels import clean_env, uv_bin  # noqa: E402
-from install_matrix import Venvs  # noqa: E402
+from fixture_wheels import clean_env  # noqa: E402
+from install_matrix import Venvs, uv_and_wheels  # noqa: E402
 
 CHECK = "declared requirements"
 # (what the doc calls it, the wheel file name's start); Vim's fork is the distribution mamba_ssm 1.1.1
@@ -53,14 +53,10 @@ def main() -> int:
     if args.rewrite:
         write(json.loads(args.out.with_suffix(".json").read_text())["rows"], args.out)
         return 0
-    uv = uv_bin()
-    if uv is None:
-        print("uv is not installed (pip install uv)", file=sys.stderr)
+    found = uv_and_wheels(args.wheels)
+    if found is None:
         return 2
-    wheels = sorted(w for p in args.wheels for w in ([p] if p.is_file() else p.glob("*.whl")))
-    if not wheels:
-        print(f"no wheels in {', '.join(map(str, args.wheels))}", file=sys.stderr)
-        return 2
+    uv, wheels = found
     work = Path(tempfile.mkdtemp(prefix="requirements-check-"))
     env = clean_env()
     try:

@@ -624,3 +624,122 @@ def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real
     assert module["identical"] == module["kernels_ours"] == 6 and not module["differing"]
     other = next(iter(compare(wheels["O1"], wheels["split"], cuobjdump)["modules"].values()))
     assert other["differing"] and other["identical"] < 6
+
+
+# ------------------------------------------------------------------------------------------- jobserver
+def test_jobserver_plan_needs_every_client_and_more_than_one_worker_per_nvcc() -> None:
+    from buildtool.compile.jobserver import plan_jobserver
+
+    on = dict(wanted=True, windows=False, cuda_version="13.0.88", ninja_version=(1, 13, 2), nvcc_workers=16, cores=16)
+    assert plan_jobserver(**on).enabled and plan_jobserver(**on).slots == 16  # type: ignore[arg-type]
+    for change, why in (({"wanted": False}, "--no-jobserver"), ({"windows": True}, "POSIX only"),
+                        ({"nvcc_workers": 1}, "one worker"), ({"cuda_version": "12.9.86"}, "no --jobserver"),
+                        ({"cuda_version": "not-a-version"}, "no --jobserver"),
+                        ({"ninja_version": (1, 11, 1)}, "ninja 1.11.1 does not join"),
+                        ({"ninja_version": None}, "of unknown version")):
+        plan = plan_jobserver(**{**on, **change})  # type: ignore[arg-type]
+        assert not plan.enabled and plan.slots == 0 and why in plan.reason, (change, plan)
+
+
+def test_jobserver_fifo_holds_one_token_less_than_its_slots_and_goes_away(tmp_path: Path) -> None:
+    from buildtool.compile.jobserver import jobserver
+
+    with jobserver(4) as pool:
+        assert pool.fifo.exists() and pool.slots == 4
+        env = pool.environ({"MAKEFLAGS": "-j99 --jobserver-auth=fifo:/elsewhere", "PATH": "/bin"})
+        assert env["MAKEFLAGS"] == f" -j4 --jobserver-auth=fifo:{pool.fifo}" and env["PATH"] == "/bin"
+        fd = os.open(pool.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert os.read(fd, 16) == b"+++"  # the fourth slot is the top process's own
+        finally:
+            os.close(fd)
+    assert not pool.fifo.parent.exists()
+    with pytest.raises(ValueError, match="at least 1 slot"), jobserver(0):
+        pass
+
+
+def _concurrency(events: list[tuple[float, int]]) -> int:
+    running = peak = 0
+    for _, step in sorted(events):
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_real_ninja_runs_no_more_edges_than_the_jobserver_has_slots(tmp_path: Path) -> None:
+    """ninja >= 1.13 (the PyPI wheel buildtool depends on) without -j takes a token per job beyond its own;
+    the compile pool of build.ninja caps the jobs below the slots, as memory may require."""
+    from buildtool.compile.jobserver import NINJA_JOBSERVER_MIN, jobserver
+    from buildtool.compile.ninja import ninja_version
+
+    ninja = ninja_binary(dict(os.environ))
+    if (ninja_version(ninja) or ())[:2] < NINJA_JOBSERVER_MIN:
+        pytest.skip(f"{ninja} is older than 1.13")
+    for pool_depth, expected in ((None, 3), (2, 2)):
+        work = tmp_path / f"pool{pool_depth}"
+        work.mkdir()
+        pool_lines = f"pool compile\n  depth = {pool_depth}\n" if pool_depth else ""
+        body = "".join(f"build o{i}: s\n" + ("  pool = compile\n" if pool_depth else "") for i in range(6))
+        (work / "build.ninja").write_text(
+            pool_lines + "rule s\n  command = python3 -c \"import time; print('+', time.time())\" >> ev && sleep 0.6"
+            " && python3 -c \"import time; print('-', time.time())\" >> ev && touch $out\n" + body)
+        with jobserver(3) as tokens:
+            proc = subprocess.run([ninja, "-C", str(work)], env=tokens.environ(dict(os.environ)),
+                                  capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        events = [(float(t), 1 if s == "+" else -1) for s, t in (ln.split() for ln in (work / "ev").read_text().splitlines())]
+        assert len(events) == 12
+        assert _concurrency(events) == expected, events
+
+
+def test_ninja_binary_prefers_the_newer_of_path_and_the_pypi_wheel(tmp_path: Path) -> None:
+    from buildtool.compile.ninja import ninja_version
+
+    old = tmp_path / "ninja"
+    old.write_text("#!/bin/sh\necho 1.11.1\n")
+    old.chmod(0o755)
+    assert ninja_version(str(old)) == (1, 11, 1)
+    assert ninja_version(str(tmp_path / "missing")) is None
+    chosen = ninja_binary({"PATH": str(tmp_path)})
+    assert chosen != str(old) and (ninja_version(chosen) or ()) > (1, 11, 1)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "ninja").write_text("#!/bin/sh\necho 99.0.0.git\n")
+    (newer / "ninja").chmod(0o755)
+    assert ninja_binary({"PATH": str(newer)}) == str(newer / "ninja")
+
+
+def test_jobserver_flag_stays_out_of_cache_keys_and_host_commands(tmp_path: Path) -> None:
+    ctx = dataclasses.replace(_windows_context(tmp_path), tree=TINY)
+    spec = load_kernel_spec(TINY_SPEC)
+    planned = plan_modules(ctx, [spec])
+    js_ctx = dataclasses.replace(ctx, split_compile=8, jobserver=True)
+    again = plan_modules(js_ctx, [spec])
+    assert [u.cache_key for m in planned for u in m.units] == [u.cache_key for m in again for u in m.units]
+    for unit in again[0].units:
+        assert ("--jobserver" in compile_argv(js_ctx, unit)) == (unit.unit.language == "cuda")
+    text = write_build_ninja(js_ctx, again, None, None, None, compile_pool=5).read_text()
+    compile_edges = text.count(".o: cuda ") + text.count(".obj: cuda ") + text.count(": cxx ")
+    assert "pool compile\n  depth = 5\n" in text and text.count("  pool = compile\n") == compile_edges > 0
+    assert "pool compile" not in write_build_ninja(js_ctx, again, None).read_text()
+
+
+@pytest.mark.slow
+def test_jobserver_build_gives_the_same_objects_real_nvcc(real_target: tuple[object, object], tmp_path: Path) -> None:
+    """nvcc --jobserver under buildtool's pool (the real ninja and nvcc as clients) is a scheduling knob: the
+    objects are byte-identical to a build without it."""
+    tc, env = real_target
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",), "split": ()})
+    objects = []
+    for on in (True, False):
+        result = compile_modules(CompileRequest(tree=TINY, specs=(spec,), cell=_cell(), build_dir=tmp_path / f"js{on}",
+                                                log_path=tmp_path / f"js{on}.log", use_object_cache=False,
+                                                use_ccache=False, split_compile=2, jobserver=on, quiet=True), tc, env)
+        log = (tmp_path / f"js{on}.log").read_text()
+        ninja = result.build_ninja.read_text()
+        if on:
+            assert result.jobserver >= 1 and "--jobserver" in ninja and "jobserver on:" in log, log[:2000]
+        else:
+            assert result.jobserver == 0 and "--jobserver" not in ninja and "jobserver off (--no-jobserver)" in log
+        objects.append((result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o").read_bytes())
+    assert objects[0] == objects[1]

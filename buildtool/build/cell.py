@@ -206,7 +206,8 @@ def build_tree(*, tree: Path, tree_provenance: TreeProvenance, recipe: Recipe, c
                                  modules=module_flags(compiled), tree_root=tree,
                                  min_driver_cuda=str(max(drivers)) if drivers else None)
     log.line(f"compile: {len(result.modules)} module(s), {result.cache_hits} cached / {result.cache_misses} compiled "
-             f"object(s), {result.jobs} job(s), -split-compile {result.split_compile}, {result.wall_seconds:.1f} s")
+             f"object(s), {result.jobs} job(s), -split-compile {result.split_compile}, "
+             f"jobserver {getattr(result, 'jobserver', 0) or 'off'}, {result.wall_seconds:.1f} s")
     compile_bound = getattr(result, "bound", None)
     bound = compile_bound.summary() if compile_bound is not None else None
     if bound:

@@ -86,6 +86,8 @@ class CompilerDriver(ABC):
         argv += [f"-I{d}" for d in includes] + list(unit.flags) + prefix_map_flags(ctx, nvcc=True)
         if ctx.split_compile > 1:
             argv.append(f"-split-compile={ctx.split_compile}")
+        if ctx.jobserver:
+            argv.append("--jobserver")
         return [*argv, "-c", str(planned.source_path), "-o", str(planned.object_path)]
 
     def link_argv(self, module: PlannedModule) -> list[str]:

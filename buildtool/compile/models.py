@@ -95,6 +95,7 @@ class CompileSettings(Frozen):
     split_sources: bool = Field(True, description="False: compile each source whole, ignoring the specs' split rules")
     cache: bool = Field(True, description="object cache + ccache; off to measure cold compiles")
     priorities: bool = Field(False, description="run cheaper TUs at a lower CPU priority (nice), POSIX only")
+    jobserver: bool = Field(True, description="one token pool for ninja's jobs and nvcc's workers where they honour it")
 
 
 class CompileBound(Frozen):
@@ -127,6 +128,7 @@ class CompileResult(Frozen):
     ccache: bool
     jobs: int
     split_compile: int = 1
+    jobserver: int = Field(0, description="slots of the build's jobserver (0: none, compile/jobserver.py)")
     wall_seconds: float
     cpu_seconds: float | None
     peak_rss_mb: float | None
@@ -157,6 +159,7 @@ class CompileRequest(Frozen):
     split: bool = Field(True, description="False: compile each source whole, ignoring the specs' split rules")
     split_compile: int | None = Field(None, description="nvcc -split-compile threads (None: default; 1: off)")
     priorities: bool = Field(False, description="run cheaper TUs at a lower CPU priority (nice), POSIX only")
+    jobserver: bool = Field(True, description="one token pool for ninja's jobs and nvcc's workers where they honour it")
     quiet: bool = False
 
     @classmethod
@@ -164,4 +167,4 @@ class CompileRequest(Frozen):
         """A request with the command line's compile settings (``--jobs``, ``--no-cache``, ...)."""
         return cls(jobs=settings.jobs, use_object_cache=settings.cache, use_ccache=settings.cache,
                    split=settings.split_sources, split_compile=settings.split_compile,
-                   priorities=settings.priorities, **fields)
+                   priorities=settings.priorities, jobserver=settings.jobserver, **fields)

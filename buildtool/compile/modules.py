@@ -8,6 +8,7 @@ objects (see models.py ``ToolchainLike`` / ``BuildEnvLike``) and from running th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -18,6 +19,7 @@ from buildtool.binary.elf import read_elf
 from buildtool.binary.fatbin import FATBIN_SECTION, device_code_sizes
 from buildtool.compile.cache import restore_cached, store_compiled
 from buildtool.compile.drivers import compile_argv, link_argv
+from buildtool.compile.jobserver import jobserver, plan_jobserver
 from buildtool.compile.models import (
     BuildEnvLike,
     CompileBound,
@@ -27,7 +29,13 @@ from buildtool.compile.models import (
     ToolchainLike,
     UnitTiming,
 )
-from buildtool.compile.ninja import ninja_binary, quote_command, read_ninja_log, write_build_ninja
+from buildtool.compile.ninja import (
+    ninja_binary,
+    ninja_version,
+    quote_command,
+    read_ninja_log,
+    write_build_ninja,
+)
 from buildtool.compile.plan import BuildContext, plan_modules
 from buildtool.compile.schedule import (
     nice_levels,
@@ -84,15 +92,20 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
         raise UserError(f"split_compile must be at least 1 (1 turns nvcc -split-compile off), not {split_compile}")
     elif not honours_split_compile(toolchain.cuda_version):
         split_compile = 1  # an explicit --split-compile applies to the cells whose nvcc honours it
+    threads = nvcc_threads(facts.archs, facts.ptx)
+    run_env = {**os.environ, **{k: str(v) for k, v in toolchain.env.items()}}
+    ninja = ninja_binary(run_env)
+    pool = plan_jobserver(wanted=request.jobserver, windows=facts.os == "windows", cuda_version=toolchain.cuda_version,
+                          ninja_version=ninja_version(ninja), nvcc_workers=split_compile * threads,
+                          cores=_usable_cores())
     ctx = BuildContext(
         tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root,
         nvcc_identity=tool_identity((str(toolchain.nvcc), "--version")),
         host_identity=(tool_identity((cxx.path, "--version")) if cxx.kind == "gcc"
                        else f"{cxx.path} {toolchain.host.version}"),
-        split_compile=split_compile,
+        split_compile=split_compile, jobserver=pool.enabled,
     )
 
-    threads = nvcc_threads(facts.archs, facts.ptx)
     jobs = request.jobs or default_jobs(threads, memory=available_memory(), split_compile=split_compile)
     # split rules apply per machine size (min_jobs); split=False compiles every source whole
     planned_specs = [s.for_jobs(jobs, split_compile) if request.split else s.model_copy(update={"split": ()})
@@ -101,13 +114,13 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     hits = restore_cached(ctx, modules)
     for m in modules:
         m.link_command = link_argv(ctx, m)
-    run_env = {**os.environ, **{k: str(v) for k, v in toolchain.env.items()}}
     launcher = shutil.which("ccache", path=run_env.get("PATH")) if request.use_ccache else None
     to_compile = [u for m in modules for u in m.units if not u.cached]
     history = read_unit_history(cache_root)
     costs = unit_costs(ctx, to_compile, history)
     nice = nice_levels(unit_costs(ctx, to_compile, {})) if request.priorities else None
-    ninja_file = write_build_ninja(ctx, modules, launcher, costs, nice)
+    # under a jobserver ninja runs without -j (it would ignore the pool), so a ninja pool caps the compiles
+    ninja_file = write_build_ninja(ctx, modules, launcher, costs, nice, compile_pool=jobs if pool.enabled else None)
     to_compile = order_by_cost(to_compile, costs)
 
     usage_before = _children_usage()
@@ -115,7 +128,7 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
         log.write(f"# buildtool compile: {', '.join(s.name for s in specs)} for {cell.id}\n")
         log.write(f"# tree {tree}\n# build.ninja {ninja_file}\n# jobs {jobs}, nvcc --threads {threads}, "
                   f"-split-compile {split_compile if split_compile > 1 else 'off'}, "
-                  f"ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "
+                  f"jobserver {pool.reason}, ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "
                   f"{hits} hits, {len(to_compile)} to compile\n")
         for u in to_compile:
             origin = "measured" if unit_history_key(u, _targets(ctx)) in history else "estimated"
@@ -126,10 +139,13 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
             units={str(u.object_path): u.label for u in to_compile}, log=log, quiet=quiet,
             title=", ".join(s.module for s in specs),
         )
-        argv = [ninja_binary(run_env), "-C", str(build_dir), "-f", ninja_file.name, "-j", str(jobs), "-k", "1"]
-        ninja_started = time.monotonic()
-        code = progress.run(argv, {**run_env, "NINJA_STATUS": STATUS_MARK + "%f/%t| "})
-        ninja_seconds = time.monotonic() - ninja_started
+        argv = [ninja, "-C", str(build_dir), "-f", ninja_file.name, *([] if pool.enabled else ["-j", str(jobs)]),
+                "-k", "1"]
+        ninja_env = {**run_env, "NINJA_STATUS": STATUS_MARK + "%f/%t| "}
+        with jobserver(pool.slots) if pool.enabled else contextlib.nullcontext() as tokens:
+            ninja_started = time.monotonic()
+            code = progress.run(argv, tokens.environ(ninja_env) if tokens else ninja_env)
+            ninja_seconds = time.monotonic() - ninja_started
     if code != 0:
         raise BuildError(
             f"compiling {', '.join(s.module for s in specs)} failed"
@@ -163,7 +179,8 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
                                         device_code_uncompressed=device_code_sizes(fatbin, uncompressed=True)))
     return CompileResult(
         modules=tuple(artifacts), timings=tuple(timings), cache_hits=hits, cache_misses=misses,
-        ccache=launcher is not None, jobs=jobs, split_compile=split_compile, wall_seconds=round(time.monotonic() - started, 3),
+        ccache=launcher is not None, jobs=jobs, split_compile=split_compile, jobserver=pool.slots,
+        wall_seconds=round(time.monotonic() - started, 3),
         cpu_seconds=cpu, peak_rss_mb=rss, log_path=log_path, build_ninja=ninja_file,
         kernels=tuple(m.resolved for m in modules), bound=bound,
     )

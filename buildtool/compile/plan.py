@@ -83,6 +83,7 @@ class BuildContext:
     nvcc_identity: str = ""  # `nvcc --version` banner: part of the CUDA objects' cache key
     host_identity: str = ""  # the host compiler's version banner
     split_compile: int = 1  # nvcc -split-compile threads (1: off); not part of cache keys (same SASS)
+    jobserver: bool = False  # nvcc --jobserver (compile/jobserver.py); not part of cache keys (same objects)
 
     @property
     def windows(self) -> bool:

@@ -378,6 +378,8 @@ class CommonFlags(Frozen):
     rules: tuple[Rule, ...] = ()
     split_compile_min_cuda: str = Field(
         description="oldest nvcc that honours -split-compile; older ones pass it to llc, which rejects it (off there)")
+    jobserver_min_cuda: str = Field(
+        description="oldest nvcc whose nvcc, cicc and ptxas take --jobserver (compile/jobserver.py)")
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -10,7 +10,7 @@
 #      machine);
 #   3. verify of the stable wheels built here, kernel speed stable vs full, SASS stable vs full (every kernel);
 #   4. issue 18: scripts/gpu-bound.sh once the builds are over (cold builds with a fresh object cache against
-#      their bound, fatbin sizes and load costs);
+#      their bound, with and without the jobserver; fatbin load costs);
 #   5. issue 18: the CUDA-13 arch policy's six-target, size-compressed mamba-ssm wheel (its size).
 # Carry (CARRY, default .carry/gpu, git-ignored): whl/ (pure-Python wheels for cp312: pydantic, rich, pyelftools,
 # abi3audit... and einops), cache/sources/ (sdists and git archives of every package above), cpu-wheels/ (the
@@ -68,7 +68,7 @@ job() {
   done
   wait $family; step "2. families built rc=$?"
   step "4. compile bound (scripts/gpu-bound.sh)"
-  bash scripts/gpu-bound.sh "$out/bound" "$C" > "$out/bound.log" 2>&1
+  CARRY=$C bash scripts/gpu-bound.sh run "$out/bound" > "$out/bound.log" 2>&1
   step "4. done rc=$?"
   step "5. six-target size-mode mamba-ssm wheel (arch policy of CUDA 13.0)"
   "${BUILD[@]}" "$MAMBA" --dist "$out/w/six" > "$out/build-six.json" 2> "$out/build-six.log"

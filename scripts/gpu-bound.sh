@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 C=${CARRY:-.carry/gpu}
 case $C in /*) ;; *) C=$PWD/$C ;; esac
-export BUILDTOOL_CACHE_DIR=$C/cache PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
+export BUILDTOOL_CACHE_DIR=$C/cache PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH
 MAMBA=linux-x86_64-cp312-cu130-torch2.11-mamba-ssm-2.3.2.post1
 CONV=linux-x86_64-cp312-cu130-torch2.11-causal-conv1d-1.7.0
 
@@ -33,6 +33,7 @@ job() {
   python3 benchmarks/bench.py --use-current-env --archs 9.0 --skip-upstream --cell "$CONV" \
     --variant "no jobserver=--no-jobserver" --out "$out/bench-causal.json" > "$out/bench-causal.log" 2>&1
   step "2. done rc=$?"
+  [ -n "${SKIP_LOAD:-}" ] && { step "done"; return; }
   cuda_home=$(python3 -c "from buildtool import toolchain; print(toolchain.resolve('13.0', 'linux-x86_64', 'system').cuda_home)")
   step "3. fatbin loads on the GPU (toolkit $cuda_home)"
   cp -r "$C/fb-work" /tmp/fb
@@ -46,8 +47,8 @@ out=${2:?usage: gpu-bound.sh start OUT | wait OUT SECONDS | pack OUT DEST}
 case $1 in
 start)
   mkdir -p "$out"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$C"/whl/*.whl || exit 3
-  export -f job step; export out C
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$C"/whl/*.whl || exit 3
+  export -f job step; export out C MAMBA CONV
   setsid bash -c job < /dev/null > "$out/job.log" 2>&1 &
   echo started ;;
 run)

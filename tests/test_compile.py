@@ -632,7 +632,7 @@ def test_jobserver_plan_needs_every_client_and_more_than_one_worker_per_nvcc() -
 
     on = dict(wanted=True, windows=False, cuda_version="13.0.88", ninja_version=(1, 13, 2), nvcc_workers=16, cores=16)
     assert plan_jobserver(**on).enabled and plan_jobserver(**on).slots == 16  # type: ignore[arg-type]
-    for change, why in (({"wanted": False}, "--no-jobserver"), ({"windows": True}, "POSIX only"),
+    for change, why in (({"wanted": False}, "opt in with --jobserver"), ({"windows": True}, "POSIX only"),
                         ({"nvcc_workers": 1}, "one worker"), ({"cuda_version": "12.9.86"}, "no --jobserver"),
                         ({"cuda_version": "not-a-version"}, "no --jobserver"),
                         ({"ninja_version": (1, 11, 1)}, "ninja 1.11.1 does not join"),
@@ -740,6 +740,6 @@ def test_jobserver_build_gives_the_same_objects_real_nvcc(real_target: tuple[obj
         if on:
             assert result.jobserver >= 1 and "--jobserver" in ninja and "jobserver on:" in log, log[:2000]
         else:
-            assert result.jobserver == 0 and "--jobserver" not in ninja and "jobserver off (--no-jobserver)" in log
+            assert result.jobserver == 0 and "--jobserver" not in ninja and "jobserver off (opt in with --jobserver)" in log
         objects.append((result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o").read_bytes())
     assert objects[0] == objects[1]

@@ -44,8 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="compile each source as one TU, ignoring the kernel specs' split rules (for comparisons)")
     p.add_argument("--priorities", action="store_true",
                    help="run cheaper TUs at a lower CPU priority (nice) so all finish together (POSIX)")
-    p.add_argument("--no-jobserver", action="store_true",
-                   help="no shared token pool for ninja's jobs and nvcc's -split-compile workers (for comparisons)")
+    p.add_argument("--jobserver", action="store_true",
+                   help="one token pool for ninja's jobs and nvcc's -split-compile workers: about 10%% less CPU, "
+                        "but slower on the 16-core host (docs/performance.md)")
+    p.add_argument("--fair-share", action="store_true",
+                   help="start each compile in its own session, so Linux's autogroup shares the CPU per TU (Linux)")
     p.add_argument("--no-cache", action="store_true",
                    help="compile every translation unit (no object cache, no ccache), e.g. to measure build time")
     p.add_argument("--archs", metavar="A[,A]",
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         build_root=project.build_dir.resolve(), resume=args.resume,
         compile=CompileSettings(jobs=args.jobs, split_compile=args.split_compile, split_sources=not args.no_split,
                                 cache=not args.no_cache, priorities=args.priorities,
-                                jobserver=not args.no_jobserver),
+                                jobserver=args.jobserver, fair_share=args.fair_share),
     )
 
     def announce(index: int, cell: Cell, step: str) -> None:

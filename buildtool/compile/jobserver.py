@@ -48,7 +48,7 @@ def plan_jobserver(*, wanted: bool, windows: bool, cuda_version: str, ninja_vers
     """On where every client honours it and some nvcc runs more than one worker (``nvcc_workers``:
     -split-compile threads times --threads targets); ``slots``: the usable cores."""
     if not wanted:
-        return JobserverPlan(False, "off (--no-jobserver)")
+        return JobserverPlan(False, "off (opt in with --jobserver)")
     if windows:
         return JobserverPlan(False, "off: POSIX only (make's fifo protocol)")
     if nvcc_workers <= 1:

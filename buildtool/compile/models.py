@@ -95,7 +95,8 @@ class CompileSettings(Frozen):
     split_sources: bool = Field(True, description="False: compile each source whole, ignoring the specs' split rules")
     cache: bool = Field(True, description="object cache + ccache; off to measure cold compiles")
     priorities: bool = Field(False, description="run cheaper TUs at a lower CPU priority (nice), POSIX only")
-    jobserver: bool = Field(True, description="one token pool for ninja's jobs and nvcc's workers where they honour it")
+    jobserver: bool = Field(False, description="one token pool for ninja's jobs and nvcc's workers where they honour it")
+    fair_share: bool = Field(False, description="each compile in its own session: Linux shares the CPU per TU")
 
 
 class CompileBound(Frozen):
@@ -159,7 +160,8 @@ class CompileRequest(Frozen):
     split: bool = Field(True, description="False: compile each source whole, ignoring the specs' split rules")
     split_compile: int | None = Field(None, description="nvcc -split-compile threads (None: default; 1: off)")
     priorities: bool = Field(False, description="run cheaper TUs at a lower CPU priority (nice), POSIX only")
-    jobserver: bool = Field(True, description="one token pool for ninja's jobs and nvcc's workers where they honour it")
+    jobserver: bool = Field(False, description="one token pool for ninja's jobs and nvcc's workers where they honour it")
+    fair_share: bool = Field(False, description="each compile in its own session: Linux shares the CPU per TU")
     quiet: bool = False
 
     @classmethod
@@ -167,4 +169,4 @@ class CompileRequest(Frozen):
         """A request with the command line's compile settings (``--jobs``, ``--no-cache``, ...)."""
         return cls(jobs=settings.jobs, use_object_cache=settings.cache, use_ccache=settings.cache,
                    split=settings.split_sources, split_compile=settings.split_compile,
-                   priorities=settings.priorities, jobserver=settings.jobserver, **fields)
+                   priorities=settings.priorities, jobserver=settings.jobserver, fair_share=settings.fair_share, **fields)

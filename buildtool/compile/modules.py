@@ -41,6 +41,7 @@ from buildtool.compile.schedule import (
     nice_levels,
     order_by_cost,
     read_unit_history,
+    session_per_compile_available,
     unit_costs,
     unit_history_key,
     write_unit_history,
@@ -120,7 +121,9 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     costs = unit_costs(ctx, to_compile, history)
     nice = nice_levels(unit_costs(ctx, to_compile, {})) if request.priorities else None
     # under a jobserver ninja runs without -j (it would ignore the pool), so a ninja pool caps the compiles
-    ninja_file = write_build_ninja(ctx, modules, launcher, costs, nice, compile_pool=jobs if pool.enabled else None)
+    session = session_per_compile_available() if request.fair_share and facts.os != "windows" else None
+    ninja_file = write_build_ninja(ctx, modules, launcher, costs, nice, compile_pool=jobs if pool.enabled else None,
+                                   session=session)
     to_compile = order_by_cost(to_compile, costs)
 
     usage_before = _children_usage()
@@ -128,7 +131,7 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
         log.write(f"# buildtool compile: {', '.join(s.name for s in specs)} for {cell.id}\n")
         log.write(f"# tree {tree}\n# build.ninja {ninja_file}\n# jobs {jobs}, nvcc --threads {threads}, "
                   f"-split-compile {split_compile if split_compile > 1 else 'off'}, "
-                  f"jobserver {pool.reason}, ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "
+                  f"jobserver {pool.reason}, session per compile {'on' if session else 'off'}, ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "
                   f"{hits} hits, {len(to_compile)} to compile\n")
         for u in to_compile:
             origin = "measured" if unit_history_key(u, _targets(ctx)) in history else "estimated"

@@ -45,12 +45,13 @@ def _ninja_path(path: Path | str) -> str:
 
 def write_build_ninja(ctx: BuildContext, modules: Sequence[PlannedModule], launcher: str | None,
                       costs: Mapping[str, float] | None = None, nice: Mapping[str, int] | None = None,
-                      compile_pool: int | None = None) -> Path:
+                      compile_pool: int | None = None, session: str | None = None) -> Path:
     """build.ninja with one edge per TU still to compile (cache hits are plain inputs), costliest first
     (``costs`` by unit label; ninja starts ready edges in manifest order), then one per link; ``nice``: a
     CPU priority per unit label (POSIX). Each compile first touches ``<object>.start`` so the progress
     display can show what is running. ``compile_pool``: at most that many compiles at once (a ninja pool), for
-    a ninja run without ``-j`` under a jobserver, where memory must still cap the compiles."""
+    a ninja run without ``-j`` under a jobserver, where memory must still cap the compiles. ``session``: the
+    `setsid` that starts each compile in its own session (schedule.session_per_compile_available)."""
     w = ctx.windows
     niced = bool(nice) and not w
     pre = f"{launcher} " if launcher else ""
@@ -68,7 +69,8 @@ def write_build_ninja(ctx: BuildContext, modules: Sequence[PlannedModule], launc
         fresh = "rm -rf $out.keep && mkdir -p $out.keep && " if keep else ""
         done = " && rm -rf $out.keep" if keep else ""
         prio = "nice -n $nice " if niced else ""
-        return f": > $out.start && {fresh}{prio}{pre}{body}{done}"
+        own = f"{shlex.quote(session)} -w " if session and not w else ""
+        return f": > $out.start && {fresh}{own}{prio}{pre}{body}{done}"
 
     out = io.StringIO()
     ninja = ninja_syntax.Writer(out, width=_NO_WRAP)  # type: ignore[arg-type]  # the stub says str; it writes to a file

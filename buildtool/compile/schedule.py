@@ -119,3 +119,22 @@ def write_unit_history(cache_root: Path | None, measured: Mapping[str, float]) -
     tmp = cache_root / f"{UNIT_SECONDS_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(merged, indent=0, sort_keys=True), encoding="utf-8")
     os.replace(tmp, cache_root / UNIT_SECONDS_FILE)
+
+
+# ------------------------------------------------------------------------------------- fair share per TU
+#: Linux's autogroup scheduler shares the CPU between sessions first, then between the threads of a session.
+#: A compile started in its own session (`setsid -w`) therefore gets an equal share per TU, however many
+#: -split-compile threads it runs: a TU in a serial phase (front end, host compile) keeps a whole core while
+#: others split, instead of a sixteenth of one.
+AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def session_per_compile_available(switch: Path = AUTOGROUP_SWITCH) -> str | None:
+    """The `setsid` to start each compile with, where the kernel's autogroup is on; else None."""
+    import shutil
+
+    try:
+        enabled = switch.read_text(encoding="ascii").strip() == "1"
+    except OSError:
+        return None
+    return shutil.which("setsid") if enabled else None

@@ -53,6 +53,8 @@ class Run:
     slowest_alone_s: float | None = None  # the slowest TU compiled again alone, same flags, same machine
     bound_s: float | None = None  # max(slowest TU alone, CPU-s of the whole build / cores)
     vs_bound: float | None = None  # (wall - build env) / bound_s
+    host: dict[str, Any] = field(default_factory=dict)  # the machine's own CPU accounts over the run (host_cpu)
+    timeline: list[tuple[str, float, float]] = field(default_factory=list)  # (TU, start s, end s) from .ninja_log
 
 
 # Runs one command and reports its own children's usage, so each measurement's peak RSS is its own
@@ -66,6 +68,41 @@ sys.stderr.write(proc.stderr)
 print(json.dumps({"rc": proc.returncode, "wall": time.perf_counter() - t0, "cpu": u.ru_utime + u.ru_stime,
                   "rss_mb": u.ru_maxrss / 1024.0, "stdout": proc.stdout}))
 """
+
+
+def _proc_stat() -> list[int] | None:
+    """The aggregate `cpu` line of /proc/stat: user nice system idle iowait irq softirq steal (jiffies)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def host_cpu(before: list[int] | None, after: list[int] | None) -> dict[str, Any]:
+    """Core-seconds the whole machine spent busy, idle and stolen (by the hypervisor) between two /proc/stat
+    readings, and the container's CPU quota: what the bound's `CPU-s / cores` assumes is there to use."""
+    out: dict[str, Any] = {}
+    if before and after:
+        hz = os.sysconf("SC_CLK_TCK")
+        d = [(a - b) / hz for a, b in zip(after, before, strict=True)]
+        out = {"busy_s": round(d[0] + d[1] + d[2] + d[5] + d[6], 1), "idle_s": round(d[3] + d[4], 1),
+               "steal_s": round(d[7], 1)}
+    with contextlib.suppress(OSError):
+        out["cgroup_cpu_max"] = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
+    return out
+
+
+def ninja_timeline(cell_id: str) -> list[tuple[str, float, float]]:
+    """Each compile's start and end (s from the first start) in the cell's build dir, from .ninja_log."""
+    log = REPO / "build" / "cells" / cell_id / "obj" / ".ninja_log"
+    rows = []
+    for line in log.read_text(errors="replace").splitlines() if log.is_file() else []:
+        parts = line.split("\t")
+        if len(parts) >= 4 and parts[0].isdigit():
+            rows.append((Path(parts[3]).name, int(parts[0]) / 1000, int(parts[1]) / 1000))
+    t0 = min((r[1] for r in rows), default=0.0)
+    return sorted((name, round(a - t0, 1), round(b - t0, 1)) for name, a, b in rows)
 
 
 def _buildtool(args: list[str], env: dict[str, str]) -> tuple[float, float, float, dict[str, Any], int]:
@@ -99,10 +136,12 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
     for old in dist.glob("*.whl"):
         old.unlink()
     load0 = os.getloadavg()[0]
+    stat0 = _proc_stat()
     wall, cpu, rss, summary, rc = _buildtool([cell_id, "--archs", archs, "--toolchain", "system", "--dist", str(dist),
                                               *env_args], env)
     run = Run(label=label, wall_s=round(wall, 1), cpu_s=round(cpu, 1), peak_rss_mb=round(rss),
-              load=f"{load0:.1f}/{os.getloadavg()[0]:.1f}", cores=len(os.sched_getaffinity(0)))
+              load=f"{load0:.1f}/{os.getloadavg()[0]:.1f}", cores=len(os.sched_getaffinity(0)),
+              host=host_cpu(stat0, _proc_stat()), timeline=ninja_timeline(cell_id))
     cells = summary.get("cells") or []
     if rc != 0 or not cells or cells[0].get("status") != "verified-static":
         run.note = str(cells[0].get("message") if cells else summary.get("error", ""))[:300]

@@ -743,3 +743,36 @@ def test_jobserver_build_gives_the_same_objects_real_nvcc(real_target: tuple[obj
             assert result.jobserver == 0 and "--jobserver" not in ninja and "jobserver off (opt in with --jobserver)" in log
         objects.append((result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o").read_bytes())
     assert objects[0] == objects[1]
+
+
+def test_session_per_compile_needs_the_kernels_autogroup(tmp_path: Path) -> None:
+    from buildtool.compile.schedule import session_per_compile_available
+
+    switch = tmp_path / "sched_autogroup_enabled"
+    switch.write_text("0\n")
+    assert session_per_compile_available(switch) is None
+    assert session_per_compile_available(tmp_path / "missing") is None
+    switch.write_text("1\n")
+    assert session_per_compile_available(switch) == shutil.which("setsid")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not shutil.which("setsid")
+                    or not Path("/proc/self/autogroup").exists(), reason="Linux autogroup and setsid only")
+def test_fair_share_starts_each_compile_in_its_own_autogroup_with_real_ninja(tmp_path: Path) -> None:
+    """--fair-share: build.ninja prefixes every compile (not the link) with `setsid -w`, so each TU lands in its
+    own scheduling group; the exit status still reaches ninja."""
+    ctx = dataclasses.replace(_windows_context(tmp_path), tree=TINY)
+    posix = dataclasses.replace(ctx, facts=ctx.facts.model_copy(update={"platform": "linux-x86_64"}))
+    modules = plan_modules(posix, [load_kernel_spec(TINY_SPEC)])
+    text = write_build_ninja(posix, modules, None, None, None, session="/usr/bin/setsid").read_text()
+    assert text.count("/usr/bin/setsid -w ") == 2  # the cuda and cxx rules; links run as they are
+    assert "setsid" not in write_build_ninja(ctx, modules, None, None, None, session="/usr/bin/setsid").read_text()
+    setsid = shutil.which("setsid")
+    (tmp_path / "build.ninja").write_text(
+        f"rule s\n  command = {setsid} -w sh -c 'cat /proc/self/autogroup > $out; exit $code'\n"
+        "build a: s\n  code = 0\nbuild b: s\n  code = 0\nbuild c: s\n  code = 3\n")
+    proc = subprocess.run([ninja_binary(dict(os.environ)), "-C", str(tmp_path), "-k", "0", "-j", "2"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "cannot make progress" in proc.stdout  # `setsid -w` hands back c's exit 3
+    groups = {(tmp_path / n).read_text().split()[0] for n in "ab"}
+    assert len(groups) == 2 and Path("/proc/self/autogroup").read_text().split()[0] not in groups

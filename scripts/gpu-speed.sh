@@ -2,7 +2,7 @@
 # Issue 8's measurements on a lent 16-core GPU machine (offline), as one detached job so that calls with a
 # 10-minute limit can start it and collect it later. In order:
 #   1. mamba-ssm 2.3.2.post1, sm_90: upstream setup.py vs buildtool cold (default: TU split + nvcc
-#      -split-compile), warm, and two variants (no -split-compile, as session 1 built; no TU split);
+#      -split-compile), warm, and two variants (no -split-compile, the earlier default; no TU split);
 #   2. causal-conv1d 1.7.0, sm_90, the same comparison, in the background (upstream's bwd TU alone runs
 #      about 10 minutes on one core), while the GPU compares kernel speed: buildtool's mamba wheel against
 #      upstream's (benchmarks/kernel_speed.py);
@@ -44,7 +44,7 @@ full() {
   step "mamba build benchmark"
   python3 benchmarks/bench.py --use-current-env --archs 9.0 --upstream-timeout 400 --cell "$MAMBA" \
     --keep-wheels "$out/wheels/ours" --keep-upstream-wheels "$out/wheels/upstream" \
-    --variant "no -split-compile (session 1's build)=--split-compile 1" \
+    --variant "no -split-compile (the earlier default)=--split-compile 1" \
     --variant "no TU split, -split-compile only=--no-split" \
     --out "$out/bench-mamba.json" > "$out/bench-mamba.md" 2> "$out/bench-mamba.err"
   step "causal-conv1d build benchmark (background)"

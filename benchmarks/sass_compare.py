@@ -16,6 +16,7 @@ import json
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ def _modules(wheel: Path, into: Path) -> dict[str, Path]:
     return {Path(n).name: into / n for n in names}
 
 
-def compare(ours: Path, upstream: Path, cuobjdump: str, pairs: dict[str, str] | None = None) -> dict[str, Any]:
+def compare(ours: Path, upstream: Path, cuobjdump: str, pairs: dict[str, str] | None = None,
+            archs: Sequence[str] = ()) -> dict[str, Any]:
+    """Kernel by kernel, per module; ``archs`` (e.g. ``sm_90``): one arch at a time, which bounds memory."""
     report: dict[str, Any] = {"ours": ours.name, "upstream": upstream.name, "modules": {}}
     with tempfile.TemporaryDirectory() as tmp:
         mine, theirs = _modules(ours, Path(tmp) / "ours"), _modules(upstream, Path(tmp) / "upstream")
@@ -44,14 +47,23 @@ def compare(ours: Path, upstream: Path, cuobjdump: str, pairs: dict[str, str] | 
             if name not in mine or name not in theirs:
                 report["modules"][name] = {"only_in": "ours" if name in mine else "upstream"}
                 continue
-            a, b = sass_by_kernel(cuobjdump, mine[name]), sass_by_kernel(cuobjdump, theirs[name])
-            same = [k for k in a if k in b and a[k] == b[k]]
-            report["modules"][name] = {
-                "kernels_ours": len(a), "kernels_upstream": len(b), "identical": len(same),
-                "sass_lines": sum(len(a[k]) for k in same),
-                "differing": sorted(k for k in a if k in b and a[k] != b[k]),
-                "only_ours": sorted(set(a) - set(b)), "only_upstream": sorted(set(b) - set(a)),
-            }
+            m: dict[str, Any] = {"kernels_ours": 0, "kernels_upstream": 0, "identical": 0, "sass_lines": 0,
+                                 "differing": [], "only_ours": [], "only_upstream": []}
+            for arch in archs or [None]:
+                a = sass_by_kernel(cuobjdump, mine[name], arch)
+                b = sass_by_kernel(cuobjdump, theirs[name], arch)
+                same = [k for k in a if k in b and a[k] == b[k]]
+                m["kernels_ours"] += len(a)
+                m["kernels_upstream"] += len(b)
+                m["identical"] += len(same)
+                m["sass_lines"] += sum(len(a[k]) for k in same)
+                m["differing"] += sorted(k for k in a if k in b and a[k] != b[k])
+                m["only_ours"] += sorted(set(a) - set(b))
+                m["only_upstream"] += sorted(set(b) - set(a))
+                if arch:
+                    m.setdefault("per_arch", {})[arch] = {"kernels_ours": len(a), "kernels_upstream": len(b),
+                                                         "identical": len(same)}
+            report["modules"][name] = m
     return report
 
 
@@ -62,6 +74,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, metavar="FILE")
     ap.add_argument("--pair", action="append", default=[], metavar="OURS_SO=UPSTREAM_SO",
                     help="compare two extension modules of different file names (repeatable)")
+    ap.add_argument("--arch", action="append", default=[], metavar="sm_XY",
+                    help="compare these archs, one at a time (repeatable; default: all at once)")
     args = ap.parse_args()
     pairs = dict(p.split("=", 1) for p in args.pair)
     tool = find_cuobjdump()
@@ -69,7 +83,7 @@ def main() -> int:
         print("no cuobjdump: set BUILDTOOL_CUOBJDUMP, put the CUDA toolkit's bin/ on PATH or install triton",
               file=sys.stderr)
         return 2
-    report = compare(args.ours, args.upstream, tool, pairs)
+    report = compare(args.ours, args.upstream, tool, pairs, args.arch)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     same = True

@@ -624,6 +624,9 @@ def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real
     assert module["identical"] == module["kernels_ours"] == 6 and not module["differing"]
     other = next(iter(compare(wheels["O1"], wheels["split"], cuobjdump)["modules"].values()))
     assert other["differing"] and other["identical"] < 6
+    (per_arch,) = compare(wheels["split"], wheels["whole"], cuobjdump, archs=["sm_90"])["modules"].values()
+    assert per_arch["identical"] == 6 and per_arch["per_arch"] == {
+        "sm_90": {"kernels_ours": 6, "kernels_upstream": 6, "identical": 6}}
 
 
 # ------------------------------------------------------------------------------------------- jobserver

@@ -380,10 +380,12 @@ _SASS_FUNCTION = re.compile(r"\s*Function : (\S+)")
 _SASS_ADDRESS = re.compile(r"/\*[0-9a-f]{4,}\*/")
 
 
-def sass_by_kernel(cuobjdump: str, binary: Path) -> dict[str, list[str]]:
+def sass_by_kernel(cuobjdump: str, binary: Path, arch: str | None = None) -> dict[str, list[str]]:
     """Each kernel's SASS (``cuobjdump -sass``), per arch and kernel name, without the address comments
-    (they encode only the position) and without the fatbin headers (they name the source file)."""
-    proc = subprocess.run([cuobjdump, "-sass", str(binary)], capture_output=True, text=True, check=True)
+    (they encode only the position) and without the fatbin headers (they name the source file). ``arch``
+    (e.g. ``sm_90``): that arch's code only (a nine-arch module's SASS is tens of millions of lines)."""
+    only = ["-arch", arch] if arch else []
+    proc = subprocess.run([cuobjdump, "-sass", *only, str(binary)], capture_output=True, text=True, check=True)
     kernels: dict[str, list[str]] = {}
     current: list[str] | None = None
     arch = ""

@@ -627,6 +627,10 @@ def test_sass_compare_tells_identical_kernels_from_different_ones_real_nvcc(real
     (per_arch,) = compare(wheels["split"], wheels["whole"], cuobjdump, archs=["sm_90"])["modules"].values()
     assert per_arch["identical"] == 6 and per_arch["per_arch"] == {
         "sm_90": {"kernels_ours": 6, "kernels_upstream": 6, "identical": 6}}
+    (text,) = compare(wheels["split"], wheels["whole"], cuobjdump, method="text")["modules"].values()
+    assert text["identical"] == 6 and text["code_bytes"] > 0 and text["per_arch"]["sm_90"]["identical"] == 6
+    (text_o1,) = compare(wheels["O1"], wheels["split"], cuobjdump, method="text")["modules"].values()
+    assert text_o1["differing"] and text_o1["identical"] < 6
 
 
 # ------------------------------------------------------------------------------------------- jobserver
@@ -779,3 +783,26 @@ def test_fair_share_starts_each_compile_in_its_own_autogroup_with_real_ninja(tmp
     assert proc.returncode != 0 and "cannot make progress" in proc.stdout  # `setsid -w` hands back c's exit 3
     groups = {(tmp_path / n).read_text().split()[0] for n in "ab"}
     assert len(groups) == 2 and Path("/proc/self/autogroup").read_text().split()[0] not in groups
+
+
+def test_split_compile_stays_off_where_it_would_change_blackwell_code(tmp_path: Path) -> None:
+    """Measured: -split-compile leaves sm_75-sm_90 code unchanged and changes sm_100/110/120 code, so a build
+    whose targets include Blackwell compiles unsplit, whatever --split-compile says."""
+    from buildtool.compile.sizing import split_compile_keeps_code
+    from buildtool.spec.kernelspec import load_common_flags
+
+    assert load_common_flags().split_compile_below_arch == "10.0"
+    assert split_compile_keeps_code(("7.5", "8.0", "8.7", "9.0"))
+    assert split_compile_keeps_code(("9.0a",))
+    for archs in (("9.0", "10.0"), ("12.0",), ("11.0",), ("10.0a",), ("7.5", "8.0", "9.0", "10.0", "11.0", "12.0")):
+        assert not split_compile_keeps_code(archs), archs
+
+
+@pytest.mark.slow
+def test_a_blackwell_cell_compiles_unsplit_real_nvcc(real_target: tuple[object, object], tmp_path: Path) -> None:
+    tc, env = real_target
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_square.cu",), "split": ()})
+    result = compile_modules(CompileRequest(tree=TINY, specs=(spec,), cell=_cell(archs=("9.0", "12.0")),
+                                            build_dir=tmp_path / "b", log_path=tmp_path / "b.log", use_object_cache=False,
+                                            use_ccache=False, split_compile=4, quiet=True), tc, env)
+    assert result.split_compile == 1 and "-split-compile" not in result.build_ninja.read_text()

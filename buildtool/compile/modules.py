@@ -52,6 +52,7 @@ from buildtool.compile.sizing import (
     default_jobs,
     default_split_compile,
     honours_split_compile,
+    split_compile_keeps_code,
 )
 from buildtool.compile.target import PythonFacts, host_compiler, query_python, tool_identity
 from buildtool.compile.units import nvcc_threads
@@ -93,6 +94,8 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
         raise UserError(f"split_compile must be at least 1 (1 turns nvcc -split-compile off), not {split_compile}")
     elif not honours_split_compile(toolchain.cuda_version):
         split_compile = 1  # an explicit --split-compile applies to the cells whose nvcc honours it
+    if split_compile > 1 and not split_compile_keeps_code(facts.archs):
+        split_compile = 1  # it would change Blackwell's code (and cache keys leave it out): never there
     threads = nvcc_threads(facts.archs, facts.ptx)
     run_env = {**os.environ, **{k: str(v) for k, v in toolchain.env.items()}}
     ninja = ninja_binary(run_env)

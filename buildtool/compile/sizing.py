@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from packaging.version import InvalidVersion, Version
 
@@ -62,6 +63,14 @@ def default_split_compile(cuda_version: str, cores: int | None = None) -> int:
     the cores the finished ones freed; while many TUs run, the kernel's scheduler shares the cores among them.
     """
     return max(1, cores or _usable_cores()) if honours_split_compile(cuda_version) else 1
+
+
+def split_compile_keeps_code(archs: Sequence[str]) -> bool:
+    """Whether -split-compile leaves every target's machine code unchanged: only while all archs (PTX, if
+    embedded, is of one of them) are older than compile_flags.yaml's `split_compile_below_arch` (Blackwell's
+    code changes with it)."""
+    below = Version(load_common_flags().split_compile_below_arch)
+    return all(Version(a.rstrip("af")) < below for a in archs)
 
 
 def honours_split_compile(cuda_version: str) -> bool:

@@ -378,6 +378,8 @@ class CommonFlags(Frozen):
     rules: tuple[Rule, ...] = ()
     split_compile_min_cuda: str = Field(
         description="oldest nvcc that honours -split-compile; older ones pass it to llc, which rejects it (off there)")
+    split_compile_below_arch: str = Field(
+        description="-split-compile only while every target is older than this arch: it changes newer targets' code")
     jobserver_min_cuda: str = Field(
         description="oldest nvcc whose nvcc, cicc and ptxas take --jobserver (compile/jobserver.py)")
 

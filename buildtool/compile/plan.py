@@ -82,7 +82,7 @@ class BuildContext:
     cache_dir: Path | None
     nvcc_identity: str = ""  # `nvcc --version` banner: part of the CUDA objects' cache key
     host_identity: str = ""  # the host compiler's version banner
-    split_compile: int = 1  # nvcc -split-compile threads (1: off); not part of cache keys (same SASS)
+    split_compile: int = 1  # nvcc -split-compile threads (1: off); not part of cache keys (same SASS below sm_100, off from it)
     jobserver: bool = False  # nvcc --jobserver (compile/jobserver.py); not part of cache keys (same objects)
 
     @property

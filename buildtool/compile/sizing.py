@@ -18,9 +18,10 @@ NVCC_BYTES_PER_THREAD = 4 * GIB
 
 
 #: nvcc -split-compile optimises and assembles partitions of one TU in parallel (the nvcc versions that honour it:
-#: compile_flags.yaml `split_compile_min_cuda`). Each kernel's
-#: SASS is identical to the unsplit compile (tests/test_compile.py, real nvcc), so, like -j, it is a scheduling
-#: knob: it stays out of cache keys and provenance. Measured on mamba's selective_scan_bwd_fp32_real.cu,
+#: compile_flags.yaml `split_compile_min_cuda`). For targets older than sm_100 each kernel's SASS is identical
+#: to the unsplit compile (tests/test_compile.py, real nvcc), so, like -j, it is a scheduling knob: it stays out
+#: of cache keys and provenance. It changes Blackwell's code, so a build with such a target never splits
+#: (split_compile_keeps_code). Measured on mamba's selective_scan_bwd_fp32_real.cu,
 #: sm_90: 0.66 GB peak unsplit, 0.90 GB with 8 partitions, hence the factor that sizes -j.
 SPLIT_COMPILE_MEMORY_FACTOR = 1.4
 

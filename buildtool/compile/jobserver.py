@@ -23,8 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
-
+from buildtool.compile.sizing import nvcc_at_least
 from buildtool.spec.kernelspec import load_common_flags
 
 #: ninja joins a jobserver from this version on (ninja 1.13.0 release notes: "automatically joins a GNU
@@ -65,10 +64,7 @@ def plan_jobserver(*, wanted: bool, windows: bool, cuda_version: str, ninja_vers
 
 def honours_jobserver(cuda_version: str) -> bool:
     """Whether this nvcc (and its cicc and ptxas) take --jobserver (compile_flags.yaml `jobserver_min_cuda`)."""
-    try:
-        return Version(cuda_version) >= Version(load_common_flags().jobserver_min_cuda)
-    except InvalidVersion:
-        return False
+    return nvcc_at_least(cuda_version, load_common_flags().jobserver_min_cuda)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,8 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     run_env = {**os.environ, **{k: str(v) for k, v in toolchain.env.items()}}
     ninja = ninja_binary(run_env)
     pool = plan_jobserver(wanted=request.jobserver, windows=facts.os == "windows", cuda_version=toolchain.cuda_version,
-                          ninja_version=ninja_version(ninja), nvcc_workers=split_compile * threads,
+                          ninja_version=ninja_version(ninja) if request.jobserver else None,
+                          nvcc_workers=split_compile * threads,
                           cores=_usable_cores())
     ctx = BuildContext(
         tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root,
@@ -123,8 +124,8 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     history = read_unit_history(cache_root)
     costs = unit_costs(ctx, to_compile, history)
     nice = nice_levels(unit_costs(ctx, to_compile, {})) if request.priorities else None
+    session = session_per_compile_available() if request.fair_share else None  # build.ninja drops it on Windows
     # under a jobserver ninja runs without -j (it would ignore the pool), so a ninja pool caps the compiles
-    session = session_per_compile_available() if request.fair_share and facts.os != "windows" else None
     ninja_file = write_build_ninja(ctx, modules, launcher, costs, nice, compile_pool=jobs if pool.enabled else None,
                                    session=session)
     to_compile = order_by_cost(to_compile, costs)

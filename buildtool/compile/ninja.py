@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -130,9 +131,10 @@ def ninja_binary(env: Mapping[str, str]) -> str:
     raise BuildError("ninja not found", hint="pip install ninja")
 
 
+@functools.lru_cache(maxsize=8)
 def ninja_version(binary: str) -> tuple[int, ...] | None:
     """``ninja --version`` as numbers ("1.13.2.git.kitware.jobserver-pipe-1" -> (1, 13, 2)); None if it
-    does not run."""
+    does not run. Asked once per binary and process (every compile picks its ninja)."""
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):

@@ -76,7 +76,12 @@ def split_compile_keeps_code(archs: Sequence[str]) -> bool:
 
 def honours_split_compile(cuda_version: str) -> bool:
     """Whether this nvcc splits (compile_flags.yaml `split_compile_min_cuda`); an older one only warns per TU."""
+    return nvcc_at_least(cuda_version, load_common_flags().split_compile_min_cuda)
+
+
+def nvcc_at_least(cuda_version: str, floor: str) -> bool:
+    """Whether a toolkit's version reaches a feature's floor from compile_flags.yaml (False if unreadable)."""
     try:
-        return Version(cuda_version) >= Version(load_common_flags().split_compile_min_cuda)
+        return Version(cuda_version) >= Version(floor)
     except InvalidVersion:
         return False

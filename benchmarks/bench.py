@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +57,7 @@ class Run:
     vs_bound: float | None = None  # (wall - build env) / bound_s
     host: dict[str, Any] = field(default_factory=dict)  # the machine's own CPU accounts over the run (host_cpu)
     timeline: list[tuple[str, float, float]] = field(default_factory=list)  # (TU, start s, end s) from .ninja_log
+    busy_cores: list[tuple[float, float]] = field(default_factory=list)  # (s since start, busy cores over the last second)
 
 
 # Runs one command and reports its own children's usage, so each measurement's peak RSS is its own
@@ -91,6 +94,49 @@ def host_cpu(before: list[int] | None, after: list[int] | None) -> dict[str, Any
     with contextlib.suppress(OSError):
         out["cgroup_cpu_max"] = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
     return out
+
+
+def busy_series(readings: list[tuple[float, list[int]]], hz: int) -> list[tuple[float, float]]:
+    """(seconds since the first reading, cores busy on average since the previous reading) from timed
+    /proc/stat readings: where in a build the machine's cores sat idle."""
+    out = []
+    for (t0, a), (t1, b) in itertools.pairwise(readings):
+        if t1 <= t0:
+            continue
+        busy = sum(b[i] - a[i] for i in (0, 1, 2, 5, 6)) / hz
+        out.append((round(t1 - readings[0][0], 1), round(busy / (t1 - t0), 2)))
+    return out
+
+
+class CoreSampler:
+    """Reads /proc/stat once a second in a thread while a build runs (``with CoreSampler() as s``)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval, self.readings = interval, []  # type: float, list[tuple[float, list[int]]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            stat = _proc_stat()
+            if stat is not None:
+                self.readings.append((time.monotonic(), stat))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> CoreSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        stat = _proc_stat()
+        if stat is not None:
+            self.readings.append((time.monotonic(), stat))
+
+    def series(self) -> list[tuple[float, float]]:
+        return busy_series(self.readings, os.sysconf("SC_CLK_TCK"))
 
 
 def ninja_timeline(cell_id: str) -> list[tuple[str, float, float]]:
@@ -137,11 +183,12 @@ def ours(label: str, cell_id: str, archs: str, env_args: list[str], env: dict[st
         old.unlink()
     load0 = os.getloadavg()[0]
     stat0 = _proc_stat()
-    wall, cpu, rss, summary, rc = _buildtool([cell_id, "--archs", archs, "--toolchain", "system", "--dist", str(dist),
-                                              *env_args], env)
+    with CoreSampler() as sampler:
+        wall, cpu, rss, summary, rc = _buildtool([cell_id, "--archs", archs, "--toolchain", "system", "--dist",
+                                                  str(dist), *env_args], env)
     run = Run(label=label, wall_s=round(wall, 1), cpu_s=round(cpu, 1), peak_rss_mb=round(rss),
               load=f"{load0:.1f}/{os.getloadavg()[0]:.1f}", cores=len(os.sched_getaffinity(0)),
-              host=host_cpu(stat0, _proc_stat()), timeline=ninja_timeline(cell_id))
+              host=host_cpu(stat0, _proc_stat()), timeline=ninja_timeline(cell_id), busy_cores=sampler.series())
     cells = summary.get("cells") or []
     if rc != 0 or not cells or cells[0].get("status") != "verified-static":
         run.note = str(cells[0].get("message") if cells else summary.get("error", ""))[:300]
@@ -170,23 +217,28 @@ def _set_bound(run: Run) -> None:
     run.vs_bound = round((run.wall_s - run.env_s) / run.bound_s, 3)
 
 
-def slowest_alone(cell_id: str, run: Run, env: dict[str, str]) -> None:
-    """Compile the cold build's slowest TU again, alone, from its build.ninja edge (same command, nothing
-    beside it): the first term of the bound. The object is rebuilt identical, so the wheel stays valid."""
-    objdir = REPO / "build" / "cells" / cell_id / "obj"
-    ninja_file = objdir / "build.ninja"
-    if not run.slowest_tu or not ninja_file.is_file():
-        return
-    module, _, unit = run.slowest_tu.partition(":")
+def ninja_target(cell_id: str, tu: str) -> str | None:
+    """The object build.ninja makes from ``tu`` ("module:unit", as the cell log names it) in the cell's
+    build dir, or None where that build has no such TU (another split)."""
+    ninja_file = REPO / "build" / "cells" / cell_id / "obj" / "build.ninja"
+    if not tu or not ninja_file.is_file():
+        return None
+    module, _, unit = tu.partition(":")
     want = f"{module}: {unit}"
-    target = None
     previous = ""
     for line in ninja_file.read_text(encoding="utf-8").splitlines():
         if line.strip() == f"desc = {want}" and previous.startswith("build "):
-            target = previous[len("build "):].split(": ", 1)[0].replace("$ ", " ").replace("$:", ":")
-            break
+            return previous[len("build "):].split(": ", 1)[0].replace("$ ", " ").replace("$:", ":")
         if line.startswith("build "):
             previous = line
+    return None
+
+
+def slowest_alone(cell_id: str, run: Run, env: dict[str, str]) -> None:
+    """Compile a cold build's slowest TU again, alone, from its build.ninja edge (same command, nothing
+    beside it): the first term of the bound. The object is rebuilt identical, so the wheel stays valid."""
+    objdir = REPO / "build" / "cells" / cell_id / "obj"
+    target = ninja_target(cell_id, run.slowest_tu)
     if target is None:
         return
     Path(target).unlink(missing_ok=True)
@@ -321,11 +373,14 @@ def main() -> int:
             shutil.rmtree(v_cache, ignore_errors=True)
         cold = next(r for r in runs if r.label == "(b) buildtool cold")
         if cold.ok:
-            # in the last build's dir; the variants' slowest TU alone is the same compile (order and nice aside)
-            slowest_alone(cell_id, cold, env)
+            # in the last cold build's dir: builds with the same slowest TU share its alone time (order and
+            # nice aside); one whose TUs differ (another split) keeps the CPU term alone, which is the
+            # smaller bound, so its ratio is not flattered
+            last = [r for r in runs if r.label.startswith("(b") and r.ok][-1]
+            slowest_alone(cell_id, last, env)
             for r in runs:
-                if r.label.startswith("(b") and r is not cold and r.ok:
-                    r.slowest_alone_s = cold.slowest_alone_s
+                if r.label.startswith("(b") and r is not last and r.ok and r.slowest_tu == last.slowest_tu:
+                    r.slowest_alone_s = last.slowest_alone_s
                     _set_bound(r)
         if cell_id in seconds:
             other, _, interpreter = seconds[cell_id].partition("@")

@@ -346,7 +346,7 @@ def main() -> int:
             up_env["CUDA_HOME"] = os.environ.get("CUDA_HOME") or _system_cuda_home(cell)
             try:
                 res = _timeout_upstream(source, args.archs.split(","), dist / "upstream", args.jobs, up_env,
-                                        args.upstream_timeout, args.upstream_python)
+                                        args.upstream_timeout, args.upstream_python, cell.cxx_std)
                 runs.append(res)
                 if args.keep_upstream_wheels:
                     args.keep_upstream_wheels.mkdir(parents=True, exist_ok=True)
@@ -395,7 +395,7 @@ def main() -> int:
 
 
 def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env: dict[str, str], timeout: int,
-                      python: str) -> Run:
+                      python: str, cxx_std: str | None = None) -> Run:
     """Upstream build in a child process group, killed at ``timeout`` seconds (reported as not finished)."""
     import multiprocessing as mp
 
@@ -403,7 +403,7 @@ def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env:
 
     def target() -> None:
         os.setsid()
-        r = build_upstream(source, archs, out, jobs, env, python)
+        r = build_upstream(source, archs, out, jobs, env, python, cxx_std)
         q.put(asdict(r) | {"wheel": str(r.wheel) if r.wheel else None, "log": str(r.log)})
 
     t0 = time.perf_counter()
@@ -428,6 +428,8 @@ def _timeout_upstream(source: Path, archs: list[str], out: Path, jobs: int, env:
     if tus:
         name, secs = max(tus.items(), key=lambda kv: kv[1])
         run.slowest_tu, run.slowest_tu_s = name, round(secs, 1)
+    if data["std_flags_changed"]:
+        run.note = f"setup.py's -std=c++NN raised to C++{cxx_std} ({data['std_flags_changed']} flags)"
     if not run.ok:
         run.note = f"failed (exit {data['returncode']}), log {data['log']}"
     return run

@@ -1,8 +1,10 @@
 """Build a package with upstream's own setup.py, for comparison benchmarks only.
 
 Works on a temporary copy of the source: the copy's setup.py gets a few lines injected (ours) that keep
-only the requested `-gencode` pairs, so upstream and buildtool compile the same arch list. Nothing
-from upstream is stored in this repository.
+only the requested `-gencode` pairs, so upstream and buildtool compile the same arch list, and its hard-coded
+`-std=c++17` becomes the cell's standard where the torch needs a newer one (torch >= 2.14 refuses C++17,
+patches.md MS-6; buildtool's kernel specs make the same change). Nothing from upstream is stored in this
+repository.
 """
 
 from __future__ import annotations
@@ -52,6 +54,23 @@ def restrict_archs(setup_py: str, archs: list[str]) -> str:
     return "".join(lines[:at]) + _FILTER.format(indent=indent, codes=codes) + "".join(lines[at:])
 
 
+_STD_FLAG = re.compile(r"(-std=c\+\+)(\d\d)\b")
+
+
+def set_cxx_standard(setup_py: str, std: str) -> tuple[str, int]:
+    """setup.py text with every older hard-coded `-std=c++NN` raised to ``std`` ("20"), and how many changed."""
+    changed = 0
+
+    def raise_std(m: re.Match[str]) -> str:
+        nonlocal changed
+        if int(m.group(2)) >= int(std):
+            return m.group(0)
+        changed += 1
+        return m.group(1) + std
+
+    return _STD_FLAG.sub(raise_std, setup_py), changed
+
+
 @dataclass
 class UpstreamResult:
     wall_s: float
@@ -62,6 +81,7 @@ class UpstreamResult:
     tu_seconds: dict[str, float] = field(default_factory=dict)
     returncode: int = 0
     log: Path | None = None
+    std_flags_changed: int = 0  # `-std=c++NN` flags of setup.py raised to the cell's standard
 
 
 def ninja_log_durations(build_root: Path) -> dict[str, float]:
@@ -79,13 +99,14 @@ def ninja_log_durations(build_root: Path) -> dict[str, float]:
 
 
 def build_upstream(source: Path, archs: list[str], out_dir: Path, jobs: int, env_extra: dict[str, str],
-                   python: str = sys.executable) -> UpstreamResult:
+                   python: str = sys.executable, cxx_std: str | None = None) -> UpstreamResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="upstream-"))
     tree = work / "src"
     shutil.copytree(source, tree)
     setup = tree / "setup.py"
-    setup.write_text(restrict_archs(setup.read_text(), archs))
+    text, std_changed = set_cxx_standard(setup.read_text(), cxx_std) if cxx_std else (setup.read_text(), 0)
+    setup.write_text(restrict_archs(text, archs))
     env = dict(os.environ, MAX_JOBS=str(jobs), **env_extra)
     log = out_dir / f"upstream-{source.name}.log"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -107,4 +128,5 @@ def build_upstream(source: Path, archs: list[str], out_dir: Path, jobs: int, env
         tu_seconds=ninja_log_durations(tree),
         returncode=proc.returncode,
         log=log,
+        std_flags_changed=std_changed,
     )

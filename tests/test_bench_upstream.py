@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from upstream import restrict_archs
+from upstream import restrict_archs, set_cxx_standard
 
 # Shaped like the Dao-lab setup.py files: flags filled in nested ifs, then copied with `+ cc_flag`.
 SETUP = '''
@@ -48,6 +48,16 @@ def test_restrict_several_archs() -> None:
 def test_restrict_refuses_a_setup_without_cc_flag() -> None:
     with pytest.raises(ValueError, match="cc_flag"):
         restrict_archs("print('hello')\n", ["9.0"])
+
+
+def test_upstream_cxx_standard_raised_only_where_older() -> None:
+    """torch >= 2.14 refuses C++17 (patches.md MS-6): upstream's hard-coded flag follows the cell's standard."""
+    setup = 'cxx = ["-O3", "-std=c++17"]\nnvcc = ["-O3", "-std=c++17", "-std=c++14x"]\nother = "-std=c++23"\n'
+    text, changed = set_cxx_standard(setup, "20")
+    assert changed == 2
+    assert text == 'cxx = ["-O3", "-std=c++20"]\nnvcc = ["-O3", "-std=c++20", "-std=c++14x"]\nother = "-std=c++23"\n'
+    assert set_cxx_standard(setup, "17") == (setup, 0)
+    assert run(set_cxx_standard(SETUP, "20")[0])["nvcc"] == run(SETUP)["nvcc"]  # no flag: untouched
 
 
 def test_host_cpu_accounts_busy_idle_and_stolen_core_seconds() -> None:

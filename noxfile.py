@@ -159,7 +159,7 @@ BENCH_DEFAULT = [
     "--cell", "linux-x86_64-cp311-cu130-torch2.14-mamba-ssm-2.3.2.post1",
     "--second-cell",
     "linux-x86_64-cp311-cu130-torch2.14-causal-conv1d-1.7.0=linux-x86_64-cp312-cu130-torch2.14-causal-conv1d-1.7.0",
-    "--archs", "9.0", "--out", "docs/bench/local.json",
+    "--archs", "9.0", "--serial-part", "--out", "docs/bench/local.json",
 ]
 
 

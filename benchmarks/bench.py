@@ -307,6 +307,9 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=ARGS",
                     help="one more cold build with extra `buildtool build` arguments, e.g. "
                          "'old split=--split-compile 1' (compared with (a) like (b))")
+    ap.add_argument("--serial-part", action="store_true",
+                    help="after (b), its slowest TU alone with -split-compile 1 and every core, nvcc --time, "
+                         "serial part fitted (benchmarks/serial_part.py)")
     ap.add_argument("--keep-upstream-wheels", type=Path, metavar="DIR",
                     help="copy upstream's wheels here (for the kernel speed comparison, benchmarks/kernel_speed.py)")
     args = ap.parse_args()
@@ -354,7 +357,16 @@ def main() -> int:
                         shutil.copy2(wheel, args.keep_upstream_wheels / wheel.name)
             finally:
                 shutil.rmtree(source.parent, ignore_errors=True)
-        runs.append(ours("(b) buildtool cold", cell_id, args.archs, env_args, env, dist))
+        cold = ours("(b) buildtool cold", cell_id, args.archs, env_args, env, dist)
+        runs.append(cold)
+        if cold.ok:
+            # now, while build.ninja still compiles every TU (the warm rebuild's only links)
+            slowest_alone(cell_id, cold, env)
+            if args.serial_part:
+                from serial_part import measure
+
+                threads = sorted({1, cold.cores})
+                results.setdefault("serial_part", {})[cell_id] = measure(cell_id, cold.slowest_tu, threads)
         if args.keep_wheels:
             args.keep_wheels.mkdir(parents=True, exist_ok=True)
             for wheel in dist.glob("*.whl"):
@@ -371,17 +383,12 @@ def main() -> int:
             runs.append(ours(f"(b') buildtool cold, {label}", cell_id, args.archs, [*env_args, *shlex.split(extra)],
                              dict(env, BUILDTOOL_CACHE_DIR=str(v_cache)), dist))
             shutil.rmtree(v_cache, ignore_errors=True)
-        cold = next(r for r in runs if r.label == "(b) buildtool cold")
-        if cold.ok:
-            # in the last cold build's dir: builds with the same slowest TU share its alone time (order and
-            # nice aside); one whose TUs differ (another split) keeps the CPU term alone, which is the
-            # smaller bound, so its ratio is not flattered
-            last = [r for r in runs if r.label.startswith("(b") and r.ok][-1]
-            slowest_alone(cell_id, last, env)
-            for r in runs:
-                if r.label.startswith("(b") and r is not last and r.ok and r.slowest_tu == last.slowest_tu:
-                    r.slowest_alone_s = last.slowest_alone_s
-                    _set_bound(r)
+        for r in runs:
+            # a variant that compiled the same slowest TU shares (b)'s alone time (order and nice aside); one
+            # whose TUs differ (another split) keeps the CPU term alone, the smaller bound: not flattered
+            if r.label.startswith("(b'") and r.ok and cold.ok and r.slowest_tu == cold.slowest_tu:
+                r.slowest_alone_s = cold.slowest_alone_s
+                _set_bound(r)
         if cell_id in seconds:
             other, _, interpreter = seconds[cell_id].partition("@")
             shutil.rmtree(REPO / "build" / "cells" / other, ignore_errors=True)  # its objects from the cache only

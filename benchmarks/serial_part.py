@@ -2,8 +2,10 @@
 -split-compile value, with `nvcc --time` phase timings, and the serial / parallel split fitted to them.
 
     python benchmarks/serial_part.py --cell CELL_ID [--tu MODULE:UNIT] [--threads 1,16] --out FILE.json
+    (or `benchmarks/bench.py --serial-part`, right after each cold build (b))
 
-The TU defaults to the cell log's slowest one; the build dir must hold that TU (a cold build just ran). With
+The TU defaults to the cell log's slowest one; the build dir must compile that TU (a cold build just ran there:
+a warm rebuild's build.ninja only links). With
 t1 the wall time on one thread and tn on n, Amdahl's law gives the serial part s = (n*tn - t1) / (n - 1) and
 the parallel part p = t1 - s: the front end (EDG, NVVM IR generation) and the host compile do not split, cicc's
 optimiser and ptxas do. If the parallel part scales worse than n-fold, s comes out larger than the true serial
@@ -33,13 +35,15 @@ from bench import REPO, _slowest_from_log, ninja_target
 _SPLIT = re.compile(r"-split-compile[= ](\d+)")
 
 
-def with_split_compile(command: str, threads: int) -> str:
-    """The nvcc command with -split-compile set to ``threads`` (1: the flag removed, nvcc's unsplit compile)."""
-    bare = _SPLIT.sub("", command)
-    if threads <= 1:
-        return " ".join(bare.split())
-    nvcc_at = bare.find(" -c ") if " -c " in bare else len(bare)
-    return " ".join((bare[:nvcc_at] + f" -split-compile={threads}" + bare[nvcc_at:]).split())
+def with_split_compile(command: str, threads: int, extra: tuple[str, ...] = ()) -> str:
+    """The compile command (build.ninja's whole rule line) with nvcc's -split-compile set to ``threads`` (1:
+    the flag removed, nvcc's unsplit compile) and ``extra`` nvcc options, placed before nvcc's ``-c``."""
+    bare = " ".join(_SPLIT.sub("", command).split())
+    added = ([f"-split-compile={threads}"] if threads > 1 else []) + [shlex.quote(x) for x in extra]
+    at = bare.find(" -c ")
+    if at < 0:
+        raise ValueError(f"no nvcc `-c` in the command: {command[:200]}")
+    return bare[:at] + "".join(f" {a}" for a in added) + bare[at:]
 
 
 def amdahl(t1: float, tn: float, n: int) -> dict[str, float]:
@@ -82,19 +86,13 @@ def _run(command: str, objdir: Path) -> tuple[float, float, int]:
     return wall, cpu, proc.returncode
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cell", required=True)
-    ap.add_argument("--tu", help="module:unit as the cell log names it (default: the slowest TU)")
-    ap.add_argument("--threads", default=f"1,{len(os.sched_getaffinity(0))}")
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
-
-    tu = args.tu or _slowest_from_log(args.cell)[0]
-    objdir = REPO / "build" / "cells" / args.cell / "obj"
-    target = ninja_target(args.cell, tu)
+def measure(cell_id: str, tu: str, threads: list[int]) -> dict[str, Any]:
+    """Run ``tu`` of the cell's build dir alone once per -split-compile value; phases and the Amdahl fit."""
+    objdir = REPO / "build" / "cells" / cell_id / "obj"
+    target = ninja_target(cell_id, tu)
     if target is None:
-        sys.exit(f"serial_part: {tu!r} is not a TU of {objdir / 'build.ninja'}")
+        raise SystemExit(f"serial_part: {tu!r} is not compiled by {objdir / 'build.ninja'} (run it right after a "
+                         "cold build: a warm rebuild's build.ninja only links)")
     from buildtool.compile.ninja import ninja_binary
 
     listing = subprocess.run([ninja_binary(dict(os.environ)), "-C", str(objdir), "-t", "commands", target],
@@ -102,20 +100,31 @@ def main() -> int:
     command = listing[-1]
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (int(x) for x in args.threads.split(",")):
+        for n in threads:
             times = Path(tmp) / f"time-{n}.csv"
-            wall, cpu, rc = _run(with_split_compile(command, n) + " --time " + shlex.quote(str(times)), objdir)
+            wall, cpu, rc = _run(with_split_compile(command, n, ("--time", str(times))), objdir)
             runs.append({"threads": n, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "rc": rc,
                          "phases_s": nvcc_phases(times)})
     ok = [r for r in runs if r["rc"] == 0]
     one = next((r for r in ok if r["threads"] == 1), None)
     fits = {str(r["threads"]): amdahl(one["wall_s"], r["wall_s"], r["threads"])
             for r in ok if one is not None and r["threads"] > 1}
-    result = {"cell": args.cell, "tu": tu, "cores": len(os.sched_getaffinity(0)), "runs": runs, "amdahl": fits}
+    return {"cell": cell_id, "tu": tu, "cores": len(os.sched_getaffinity(0)), "runs": runs, "amdahl": fits,
+            "ok": len(ok) == len(runs)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cell", required=True)
+    ap.add_argument("--tu", help="module:unit as the cell log names it (default: the slowest TU)")
+    ap.add_argument("--threads", default=f"1,{len(os.sched_getaffinity(0))}")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    result = measure(args.cell, args.tu or _slowest_from_log(args.cell)[0], [int(x) for x in args.threads.split(",")])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    return 0 if len(ok) == len(runs) else 1
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":

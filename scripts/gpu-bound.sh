@@ -3,11 +3,10 @@
 # (`start`), collect it (`wait`, `pack`) in later calls.
 #   1. mamba-ssm 2.3.2.post1, sm_90, all 16 cores (benchmarks/bench.py, a core-busy sample each second):
 #      upstream's setup.py, then buildtool cold twice; each against its bound max(slowest TU alone,
-#      CPU-s / cores), the last build's slowest TU compiled again alone;
-#   2. that slowest TU alone with -split-compile 1 and 16 and nvcc --time (benchmarks/serial_part.py): how
-#      much of it is serial;
-#   3. causal-conv1d 1.7.0, sm_90, 16 cores: buildtool cold;
-#   4. unless SKIP_LOAD is set, on the GPU (benchmarks/fatbin_load.py): loading the sm_90 code per fatbin
+#      CPU-s / cores), the first build's slowest TU compiled again alone, and with -split-compile 1 and 16
+#      and nvcc --time (--serial-part): how much of it is serial;
+#   2. causal-conv1d 1.7.0, sm_90, 16 cores: buildtool cold;
+#   3. unless SKIP_LOAD is set, on the GPU (benchmarks/fatbin_load.py): loading the sm_90 code per fatbin
 #      compression mode and PTX JIT of compute_90, from images compiled on the CPU machine (CARRY/fb-work).
 # CARRY: cache/sources (sdists), whl/ (pure-Python wheels for cp312 and ninja >= 1.13), fb-work/.
 #   scripts/gpu-bound.sh start OUT | wait OUT SECONDS | pack OUT DEST | run OUT (in the foreground)
@@ -25,25 +24,21 @@ job() {
   step "start: $(nproc) cores, $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader), ninja $(ninja --version), $(git log -1 --oneline 2>/dev/null)"
   python3 -c "import torch, sys; print(torch.__version__, torch.version.cuda, sys.version.split()[0])" >> "$out/steps.log" 2>&1
   step "1. mamba: upstream, buildtool twice (16 cores)"
-  python3 benchmarks/bench.py --use-current-env --archs 9.0 --cell "$MAMBA" --variant "again=" \
+  python3 benchmarks/bench.py --use-current-env --archs 9.0 --cell "$MAMBA" --variant "again=" --serial-part \
     --out "$out/bench-mamba.json" > "$out/bench-mamba.log" 2>&1
   step "1. done rc=$?"
   cp build/logs/*.log "$out/" 2>/dev/null
-  step "2. mamba: the slowest TU alone, -split-compile 1 and 16"
-  python3 benchmarks/serial_part.py --cell "$MAMBA" --threads 1,16 --out "$out/serial-mamba.json" \
-    > "$out/serial-mamba.log" 2>&1
-  step "2. done rc=$?"
-  step "3. causal-conv1d: default (16 cores)"
+  step "2. causal-conv1d: default (16 cores)"
   python3 benchmarks/bench.py --use-current-env --archs 9.0 --skip-upstream --cell "$CONV" \
     --out "$out/bench-causal.json" > "$out/bench-causal.log" 2>&1
-  step "3. done rc=$?"
+  step "2. done rc=$?"
   [ -n "${SKIP_LOAD:-}" ] && { step "done"; return; }
   cuda_home=$(python3 -c "from buildtool import toolchain; print(toolchain.resolve('13.0', 'linux-x86_64', 'system').cuda_home)")
-  step "4. fatbin loads on the GPU (toolkit $cuda_home)"
+  step "3. fatbin loads on the GPU (toolkit $cuda_home)"
   cp -r "$C/fb-work" /tmp/fb
   python3 benchmarks/fatbin_load.py --work /tmp/fb --cuda-home "$cuda_home" --stem selective_scan_fwd_bf16 --sm 90 \
     --out "$out/fatbin-load.json" > "$out/fatbin-load.log" 2>&1
-  step "4. done rc=$?"
+  step "3. done rc=$?"
   step "done"
 }
 

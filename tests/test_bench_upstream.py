@@ -131,14 +131,20 @@ def test_ninja_target_finds_the_object_of_a_unit(tmp_path: Path, monkeypatch: py
 
 
 def test_serial_part_sets_split_compile_threads() -> None:
-    """benchmarks/serial_part.py: the build's nvcc command, re-run with another -split-compile."""
+    """benchmarks/serial_part.py: build.ninja's rule line for a TU, re-run with another -split-compile and
+    nvcc options before nvcc's -c (not after the rule's trailing `rm`)."""
     from serial_part import with_split_compile
 
-    cmd = "/cuda/bin/nvcc -ccbin=g++ -O3 -split-compile=16 -c /s/a.cu -o /o/a.cu.o -MD -MF /o/a.cu.o.d"
-    assert with_split_compile(cmd, 1) == "/cuda/bin/nvcc -ccbin=g++ -O3 -c /s/a.cu -o /o/a.cu.o -MD -MF /o/a.cu.o.d"
-    assert with_split_compile(cmd, 4) == ("/cuda/bin/nvcc -ccbin=g++ -O3 -split-compile=4 -c /s/a.cu -o /o/a.cu.o "
-                                          "-MD -MF /o/a.cu.o.d")
+    cmd = (": > o.start && rm -rf o.keep && mkdir -p o.keep && /cuda/bin/nvcc -ccbin=g++ -O3 -split-compile=16 "
+           "-c /s/a.cu -o /o/a.o -MD -MF /o/a.o.d --keep --keep-dir o.keep && rm -rf o.keep")
+    assert with_split_compile(cmd, 1) == (": > o.start && rm -rf o.keep && mkdir -p o.keep && /cuda/bin/nvcc "
+                                          "-ccbin=g++ -O3 -c /s/a.cu -o /o/a.o -MD -MF /o/a.o.d --keep "
+                                          "--keep-dir o.keep && rm -rf o.keep")
+    timed = with_split_compile(cmd, 4, ("--time", "/t/x y.csv"))
+    assert "-O3 -split-compile=4 --time '/t/x y.csv' -c /s/a.cu" in timed and timed.endswith("&& rm -rf o.keep")
     assert with_split_compile("nvcc -O3 -c a.cu -o a.o", 8) == "nvcc -O3 -split-compile=8 -c a.cu -o a.o"
+    with pytest.raises(ValueError, match="no nvcc"):
+        with_split_compile("g++ -shared -o m.so a.o", 2)
 
 
 def test_serial_part_amdahl_fit() -> None:

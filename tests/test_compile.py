@@ -546,6 +546,28 @@ def test_build_ninja_starts_the_costliest_units_first(tmp_path: Path) -> None:
     assert estimate_unit_seconds("cuda", 70 * 1024, 1) == pytest.approx(38.0)
 
 
+def test_with_split_compile_the_units_that_cannot_spread_start_first(tmp_path: Path) -> None:
+    """A CUDA TU that starts last spreads over the cores the others freed (-split-compile); the host C++ TU
+    cannot, so it goes first even where it costs less (measured: causal-conv1d's binding TU ran last on one
+    core for its last 16 s on two cores)."""
+    ctx = _windows_context(tmp_path)
+    (ctx.tree / "csrc").mkdir(parents=True)
+    for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
+        shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
+    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    units = [u for m in modules for u in m.units]
+    cxx = next(u for u in units if u.unit.language == "cxx")
+    costs = {u.label: (1.0 if u is cxx else 50.0 + i) for i, u in enumerate(units)}
+    assert order_by_cost(units, costs)[-1] is cxx  # unsplit: costliest first, the cheap C++ TU last
+    split = order_by_cost(units, costs, split_compile=16)
+    assert split[0] is cxx
+    assert [costs[u.label] for u in split[1:]] == sorted((costs[u.label] for u in split[1:]), reverse=True)
+    spread = dataclasses.replace(ctx, split_compile=16)
+    ninja = write_build_ninja(spread, modules, None, costs).read_text()
+    first_edge = next(line for line in ninja.splitlines() if line.startswith("build "))
+    assert first_edge.startswith(f"build {_ninja_path(cxx.object_path)}: ")
+
+
 def test_priorities_nice_cheaper_units_in_proportion_and_only_on_posix(tmp_path: Path) -> None:
     assert nice_levels({"a": 40.0, "b": 20.0, "c": 4.0, "d": 0.001}) == {"a": 0, "b": 3, "c": 10, "d": 19}
     ctx = _windows_context(tmp_path)

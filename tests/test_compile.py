@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -485,6 +486,65 @@ def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_targe
         sass.append(sass_by_kernel(cuobjdump, result.build_ninja.parent / "tiny_cuda" / "obj" / "csrc" / "tiny_square.cu.o"))
     assert len(sass[0]) == 6
     assert sass[0] == sass[1]
+
+
+def test_split_compile_pays_only_where_cores_would_idle_without_it() -> None:
+    """Its ~6% extra CPU (compile_flags.yaml) buys wall time only where the TUs, started costliest first
+    without it, leave cores idle. The cost lists are the TUs' seconds of measured builds."""
+    from buildtool.compile.sizing import lpt_makespan, split_compile_pays
+    from buildtool.spec.kernelspec import load_common_flags
+
+    assert 0.04 <= load_common_flags().split_compile_cpu_overhead <= 0.08
+    assert lpt_makespan([93, 93, 92, 72, 71, 69, 47, 47, 40, 23], 2) == 324.0  # two workers, costliest first
+    assert lpt_makespan([5.0, 4.0, 3.0], 8) == 5.0 and lpt_makespan([1.0, 2.0], 1) == 3.0
+    # mamba-ssm on 2 cores (docs/bench/local-2core-bound.json): 10 TUs keep both busy, so off (measured: 4% faster)
+    mamba = [93, 93, 92, 72, 71, 69, 47, 47, 40, 23]
+    assert not split_compile_pays(mamba, jobs=2, cores=2)
+    # the same TUs on 16 cores: 10 TUs leave 6 cores idle, so on (measured: 72-95 s against 84-89 s unsplit)
+    assert split_compile_pays([80.0] * 6 + [30.0] * 3 + [20.0], jobs=16, cores=16)
+    # causal-conv1d on 2 cores (4 bwd parts): off; on 16 cores (37 parts, 45 TUs): its waves leave cores idle
+    assert not split_compile_pays([23.0] * 4 + [17.0, 11.0, 10.0], jobs=2, cores=2)
+    assert split_compile_pays([23.0] * 37 + [17.0, 11.0, 10.0], jobs=16, cores=16)
+    # one TU to rebuild: on anywhere; a memory-capped -j below the cores: the cores it leaves count
+    assert split_compile_pays([40.0], jobs=2, cores=2)
+    assert split_compile_pays([10.0] * 8, jobs=4, cores=8)
+    assert not split_compile_pays([10.0] * 8, jobs=8, cores=8)
+    assert not split_compile_pays([], jobs=2, cores=2)  # nothing to compile
+    assert split_compile_pays([10.0, 10.5], jobs=2, cores=2, overhead=0.0)
+    assert not split_compile_pays([10.0, 10.5], jobs=2, cores=2, overhead=0.06)
+
+
+@pytest.mark.slow
+def test_default_split_compile_follows_the_costs_real_nvcc(real_target: tuple[object, object], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, -split-compile is on where the TUs' costs leave cores idle and off where they keep them busy;
+    the costs here are the measured seconds in the object cache's history, the way a second build sees them."""
+    from buildtool.compile import sizing
+
+    tc, env = real_target
+    monkeypatch.setattr(sizing, "_usable_cores", lambda: 2)
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_add.cu", "csrc/tiny_square.cu"),
+                                                          "split": ()})
+    cache = tmp_path / "cache"
+
+    def build(name: str) -> tuple[int, str, str]:
+        result = compile_modules(CompileRequest(tree=TINY, specs=(spec,), cell=_cell(), build_dir=tmp_path / name,
+                                                log_path=tmp_path / f"{name}.log", cache_dir=cache, jobs=2,
+                                                use_ccache=False, quiet=True), tc, env)
+        shutil.rmtree(cache / "objects")  # cold again next time, with this build's times in the history
+        return result.split_compile, result.build_ninja.read_text(), (tmp_path / f"{name}.log").read_text()
+
+    history = cache / "unit-seconds.json"
+    history.parent.mkdir(parents=True)
+    keys = [f"{spec.name}|{u}|1" for u in ("csrc/tiny_add.cu", "csrc/tiny_square.cu")]
+    history.write_text(json.dumps({keys[0]: 30.0, keys[1]: 2.0}))  # one TU far costlier: cores would idle
+    threads, ninja, _ = build("uneven")
+    assert threads == 2 and ninja.count("-split-compile=2") == 2
+    history.write_text(json.dumps({keys[0]: 10.0, keys[1]: 10.0}))  # two even TUs on two cores: busy anyway
+    threads, ninja, log = build("even")
+    assert threads == 1 and "-split-compile" not in ninja
+    assert "-split-compile off (the TUs keep the cores busy without it)" in log
+    assert "measured cost 10 s" in log  # the decision used the history, not the size estimate
 
 
 def test_split_compile_default_is_every_core_where_nvcc_honours_it() -> None:

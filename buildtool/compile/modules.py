@@ -142,7 +142,7 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     # under a jobserver ninja runs without -j (it would ignore the pool), so a ninja pool caps the compiles
     ninja_file = write_build_ninja(ctx, modules, launcher, costs, nice, compile_pool=jobs if pool.enabled else None,
                                    session=session)
-    to_compile = order_by_cost(to_compile, costs, split_compile)
+    to_compile = order_by_cost(to_compile, costs)
 
     usage_before = _children_usage()
     with open(log_path, "a", encoding="utf-8") as log:  # the caller's cell log: append

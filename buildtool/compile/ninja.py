@@ -94,7 +94,7 @@ def write_build_ninja(ctx: BuildContext, modules: Sequence[PlannedModule], launc
     ninja.newline()
     pending = [pu for module in modules for pu in module.units if not pu.cached]
     if costs is not None:
-        pending = order_by_cost(pending, costs, ctx.split_compile)
+        pending = order_by_cost(pending, costs)
     for pu in pending:
         variables = {"cmd": _ninja_escape(quote_command(compile_argv(ctx, pu), w)), "desc": _ninja_escape(pu.label)}
         if niced:

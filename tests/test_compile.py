@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -487,6 +488,65 @@ def test_split_compile_gives_the_same_sass_for_every_kernel_real_nvcc(real_targe
     assert sass[0] == sass[1]
 
 
+def test_split_compile_pays_only_where_cores_would_idle_without_it() -> None:
+    """Its ~6% extra CPU (compile_flags.yaml) buys wall time only where the TUs, started costliest first
+    without it, leave cores idle. The cost lists are the TUs' seconds of measured builds."""
+    from buildtool.compile.sizing import lpt_makespan, split_compile_pays
+    from buildtool.spec.kernelspec import load_common_flags
+
+    assert 0.04 <= load_common_flags().split_compile_cpu_overhead <= 0.08
+    assert lpt_makespan([93, 93, 92, 72, 71, 69, 47, 47, 40, 23], 2) == 324.0  # two workers, costliest first
+    assert lpt_makespan([5.0, 4.0, 3.0], 8) == 5.0 and lpt_makespan([1.0, 2.0], 1) == 3.0
+    # mamba-ssm on 2 cores (docs/bench/local-2core-bound.json): 10 TUs keep both busy, so off (measured: 4% faster)
+    mamba = [93, 93, 92, 72, 71, 69, 47, 47, 40, 23]
+    assert not split_compile_pays(mamba, jobs=2, cores=2)
+    # the same TUs on 16 cores: 10 TUs leave 6 cores idle, so on (measured: 72-95 s against 84-89 s unsplit)
+    assert split_compile_pays([80.0] * 6 + [30.0] * 3 + [20.0], jobs=16, cores=16)
+    # causal-conv1d on 2 cores (4 bwd parts): off; on 16 cores (37 parts, 45 TUs): its waves leave cores idle
+    assert not split_compile_pays([23.0] * 4 + [17.0, 11.0, 10.0], jobs=2, cores=2)
+    assert split_compile_pays([23.0] * 37 + [17.0, 11.0, 10.0], jobs=16, cores=16)
+    # one TU to rebuild: on anywhere; a memory-capped -j below the cores: the cores it leaves count
+    assert split_compile_pays([40.0], jobs=2, cores=2)
+    assert split_compile_pays([10.0] * 8, jobs=4, cores=8)
+    assert not split_compile_pays([10.0] * 8, jobs=8, cores=8)
+    assert not split_compile_pays([], jobs=2, cores=2)  # nothing to compile
+    assert split_compile_pays([10.0, 10.5], jobs=2, cores=2, overhead=0.0)
+    assert not split_compile_pays([10.0, 10.5], jobs=2, cores=2, overhead=0.06)
+
+
+@pytest.mark.slow
+def test_default_split_compile_follows_the_costs_real_nvcc(real_target: tuple[object, object], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, -split-compile is on where the TUs' costs leave cores idle and off where they keep them busy;
+    the costs here are the measured seconds in the object cache's history, the way a second build sees them."""
+    from buildtool.compile import sizing
+
+    tc, env = real_target
+    monkeypatch.setattr(sizing, "_usable_cores", lambda: 2)
+    spec = load_kernel_spec(TINY_SPEC).model_copy(update={"sources": ("csrc/tiny_add.cu", "csrc/tiny_square.cu"),
+                                                          "split": ()})
+    cache = tmp_path / "cache"
+
+    def build(name: str) -> tuple[int, str, str]:
+        result = compile_modules(CompileRequest(tree=TINY, specs=(spec,), cell=_cell(), build_dir=tmp_path / name,
+                                                log_path=tmp_path / f"{name}.log", cache_dir=cache, jobs=2,
+                                                use_ccache=False, quiet=True), tc, env)
+        shutil.rmtree(cache / "objects")  # cold again next time, with this build's times in the history
+        return result.split_compile, result.build_ninja.read_text(), (tmp_path / f"{name}.log").read_text()
+
+    history = cache / "unit-seconds.json"
+    history.parent.mkdir(parents=True)
+    keys = [f"{spec.name}|{u}|1" for u in ("csrc/tiny_add.cu", "csrc/tiny_square.cu")]
+    history.write_text(json.dumps({keys[0]: 30.0, keys[1]: 2.0}))  # one TU far costlier: cores would idle
+    threads, ninja, _ = build("uneven")
+    assert threads == 2 and ninja.count("-split-compile=2") == 2
+    history.write_text(json.dumps({keys[0]: 10.0, keys[1]: 10.0}))  # two even TUs on two cores: busy anyway
+    threads, ninja, log = build("even")
+    assert threads == 1 and "-split-compile" not in ninja
+    assert "-split-compile off (the TUs keep the cores busy without it)" in log
+    assert "measured cost 10 s" in log  # the decision used the history, not the size estimate
+
+
 def test_split_compile_default_is_every_core_where_nvcc_honours_it() -> None:
     from buildtool.spec.kernelspec import load_common_flags
 
@@ -536,14 +596,37 @@ def test_build_ninja_starts_the_costliest_units_first(tmp_path: Path) -> None:
     assert measured[last.label] == 999.0  # a measured time wins over the estimate (3 archs + PTX = 4 targets)
     ninja = write_build_ninja(ctx, modules, None, measured).read_text()
     edges = [line for line in ninja.splitlines() if line.startswith("build ") and ": link " not in line]
-    expected = [u.object_path for u in order_by_cost(units, measured)]
-    assert expected[0] == last.object_path and len(edges) == len(expected) == len(units)
+    ordered = order_by_cost(units, measured)
+    expected = [u.object_path for u in ordered]
+    assert last.unit.language == "cuda" and len(edges) == len(expected) == len(units)
+    cuda = [u for u in ordered if u.unit.language == "cuda"]
+    assert cuda[0] is last  # the costliest CUDA TU is the first CUDA edge (the host C++ TU goes before it)
     for edge, obj in zip(edges, expected, strict=True):
         assert edge.startswith(f"build {_ninja_path(obj)}: ")
-    costs = [measured[u.label] for u in order_by_cost(units, measured)]
+    costs = [measured[u.label] for u in cuda]
     assert costs == sorted(costs, reverse=True)
     assert ninja.index(" link ") > ninja.index(_ninja_path(expected[-1]))  # links after every compile edge
     assert estimate_unit_seconds("cuda", 70 * 1024, 1) == pytest.approx(38.0)
+
+
+def test_host_cxx_units_start_first_then_cuda_costliest_first(tmp_path: Path) -> None:
+    """The host C++ TU never spreads over the cores and its size estimate misses torch's headers: it goes
+    first even where it is estimated cheaper (measured: causal-conv1d's binding TU, started last, ran alone
+    for the last 16-21 s of a 2-core build)."""
+    ctx = _windows_context(tmp_path)
+    (ctx.tree / "csrc").mkdir(parents=True)
+    for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
+        shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
+    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    units = [u for m in modules for u in m.units]
+    cxx = next(u for u in units if u.unit.language == "cxx")
+    costs = {u.label: (1.0 if u is cxx else 50.0 + i) for i, u in enumerate(units)}
+    ordered = order_by_cost(units, costs)
+    assert ordered[0] is cxx
+    assert [costs[u.label] for u in ordered[1:]] == sorted((costs[u.label] for u in ordered[1:]), reverse=True)
+    ninja = write_build_ninja(ctx, modules, None, costs).read_text()
+    first_edge = next(line for line in ninja.splitlines() if line.startswith("build "))
+    assert first_edge.startswith(f"build {_ninja_path(cxx.object_path)}: ")
 
 
 def test_priorities_nice_cheaper_units_in_proportion_and_only_on_posix(tmp_path: Path) -> None:

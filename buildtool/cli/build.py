@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="skip cells whose wheel exists in --dist with the same provenance")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel compile jobs (default: sized to cores and RAM)")
     p.add_argument("--split-compile", type=int, metavar="N",
-                   help="threads per nvcc for its device compile (-split-compile; default: every core; 1: off)")
+                   help="threads per nvcc for its device compile (-split-compile; default: every core where cores "
+                        "would otherwise idle, off where the TUs keep them busy; 1: off)")
     p.add_argument("--no-split", action="store_true",
                    help="compile each source as one TU, ignoring the kernel specs' split rules (for comparisons)")
     p.add_argument("--priorities", action="store_true",

@@ -9,6 +9,7 @@ objects (see models.py ``ToolchainLike`` / ``BuildEnvLike``) and from running th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -36,7 +37,7 @@ from buildtool.compile.ninja import (
     read_ninja_log,
     write_build_ninja,
 )
-from buildtool.compile.plan import BuildContext, plan_modules
+from buildtool.compile.plan import BuildContext, PlannedModule, PlannedUnit, plan_modules
 from buildtool.compile.schedule import (
     nice_levels,
     order_by_cost,
@@ -53,6 +54,7 @@ from buildtool.compile.sizing import (
     default_split_compile,
     honours_split_compile,
     split_compile_keeps_code,
+    split_compile_pays,
 )
 from buildtool.compile.target import PythonFacts, host_compiler, query_python, tool_identity
 from buildtool.compile.units import nvcc_threads
@@ -88,6 +90,7 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     cache_root = None
     if request.use_object_cache:
         cache_root = request.cache_dir or default_cache_dir()
+    split_by_default = split_compile is None
     if split_compile is None:
         split_compile = default_split_compile(toolchain.cuda_version)
     elif split_compile < 1:
@@ -99,30 +102,41 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     threads = nvcc_threads(facts.archs, facts.ptx)
     run_env = {**os.environ, **{k: str(v) for k, v in toolchain.env.items()}}
     ninja = ninja_binary(run_env)
-    pool = plan_jobserver(wanted=request.jobserver, windows=facts.os == "windows", cuda_version=toolchain.cuda_version,
-                          ninja_version=ninja_version(ninja) if request.jobserver else None,
-                          nvcc_workers=split_compile * threads,
-                          cores=_usable_cores())
     ctx = BuildContext(
         tree, build_dir, facts, toolchain, env, cxx, python, torch_includes, cache_root,
         nvcc_identity=tool_identity((str(toolchain.nvcc), "--version")),
         host_identity=(tool_identity((cxx.path, "--version")) if cxx.kind == "gcc"
                        else f"{cxx.path} {toolchain.host.version}"),
-        split_compile=split_compile, jobserver=pool.enabled,
+        split_compile=split_compile,
     )
 
     jobs = request.jobs or default_jobs(threads, memory=available_memory(), split_compile=split_compile)
-    # split rules apply per machine size (min_jobs); split=False compiles every source whole
-    planned_specs = [s.for_jobs(jobs, split_compile) if request.split else s.model_copy(update={"split": ()})
-                     for s in specs]
-    modules = plan_modules(ctx, planned_specs)
-    hits = restore_cached(ctx, modules)
+    history = read_unit_history(cache_root)
+
+    def plan(ctx: BuildContext) -> tuple[list[PlannedModule], int, list[PlannedUnit], dict[str, float]]:
+        # split rules apply per machine size (min_jobs); split=False compiles every source whole
+        planned_specs = [s.for_jobs(jobs, ctx.split_compile) if request.split else s.model_copy(update={"split": ()})
+                         for s in specs]
+        modules = plan_modules(ctx, planned_specs)
+        hits = restore_cached(ctx, modules)
+        to_compile = [u for m in modules for u in m.units if not u.cached]
+        return modules, hits, to_compile, unit_costs(ctx, to_compile, history)
+
+    modules, hits, to_compile, costs = plan(ctx)
+    split_note = ""
+    if split_by_default and split_compile > 1 and not split_compile_pays(list(costs.values()), jobs):
+        # the TUs keep every core busy without it: its extra CPU would only make the build longer
+        split_compile, split_note = 1, " (the TUs keep the cores busy without it)"
+        ctx = dataclasses.replace(ctx, split_compile=1)
+        modules, hits, to_compile, costs = plan(ctx)
+    pool = plan_jobserver(wanted=request.jobserver, windows=facts.os == "windows", cuda_version=toolchain.cuda_version,
+                          ninja_version=ninja_version(ninja) if request.jobserver else None,
+                          nvcc_workers=split_compile * threads,
+                          cores=_usable_cores())
+    ctx = dataclasses.replace(ctx, jobserver=pool.enabled)
     for m in modules:
         m.link_command = link_argv(ctx, m)
     launcher = shutil.which("ccache", path=run_env.get("PATH")) if request.use_ccache else None
-    to_compile = [u for m in modules for u in m.units if not u.cached]
-    history = read_unit_history(cache_root)
-    costs = unit_costs(ctx, to_compile, history)
     nice = nice_levels(unit_costs(ctx, to_compile, {})) if request.priorities else None
     session = session_per_compile_available() if request.fair_share else None  # build.ninja drops it on Windows
     # under a jobserver ninja runs without -j (it would ignore the pool), so a ninja pool caps the compiles
@@ -134,7 +148,7 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     with open(log_path, "a", encoding="utf-8") as log:  # the caller's cell log: append
         log.write(f"# buildtool compile: {', '.join(s.name for s in specs)} for {cell.id}\n")
         log.write(f"# tree {tree}\n# build.ninja {ninja_file}\n# jobs {jobs}, nvcc --threads {threads}, "
-                  f"-split-compile {split_compile if split_compile > 1 else 'off'}, "
+                  f"-split-compile {split_compile if split_compile > 1 else 'off'}{split_note}, "
                   f"jobserver {pool.reason}, session per compile {'on' if session else 'off'}, ccache {launcher or 'off'}, object cache {cache_root or 'off'}: "
                   f"{hits} hits, {len(to_compile)} to compile\n")
         for u in to_compile:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections.abc import Sequence
 
@@ -64,6 +65,30 @@ def default_split_compile(cuda_version: str, cores: int | None = None) -> int:
     the cores the finished ones freed; while many TUs run, the kernel's scheduler shares the cores among them.
     """
     return max(1, cores or _usable_cores()) if honours_split_compile(cuda_version) else 1
+
+
+def lpt_makespan(costs: Sequence[float], slots: int) -> float:
+    """When the last of ``costs`` ends if each starts, costliest first, on the first of ``slots`` free workers
+    (what ninja does with build.ninja's costliest-first order and ``-j slots``)."""
+    ends = [0.0] * max(1, slots)
+    for cost in sorted(costs, reverse=True):
+        heapq.heapreplace(ends, ends[0] + cost)
+    return max(ends)
+
+
+def split_compile_pays(costs: Sequence[float], jobs: int, cores: int | None = None,
+                       overhead: float | None = None) -> bool:
+    """Whether nvcc -split-compile should be on for TUs of these estimated ``costs``: only where, compiled
+    unsplit on ``jobs`` parallel jobs, they would end later than their work spread over every core plus
+    -split-compile's extra CPU (compile_flags.yaml `split_compile_cpu_overhead`). One TU, or fewer TUs than
+    cores, or one TU far costlier than the rest: on. Many even TUs per core: off, the cores are busy anyway."""
+    if not costs:
+        return False
+    cores = cores or _usable_cores()
+    if overhead is None:
+        overhead = load_common_flags().split_compile_cpu_overhead
+    spread = sum(costs) / max(1, cores)
+    return lpt_makespan(costs, jobs) > (1 + overhead) * spread
 
 
 def split_compile_keeps_code(archs: Sequence[str]) -> bool:

@@ -380,6 +380,8 @@ class CommonFlags(Frozen):
         description="oldest nvcc that honours -split-compile; older ones pass it to llc, which rejects it (off there)")
     split_compile_below_arch: str = Field(
         description="-split-compile only while every target is older than this arch: it changes newer targets' code")
+    split_compile_cpu_overhead: float = Field(
+        ge=0, lt=1, description="extra CPU share -split-compile costs; it is used only where idle cores outweigh it")
     jobserver_min_cuda: str = Field(
         description="oldest nvcc whose nvcc, cicc and ptxas take --jobserver (compile/jobserver.py)")
 

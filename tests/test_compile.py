@@ -22,7 +22,7 @@ from buildtool.compile.drivers import PREFIX_PLACEHOLDERS, compile_argv, link_ar
 from buildtool.compile.models import CompileRequest
 from buildtool.compile.modules import compile_modules
 from buildtool.compile.ninja import _ninja_path, ninja_binary, read_ninja_log, write_build_ninja
-from buildtool.compile.plan import BuildContext, cache_key, plan_modules
+from buildtool.compile.plan import BuildContext, PlannedModule, cache_key, plan_modules
 from buildtool.compile.progress import STATUS_MARK, NinjaProgress
 from buildtool.compile.schedule import (
     UNIT_COST_BASE,
@@ -261,12 +261,17 @@ def _windows_context(tmp_path: Path) -> BuildContext:
                            nvcc_identity="Cuda compilation tools, release 13.2, V13.2.51", host_identity="cl 14.44")
 
 
-def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None:
+def _tiny_windows_plan(tmp_path: Path) -> tuple[BuildContext, list[PlannedModule]]:
+    """The tiny fixture's sources copied into the Windows context's tree, planned (no compiler needed)."""
     ctx = _windows_context(tmp_path)
     (ctx.tree / "csrc").mkdir(parents=True)
     for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
         shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
-    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    return ctx, plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+
+
+def test_windows_link_and_compile_command_shapes_fixture(tmp_path: Path) -> None:
+    ctx, modules = _tiny_windows_plan(tmp_path)
     (module,) = modules
     assert module.output.name == "tiny_cuda.cp312-win_amd64.pyd"
     assert all(u.object_path.suffix == ".obj" for u in module.units)
@@ -582,11 +587,7 @@ def test_nvcc_12_4_does_not_honour_split_compile(tmp_path: Path) -> None:
 
 
 def test_build_ninja_starts_the_costliest_units_first(tmp_path: Path) -> None:
-    ctx = _windows_context(tmp_path)
-    (ctx.tree / "csrc").mkdir(parents=True)
-    for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
-        shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
-    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    ctx, modules = _tiny_windows_plan(tmp_path)
     units = [u for m in modules for u in m.units]
     estimated = unit_costs(ctx, units, {})
     # never timed: estimated from size; every CUDA TU here costs more than the start-up alone, per target
@@ -613,11 +614,7 @@ def test_host_cxx_units_start_first_then_cuda_costliest_first(tmp_path: Path) ->
     """The host C++ TU never spreads over the cores and its size estimate misses torch's headers: it goes
     first even where it is estimated cheaper (measured: causal-conv1d's binding TU, started last, ran alone
     for the last 16-21 s of a 2-core build)."""
-    ctx = _windows_context(tmp_path)
-    (ctx.tree / "csrc").mkdir(parents=True)
-    for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
-        shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
-    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    ctx, modules = _tiny_windows_plan(tmp_path)
     units = [u for m in modules for u in m.units]
     cxx = next(u for u in units if u.unit.language == "cxx")
     costs = {u.label: (1.0 if u is cxx else 50.0 + i) for i, u in enumerate(units)}
@@ -631,11 +628,7 @@ def test_host_cxx_units_start_first_then_cuda_costliest_first(tmp_path: Path) ->
 
 def test_priorities_nice_cheaper_units_in_proportion_and_only_on_posix(tmp_path: Path) -> None:
     assert nice_levels({"a": 40.0, "b": 20.0, "c": 4.0, "d": 0.001}) == {"a": 0, "b": 3, "c": 10, "d": 19}
-    ctx = _windows_context(tmp_path)
-    (ctx.tree / "csrc").mkdir(parents=True)
-    for name in ("tiny.cpp", "tiny_add.cu", "tiny_square.cu", "tiny.h"):
-        shutil.copy(TINY / "csrc" / name, ctx.tree / "csrc" / name)
-    modules = plan_modules(ctx, [load_kernel_spec(TINY_SPEC)])
+    ctx, modules = _tiny_windows_plan(tmp_path)
     units = [u for m in modules for u in m.units]
     nice = nice_levels(unit_costs(ctx, units, {}))
     assert "nice -n" not in write_build_ninja(ctx, modules, None, None, nice).read_text()  # Windows: no nice

@@ -532,11 +532,12 @@ def test_default_split_compile_follows_the_costs_real_nvcc(real_target: tuple[ob
                                                           "split": ()})
     cache = tmp_path / "cache"
 
-    def build(name: str) -> tuple[int, str, str]:
+    def build(name: str, *, keep_objects: bool = False) -> tuple[int, str, str]:
         result = compile_modules(CompileRequest(tree=TINY, specs=(spec,), cell=_cell(), build_dir=tmp_path / name,
                                                 log_path=tmp_path / f"{name}.log", cache_dir=cache, jobs=2,
                                                 use_ccache=False, quiet=True), tc, env)
-        shutil.rmtree(cache / "objects")  # cold again next time, with this build's times in the history
+        if not keep_objects:
+            shutil.rmtree(cache / "objects")  # cold again next time, with this build's times in the history
         return result.split_compile, result.build_ninja.read_text(), (tmp_path / f"{name}.log").read_text()
 
     history = cache / "unit-seconds.json"
@@ -546,10 +547,12 @@ def test_default_split_compile_follows_the_costs_real_nvcc(real_target: tuple[ob
     threads, ninja, _ = build("uneven")
     assert threads == 2 and ninja.count("-split-compile=2") == 2
     history.write_text(json.dumps({keys[0]: 10.0, keys[1]: 10.0}))  # two even TUs on two cores: busy anyway
-    threads, ninja, log = build("even")
+    threads, ninja, log = build("even", keep_objects=True)
     assert threads == 1 and "-split-compile" not in ninja
     assert "-split-compile off (the TUs keep the cores busy without it)" in log
     assert "measured cost 10 s" in log  # the decision used the history, not the size estimate
+    _, _, log = build("cached")  # every object from the cache: nothing to decide, nothing claimed
+    assert "0 to compile" in log and "keep the cores busy" not in log
 
 
 def test_split_compile_default_is_every_core_where_nvcc_honours_it() -> None:

@@ -124,7 +124,7 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
 
     modules, hits, to_compile, costs = plan(ctx)
     split_note = ""
-    if split_by_default and split_compile > 1 and not split_compile_pays(list(costs.values()), jobs):
+    if split_by_default and split_compile > 1 and costs and not split_compile_pays(list(costs.values()), jobs):
         # the TUs keep every core busy without it: its extra CPU would only make the build longer
         split_compile, split_note = 1, " (the TUs keep the cores busy without it)"
         ctx = dataclasses.replace(ctx, split_compile=1)

@@ -35,7 +35,7 @@ def _modules(wheel: Path, into: Path) -> dict[str, Path]:
     return {Path(n).name: into / n for n in names}
 
 
-def text_by_kernel(cuobjdump: str, binary: Path, work: Path) -> dict[str, list[bytes]]:
+def text_by_kernel(cuobjdump: str, binary: Path, work: Path) -> dict[str, bytes]:
     """Each kernel's machine code as bytes, keyed like sass_by_kernel (``sm_90:kernel``): the ``.text.<kernel>``
     section of every cubin that ``cuobjdump -xelf all`` unpacks. Seconds instead of the disassembler's hours on a
     multi-arch wheel; byte-identical code is identical SASS (the converse needs sass_by_kernel)."""
@@ -43,13 +43,13 @@ def text_by_kernel(cuobjdump: str, binary: Path, work: Path) -> dict[str, list[b
 
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run([cuobjdump, "-xelf", "all", str(binary.resolve())], cwd=work, check=True, capture_output=True)
-    kernels: dict[str, list[bytes]] = {}
+    kernels: dict[str, bytes] = {}
     for cubin in sorted(work.glob("*.cubin")):
         arch = cubin.name.rsplit(".", 2)[-2]  # <module>.<n>.sm_90.cubin
         with cubin.open("rb") as f:
             for section in ELFFile(f).iter_sections():
                 if section.name.startswith(".text."):
-                    kernels[f"{arch}:{section.name[len('.text.'):]}"] = [section.data()]
+                    kernels[f"{arch}:{section.name[len('.text.'):]}"] = section.data()
         cubin.unlink()
     return kernels
 
@@ -68,8 +68,10 @@ def compare(ours: Path, upstream: Path, cuobjdump: str, pairs: dict[str, str] | 
             if name not in mine or name not in theirs:
                 report["modules"][name] = {"only_in": "ours" if name in mine else "upstream"}
                 continue
+            # how much identical code: SASS lines (sass_by_kernel's lists) or bytes (text_by_kernel's), by len()
+            amount = "sass_lines" if method == "sass" else "code_bytes"
             m: dict[str, Any] = {"method": method, "kernels_ours": 0, "kernels_upstream": 0, "identical": 0,
-                                 "differing": [], "only_ours": [], "only_upstream": []}
+                                 amount: 0, "differing": [], "only_ours": [], "only_upstream": []}
             for arch in (archs or [None]) if method == "sass" else [None]:
                 if method == "text":
                     a = text_by_kernel(cuobjdump, mine[name], Path(tmp) / "ours-cubins")
@@ -81,9 +83,7 @@ def compare(ours: Path, upstream: Path, cuobjdump: str, pairs: dict[str, str] | 
                 m["kernels_ours"] += len(a)
                 m["kernels_upstream"] += len(b)
                 m["identical"] += len(same)
-                m["sass_lines" if method == "sass" else "code_bytes"] = (
-                    m.get("sass_lines" if method == "sass" else "code_bytes", 0)
-                    + sum(len(a[k]) if method == "sass" else len(a[k][0]) for k in same))
+                m[amount] += sum(len(a[k]) for k in same)
                 m["differing"] += sorted(k for k in a if k in b and a[k] != b[k])
                 m["only_ours"] += sorted(set(a) - set(b))
                 m["only_upstream"] += sorted(set(b) - set(a))
@@ -125,7 +125,7 @@ def main() -> int:
             continue
         ok = not (m["differing"] or m["only_ours"] or m["only_upstream"])
         same = same and ok
-        amount = f"{m['sass_lines']} SASS lines" if "sass_lines" in m else f"{m.get('code_bytes', 0)} bytes of code"
+        amount = f"{m['sass_lines']} SASS lines" if "sass_lines" in m else f"{m['code_bytes']} bytes of code"
         print(f"{name}: {m['identical']} of {m['kernels_ours']} kernels identical ({amount}); "
               f"{len(m['differing'])} differ, {len(m['only_ours'])} only ours, {len(m['only_upstream'])} only upstream's")
     return 0 if same else 1

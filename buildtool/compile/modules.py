@@ -60,7 +60,7 @@ from buildtool.compile.target import PythonFacts, host_compiler, query_python, t
 from buildtool.compile.units import nvcc_threads
 from buildtool.errors import BuildError, UserError
 from buildtool.host import default_cache_dir
-from buildtool.spec.kernelspec import TargetFacts
+from buildtool.spec.kernelspec import KernelSpec, TargetFacts
 from buildtool.versions import major_minor
 
 
@@ -113,22 +113,28 @@ def compile_modules(request: CompileRequest, toolchain: ToolchainLike, env: Buil
     jobs = request.jobs or default_jobs(threads, memory=available_memory(), split_compile=split_compile)
     history = read_unit_history(cache_root)
 
-    def plan(ctx: BuildContext) -> tuple[list[PlannedModule], int, list[PlannedUnit], dict[str, float]]:
+    def specs_for(split_compile: int) -> list[KernelSpec]:
         # split rules apply per machine size (min_jobs); split=False compiles every source whole
-        planned_specs = [s.for_jobs(jobs, ctx.split_compile) if request.split else s.model_copy(update={"split": ()})
-                         for s in specs]
+        return [s.for_jobs(jobs, split_compile) if request.split else s.model_copy(update={"split": ()})
+                for s in specs]
+
+    def plan(ctx: BuildContext, planned_specs: list[KernelSpec]) -> tuple[list[PlannedModule], int,
+                                                                           list[PlannedUnit], dict[str, float]]:
         modules = plan_modules(ctx, planned_specs)
         hits = restore_cached(ctx, modules)
         to_compile = [u for m in modules for u in m.units if not u.cached]
         return modules, hits, to_compile, unit_costs(ctx, to_compile, history)
 
-    modules, hits, to_compile, costs = plan(ctx)
+    planned_specs = specs_for(split_compile)
+    modules, hits, to_compile, costs = plan(ctx, planned_specs)
     split_note = ""
     if split_by_default and split_compile > 1 and costs and not split_compile_pays(list(costs.values()), jobs):
         # the TUs keep every core busy without it: its extra CPU would only make the build longer
         split_compile, split_note = 1, " (the TUs keep the cores busy without it)"
         ctx = dataclasses.replace(ctx, split_compile=1)
-        modules, hits, to_compile, costs = plan(ctx)
+        unsplit_specs = specs_for(1)
+        if unsplit_specs != planned_specs:  # other split rules (without_split_compile): other TUs to plan
+            modules, hits, to_compile, costs = plan(ctx, unsplit_specs)
     pool = plan_jobserver(wanted=request.jobserver, windows=facts.os == "windows", cuda_version=toolchain.cuda_version,
                           ninja_version=ninja_version(ninja) if request.jobserver else None,
                           nvcc_workers=split_compile * threads,

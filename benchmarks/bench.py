@@ -73,6 +73,10 @@ print(json.dumps({"rc": proc.returncode, "wall": time.perf_counter() - t0, "cpu"
 """
 
 
+#: /proc/stat fields that count a core as busy: user, nice, system, irq, softirq (idle, iowait, steal are not).
+_BUSY_FIELDS = (0, 1, 2, 5, 6)
+
+
 def _proc_stat() -> list[int] | None:
     """The aggregate `cpu` line of /proc/stat: user nice system idle iowait irq softirq steal (jiffies)."""
     try:
@@ -89,7 +93,7 @@ def host_cpu(before: list[int] | None, after: list[int] | None) -> dict[str, Any
     if before and after:
         hz = os.sysconf("SC_CLK_TCK")
         d = [(a - b) / hz for a, b in zip(after, before, strict=True)]
-        out = {"busy_s": round(d[0] + d[1] + d[2] + d[5] + d[6], 1), "idle_s": round(d[3] + d[4], 1),
+        out = {"busy_s": round(sum(d[i] for i in _BUSY_FIELDS), 1), "idle_s": round(d[3] + d[4], 1),
                "steal_s": round(d[7], 1)}
     with contextlib.suppress(OSError):
         out["cgroup_cpu_max"] = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
@@ -103,7 +107,7 @@ def busy_series(readings: list[tuple[float, list[int]]], hz: int) -> list[tuple[
     for (t0, a), (t1, b) in itertools.pairwise(readings):
         if t1 <= t0:
             continue
-        busy = sum(b[i] - a[i] for i in (0, 1, 2, 5, 6)) / hz
+        busy = sum(b[i] - a[i] for i in _BUSY_FIELDS) / hz
         out.append((round(t1 - readings[0][0], 1), round(busy / (t1 - t0), 2)))
     return out
 

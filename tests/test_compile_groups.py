@@ -127,7 +127,8 @@ def _job_env(step_env: dict[str, Any], row: dict[str, Any]) -> dict[str, str]:
     """The step's CIBW_* env as GitHub would expand it for this matrix row."""
     def expand(text: str) -> str:
         text = re.sub(r"\$\{\{\s*matrix\.([A-Za-z0-9_-]+)\s*\}\}", lambda m: str(row[m.group(1)]), text)
-        return re.sub(r"\$\{\{\s*github\.workspace\s*\}\}", "/home/runner/work/repo/repo", text)
+        # github.workspace is the job's checkout: this one
+        return re.sub(r"\$\{\{\s*github\.workspace\s*\}\}", REPO.as_posix(), text)
 
     env = {k: expand(str(v)) for k, v in step_env.items()}
     assert not any("${{" in v for v in env.values()), env

@@ -350,7 +350,7 @@ def _fake_unpacked(root: Path, triplet: str) -> None:
 
 def test_debian_assemble_layout(tmp_path: Path) -> None:
     facts = load_facts().debian
-    unpacked, home = tmp_path / "root", tmp_path / "cuda"
+    unpacked, home = tmp_path / "unpacked", tmp_path / "cuda"
     _fake_unpacked(unpacked, "x86_64-linux-gnu")
     assert debian.prune(unpacked, facts.prune, "x86_64-linux-gnu") == len("usr/lib/x86_64-linux-gnu/libcublas_static.a")
     assert (unpacked / "usr/lib/x86_64-linux-gnu/libcudadevrt.a").is_file()  # needed by -rdc builds: kept
@@ -359,7 +359,7 @@ def test_debian_assemble_layout(tmp_path: Path) -> None:
     assert nvcc.is_file() and not nvcc.is_symlink()  # the real driver, not the /usr/bin wrapper
     assert nvcc.read_text() == "usr/lib/nvidia-cuda-toolkit/bin/nvcc"
     assert (home / "bin" / "ptxas").resolve() == (unpacked / "usr/bin/ptxas").resolve()
-    assert os.readlink(home / "bin" / "ptxas") == "../../root/usr/bin/ptxas"  # relative: the cache dir can move
+    assert os.readlink(home / "bin" / "ptxas") == "../../unpacked/usr/bin/ptxas"  # relative: the cache dir can move
     profile = (home / "bin" / "nvcc.profile").read_text()
     assert not (home / "bin" / "nvcc.profile").is_symlink() and "/etc" not in profile and "/usr/lib" not in profile
     assert "NVVMIR_LIBRARY_DIR = $(TOP)/nvvm/libdevice" in profile

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from buildtool.errors import UserError
 
-# What the zip reader raises on damaged data besides BadZipFile (truncated deflate streams, bad headers).
+# What the zip reader raises on damaged data besides BadZipFile: zlib.error and EOFError (truncated deflate
+# streams), OSError and ValueError (bad headers, offsets), NotImplementedError (a compression method
+# zipfile cannot decode, e.g. a member whose method field was damaged).
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError)
 
 
